@@ -1,0 +1,21 @@
+//! WedSync Edge core: the parts of the agent that never touch a socket, a file or a clock.
+//!
+//! * [`domain`]: traffic classes and other words of the domain.
+//! * [`time`]: the caller-supplied monotonic timestamp every sans-IO part takes.
+//! * [`statsd`]: a zero-copy DogStatsD/StatsD line parser for untrusted datagrams.
+//! * [`store`]: the bounded in-memory metric store with windowed queries.
+//! * [`config`]: the agent's configuration types and their validation.
+//!
+//! The daemon drives these with real time and real I/O; tests, benches and (later) the
+//! simulator drive them with virtual time. Both run the same code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod domain;
+pub mod statsd;
+pub mod store;
+pub mod time;
+
+pub use domain::TrafficClass;
+pub use time::Timestamp;

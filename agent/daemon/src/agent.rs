@@ -1,0 +1,262 @@
+//! Wiring: binds the sockets, starts the collectors, the StatsD listener and the API, and stops
+//! them all within the shutdown budget.
+
+use crate::api;
+use crate::host::{HostCollector, HostSample};
+use crate::ingest;
+use crate::process::ProcessSampler;
+use crate::telemetry::{Clock, HostView, Telemetry, lock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wedsync_core::Timestamp;
+use wedsync_core::config::Settings;
+use wedsync_core::store::MetricStore;
+
+/// How long the agent waits for its tasks after a stop is asked for.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
+
+/// How often idle series are expired.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(10);
+
+/// State shared by the API and the agent's tasks.
+#[derive(Debug)]
+pub struct AgentState {
+    /// The validated configuration.
+    pub settings: Settings,
+    /// The agent's monotonic clock.
+    pub clock: Clock,
+    /// The metric store.
+    pub store: Arc<Mutex<MetricStore>>,
+    /// Latest host and process samples.
+    pub host: Arc<RwLock<HostView>>,
+    /// Metrics registry and counters.
+    pub telemetry: Telemetry,
+    /// Where the API actually listens.
+    pub api_addr: SocketAddr,
+    /// Where StatsD actually listens, when enabled.
+    pub statsd_addr: Option<SocketAddr>,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The API port could not be bound.
+    #[error("api.listen: cannot bind TCP {addr}: {source}")]
+    ApiBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The StatsD port could not be bound.
+    #[error(transparent)]
+    Statsd(#[from] ingest::IngestError),
+    /// A bound socket could not report its address.
+    #[error("cannot read the bound address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// Host metrics also kept in the store, so later consumers query them like any series.
+fn record_host_series(store: &mut MetricStore, now: Timestamp, sample: &HostSample) {
+    store.set_internal_gauge(now, "host.cpu.busy", "", sample.cpu.busy);
+    for (i, busy) in sample.cpu.per_core.iter().enumerate() {
+        store.set_internal_gauge(now, "host.cpu.core.busy", &format!("core:{i}"), *busy);
+    }
+    if sample.memory.total_bytes > 0 {
+        store.set_internal_gauge(
+            now,
+            "host.memory.used_ratio",
+            "",
+            sample.memory.used_bytes as f64 / sample.memory.total_bytes as f64,
+        );
+    }
+    store.set_internal_gauge(now, "host.load.1m", "", sample.load.one);
+    if let Some(p) = &sample.pressure {
+        store.set_internal_gauge(now, "host.pressure.stall", "resource:cpu", p.cpu.some_stall_fraction);
+        store.set_internal_gauge(now, "host.pressure.stall", "resource:memory", p.memory.some_stall_fraction);
+        store.set_internal_gauge(now, "host.pressure.stall", "resource:io", p.io.some_stall_fraction);
+    }
+}
+
+async fn sample_host(state: Arc<AgentState>, stop: CancellationToken) {
+    let mut collector = HostCollector::new(&state.settings.procfs);
+    let mut ticker = tokio::time::interval(state.settings.host_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failures_logged = crate::logging::RateLimiter::new(1);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let started = Instant::now();
+        match collector.sample(started) {
+            Ok(sample) => {
+                let now = state.clock.at(started);
+                record_host_series(&mut lock(&state.store), now, &sample);
+                let mut view = state.host.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                view.host = Some(sample);
+                view.host_at = Some(now);
+            }
+            Err(e) => {
+                state.telemetry.host_collect_errors.inc();
+                if let Some(suppressed) = failures_logged.admit(started) {
+                    tracing::warn!(error = %e, suppressed, "host sample failed");
+                }
+            }
+        }
+        state.telemetry.host_collect_seconds.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+async fn sample_process(state: Arc<AgentState>, stop: CancellationToken) {
+    let mut sampler = ProcessSampler::new();
+    let mut ticker = tokio::time::interval(state.settings.process_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let sample = sampler.sample();
+        state.host.write().unwrap_or_else(std::sync::PoisonError::into_inner).process = Some(sample);
+    }
+}
+
+async fn expire_series(state: Arc<AgentState>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(EXPIRY_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let removed = lock(&state.store).expire_idle(state.clock.now(), state.settings.series_ttl);
+        if removed > 0 {
+            tracing::info!(removed, ttl = ?state.settings.series_ttl, "expired idle series");
+        }
+    }
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// Shared state (also what the API serves).
+    pub state: Arc<AgentState>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningAgent {
+    /// Binds every socket and starts every task. Returns once the agent is serving.
+    pub async fn start(settings: Settings) -> Result<RunningAgent, StartError> {
+        let clock = Clock::start();
+        let store = Arc::new(Mutex::new(MetricStore::new(settings.store_limits)));
+        let host = Arc::new(RwLock::new(HostView::default()));
+        let telemetry = Telemetry::new(clock, store.clone(), host.clone());
+
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| StartError::ApiBind { addr: settings.api_listen, source })?;
+        let api_addr = listener.local_addr().map_err(StartError::LocalAddr)?;
+        let statsd = match settings.statsd_listen {
+            Some(addr) => {
+                let (socket, granted) = ingest::bind(addr, settings.statsd_receive_buffer)?;
+                let bound = socket.local_addr().map_err(StartError::LocalAddr)?;
+                if granted < settings.statsd_receive_buffer {
+                    tracing::warn!(
+                        asked = settings.statsd_receive_buffer,
+                        granted,
+                        "kernel granted a smaller StatsD receive buffer (raise net.core.rmem_max)"
+                    );
+                }
+                Some((socket, bound))
+            }
+            None => None,
+        };
+        if !api_addr.ip().is_loopback() {
+            tracing::warn!(%api_addr, "API listens beyond loopback; anyone who can reach it can read the agent's metrics");
+        }
+        let state = Arc::new(AgentState {
+            settings,
+            clock,
+            store,
+            host,
+            telemetry,
+            api_addr,
+            statsd_addr: statsd.as_ref().map(|(_, addr)| *addr),
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        if let Some((socket, _)) = statsd {
+            tasks.spawn(ingest::serve(
+                socket,
+                clock,
+                state.store.clone(),
+                state.telemetry.ingest.clone(),
+                state.settings.statsd_log_rejects_per_second,
+                stop.clone(),
+            ));
+        }
+        tasks.spawn(sample_host(state.clone(), stop.clone()));
+        tasks.spawn(sample_process(state.clone(), stop.clone()));
+        tasks.spawn(expire_series(state.clone(), stop.clone()));
+        let app = api::router(state.clone());
+        let api_stop = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(api_stop.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        tracing::info!(
+            node = %state.settings.node_id,
+            region = %state.settings.region,
+            api = %api_addr,
+            statsd = %state.statsd_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+            version = env!("CARGO_PKG_VERSION"),
+            "agent ready"
+        );
+        Ok(RunningAgent { state, stop, tasks })
+    }
+
+    /// Asks every task to stop and waits for them, at most [`SHUTDOWN_BUDGET`].
+    /// Returns whether all stopped in time.
+    pub async fn shutdown(mut self) -> bool {
+        self.stop.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async { while self.tasks.join_next().await.is_some() {} })
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!("tasks did not stop within {SHUTDOWN_BUDGET:?}; aborting them");
+            self.tasks.abort_all();
+        }
+        drained
+    }
+}
+
+/// SIGINT and SIGTERM handlers, installed before the agent binds anything so that a signal
+/// arriving during start-up is never lost (or fatal).
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for either signal; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}

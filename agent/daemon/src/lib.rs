@@ -1,0 +1,16 @@
+//! The `wedsync-agent` daemon: it loads the layered configuration, samples the host, ingests
+//! StatsD over UDP into the core metric store, and serves the local HTTP API.
+//!
+//! The binary (`main.rs`) is a thin CLI over [`agent::run`]. Everything here does I/O; the
+//! logic it drives lives in `wedsync-core`, which does none.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod api;
+pub mod configuration;
+pub mod host;
+pub mod ingest;
+pub mod logging;
+pub mod process;
+pub mod telemetry;

@@ -1,0 +1,124 @@
+//! `wedsync-agent`: the WedSync Edge agent.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wedsync_agent::agent::{RunningAgent, ShutdownSignals};
+use wedsync_agent::configuration::{self, Sources};
+use wedsync_agent::logging;
+use wedsync_core::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wedsync-agent",
+    version,
+    about = "WedSync Edge agent: sub-second metrics, StatsD ingest and a local API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (on the embedded defaults unless --config or WEDSYNC__* say otherwise).
+    Run {
+        /// A TOML file layered over the defaults (environment variables override it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Log format; overrides log.format.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment) as TOML.
+    Print {
+        /// A TOML file layered over the defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file (layered over the defaults, with the environment applied).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wedsync-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, log_format } => run(config, log_format),
+        Command::Config { command: ConfigCommand::Print { config } } => {
+            let raw = configuration::load(&Sources::from_process(config))?;
+            print!("{}", configuration::to_toml(&raw).context("cannot render the configuration")?);
+            if let Err(errors) = raw.validate() {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+fn run(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
+    let (_, mut settings) = configuration::load_settings(&Sources::from_process(config))?;
+    if let Some(format) = log_format {
+        settings.log_format = match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    logging::init(settings.log_format, &settings.log_level)?;
+    // Two workers: the agent must stay light on the hosts it protects.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wedsync-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut signals = ShutdownSignals::install().context("cannot install signal handlers")?;
+        let agent = RunningAgent::start(settings).await?;
+        let signal = signals.recv().await;
+        tracing::info!(signal, "stopping");
+        let clean = agent.shutdown().await;
+        tracing::info!(clean, "stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
