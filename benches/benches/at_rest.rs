@@ -35,6 +35,7 @@ fn main() {
     }
     let seconds: u64 = std::env::var("WEDSYNC_AT_REST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let ticks_per_second = 100.0; // USER_HZ on Linux
+    // The harness builds the release binary of this very tree before starting it.
     let mut agent = AgentProcess::start(&[]);
     let pid = agent.pid();
     // Let start-up settle, then measure.

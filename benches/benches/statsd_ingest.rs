@@ -3,6 +3,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::{Arc, Mutex, RwLock};
+use wedsync_agent::ingest::ingest_datagram;
+use wedsync_agent::logging::RateLimiter;
+use wedsync_agent::telemetry::{Clock, HostView, Telemetry};
 use wedsync_benches::{line_count, traffic};
 use wedsync_core::Timestamp;
 use wedsync_core::statsd::parse_datagram;
@@ -41,6 +45,19 @@ fn ingest(c: &mut Criterion) {
             }
         });
         assert!(store.app_series() > 0);
+    });
+
+    // The agent's real per-datagram path: store lock, parse, record, counters.
+    group.bench_function("agent_ingest_path", |b| {
+        let clock = Clock::start();
+        let store = Arc::new(Mutex::new(MetricStore::new(StoreLimits::default())));
+        let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
+        let mut limiter = RateLimiter::new(5);
+        b.iter(|| {
+            for d in &datagrams {
+                black_box(ingest_datagram(black_box(d), None, &clock, &store, &telemetry.ingest, &mut limiter));
+            }
+        });
     });
     group.finish();
 }

@@ -12,24 +12,37 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The agent binary: `WEDSYNC_AGENT_BIN`, else the one beside this test in the target dir
-/// (built on demand with the same cargo if it is missing).
+/// The agent binary: `WEDSYNC_AGENT_BIN`, else the one beside this test in the target dir,
+/// built (once per test process, by the same cargo and profile) so a test never runs a stale
+/// binary: `cargo test -p wedsync-tests` alone does not rebuild another package's binary.
 pub fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("WEDSYNC_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let binary = profile_dir.join("wedsync-agent");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "wedsync-agent", "--bin", "wedsync-agent"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building wedsync-agent failed");
-    }
-    binary
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("WEDSYNC_AGENT_BIN") {
+                return PathBuf::from(path);
+            }
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+            let release = profile_dir.file_name().is_some_and(|name| name == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "wedsync-agent", "--bin", "wedsync-agent"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success(), "building wedsync-agent failed");
+            profile_dir.join("wedsync-agent")
+        })
+        .clone()
+}
+
+/// A fresh directory path under the system temp dir (not created).
+pub fn unique_dir(what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("wedsync-e2e-{}-{what}-{n}", std::process::id()))
 }
 
 /// A running agent process.
@@ -47,9 +60,25 @@ impl AgentProcess {
     /// Starts `wedsync-agent run --log-format json` on free loopback ports, with extra
     /// environment variables, and waits (at most 30 s) for its "agent ready" line.
     pub fn start(env: &[(&str, &str)]) -> AgentProcess {
+        Self::start_with_args(&[], env)
+    }
+
+    /// Like [`AgentProcess::start`], with a config file holding `toml`.
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> AgentProcess {
+        let dir = unique_dir("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, toml).unwrap();
+        Self::start_with_args(&["--config", path.to_str().unwrap()], env)
+    }
+
+    fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut command = Command::new(agent_binary());
+        // Each agent gets its own state directory unless the test names one.
+        command.env("WEDSYNC__STORAGE__DIR", unique_dir("state"));
         command
             .args(["run", "--log-format", "json"])
+            .args(args)
             .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
             .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
             .env("WEDSYNC__AGENT__NODE_ID", "test-node")
@@ -97,6 +126,23 @@ impl AgentProcess {
         let mut response = self.http.get(&format!("http://{}{path}", self.api)).call().expect("HTTP GET");
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().expect("HTTP body"))
+    }
+
+    /// A request with a method, an optional bearer token and an optional JSON body: status and body.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}{path}", self.api);
+        let mut response = match (method, body) {
+            ("GET", _) => with_token(self.http.get(&url), token).call(),
+            ("DELETE", _) => with_token(self.http.delete(&url), token).call(),
+            ("POST", Some(body)) => {
+                with_token(self.http.post(&url), token).header("content-type", "application/json").send(body)
+            }
+            ("POST", None) => with_token(self.http.post(&url), token).send_empty(),
+            _ => panic!("unsupported method {method}"),
+        }
+        .expect("HTTP call");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap_or_default())
     }
 
     /// `GET path`, checked for 200, parsed as JSON.
@@ -155,6 +201,13 @@ impl AgentProcess {
         }
         let _ = self.child.kill();
         None
+    }
+}
+
+fn with_token<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(token) => request.header("authorization", &format!("Bearer {token}")),
+        None => request,
     }
 }
 

@@ -5,6 +5,9 @@
 //! defaults, and [`AgentConfig::validate`], which reports every bad field by its dotted path and
 //! says why.
 
+use crate::TrafficClass;
+use crate::engine::EngineSettings;
+use crate::engine::pool::{PoolSpec, UnitCost};
 use crate::store::StoreLimits;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -12,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything a config file or environment may set. Defaults work on any Linux host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// Identity of this agent.
@@ -27,6 +30,131 @@ pub struct AgentConfig {
     pub store: StoreSection,
     /// Logging.
     pub log: LogSection,
+    /// Durable state.
+    pub storage: StorageSection,
+    /// The wedding calendar.
+    pub calendar: CalendarSection,
+    /// Decision engine tuning.
+    pub engine: EngineSection,
+    /// The pools the engine decides for (`[[pools]]`); none by default.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// `[engine]`: decision engine tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Time between decision rounds.
+    pub round_interval: String,
+    /// Utilization within this fraction of the target causes no change.
+    pub tolerance: f64,
+    /// Scale-down waits until the desired capacity stayed lower for this long.
+    pub scale_down_stabilization: String,
+    /// At least this long between two scale-downs of one pool.
+    pub scale_down_cooldown: String,
+    /// Largest fraction of capacity one scale-down removes.
+    pub max_scale_down_fraction: f64,
+    /// Largest factor one scale-up multiplies capacity by.
+    pub max_scale_up_factor: u32,
+    /// Rounds without fresh demand before the engine holds (never scaling in blind).
+    pub stale_rounds: u32,
+    /// A wedding protects its region from this long before its start…
+    pub wedding_lead: String,
+    /// …until this long after its end.
+    pub wedding_trail: String,
+    /// Fraction of capacity kept for wedding-critical traffic while protected.
+    pub wedding_critical_reserve: f64,
+    /// Order in which classes are degraded under overload; wedding-critical never appears.
+    pub degrade_order: Vec<String>,
+    /// Reserved capacity as a fraction of a pool's typical load.
+    pub reserved_baseline_fraction: f64,
+    /// Largest fraction of a target placed on spot.
+    pub spot_max_fraction: f64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let e = EngineSettings::default();
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        EngineSection {
+            round_interval: secs(e.round_interval),
+            tolerance: e.tolerance,
+            scale_down_stabilization: secs(e.scale_down_stabilization),
+            scale_down_cooldown: secs(e.scale_down_cooldown),
+            max_scale_down_fraction: e.max_scale_down_fraction,
+            max_scale_up_factor: e.max_scale_up_factor,
+            stale_rounds: e.stale_rounds,
+            wedding_lead: secs(e.wedding_lead),
+            wedding_trail: secs(e.wedding_trail),
+            wedding_critical_reserve: e.wedding_critical_reserve,
+            degrade_order: e.degrade_order.iter().map(|c| c.as_str().to_owned()).collect(),
+            reserved_baseline_fraction: e.reserved_baseline_fraction,
+            spot_max_fraction: e.spot_max_fraction,
+        }
+    }
+}
+
+/// `[[pools]]`: one pool of interchangeable capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Unique name.
+    pub name: String,
+    /// Region it runs in; empty means `agent.region`.
+    pub region: String,
+    /// Fewest units.
+    pub min: u32,
+    /// Most units.
+    pub max: u32,
+    /// Requests/s one unit serves at full utilization.
+    pub capacity_per_unit: f64,
+    /// Utilization to aim for, in (0, 1].
+    pub target_utilization: f64,
+    /// Traffic classes the pool serves (all by default).
+    pub classes: Vec<String>,
+    /// Time from asking for a unit to its serving traffic.
+    pub provisioning_delay: String,
+    /// Fewest units while a wedding is active in the region (at least `min`).
+    pub protected_floor: u32,
+    /// Unit prices per hour.
+    pub cost: UnitCost,
+    /// StatsD counter whose rate is the pool's demand, split by its `class:` tag.
+    pub demand_metric: String,
+    /// Tags a series must carry to count toward this pool (e.g. `["service:checkout"]`).
+    pub demand_tags: Vec<String>,
+    /// Class of demand that carries no (valid) `class:` tag.
+    pub untagged_class: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: String::new(),
+            region: String::new(),
+            min: 1,
+            max: 100,
+            capacity_per_unit: 100.0,
+            target_utilization: 0.7,
+            classes: TrafficClass::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
+            provisioning_delay: "60s".into(),
+            protected_floor: 0,
+            cost: UnitCost::default(),
+            demand_metric: "requests".into(),
+            demand_tags: Vec::new(),
+            untagged_class: TrafficClass::WeddingPlanning.as_str().into(),
+        }
+    }
+}
+
+/// Where a pool's demand comes from in the metric store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DemandSource {
+    /// Counter name.
+    pub metric: String,
+    /// Tags a series must carry.
+    pub tags: Vec<String>,
+    /// Class of untagged demand.
+    pub untagged_class: TrafficClass,
 }
 
 /// `[agent]`: who this agent is.
@@ -51,12 +179,32 @@ impl Default for AgentSection {
 pub struct ApiSection {
     /// Address to listen on; loopback unless you mean otherwise.
     pub listen: String,
+    /// Bearer token that mutating calls must carry. Empty: mutating calls are refused.
+    /// Prefer setting it from the environment (`WEDSYNC__API__TOKEN`).
+    pub token: String,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
-        ApiSection { listen: "127.0.0.1:9470".into() }
+        ApiSection { listen: "127.0.0.1:9470".into(), token: String::new() }
     }
+}
+
+/// `[storage]`: where the agent keeps what must survive restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// State directory. Empty: `$STATE_DIRECTORY` (systemd), else
+    /// `$XDG_STATE_HOME/wedsync-agent`, else `~/.local/state/wedsync-agent`.
+    pub dir: String,
+}
+
+/// `[calendar]`: the wedding calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalendarSection {
+    /// A TOML file of `[[weddings]]` loaded (and stored) at start. Empty: none.
+    pub file: String,
 }
 
 /// `[statsd]`: UDP ingest.
@@ -190,13 +338,26 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Bearer token for mutating API calls (never printed).
+    #[serde(skip)]
+    pub api_token: Option<String>,
+    /// State directory as configured (empty: resolved by the daemon).
+    pub storage_dir: String,
+    /// Calendar file to load at start.
+    pub calendar_file: Option<String>,
+    /// Decision engine tuning.
+    pub engine: EngineSettings,
+    /// Pools, in configuration order.
+    pub pools: Vec<PoolSpec>,
+    /// Where each pool's demand comes from (same order as `pools`).
+    pub demand: Vec<DemandSource>,
 }
 
 /// One bad field: its dotted path and why it is bad.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// Dotted path, e.g. `api.listen`.
-    pub field: &'static str,
+    pub field: String,
     /// Why, quoting the bad value.
     pub message: String,
 }
@@ -231,11 +392,11 @@ impl ConfigErrors {
 struct Checker(Vec<FieldError>);
 
 impl Checker {
-    fn fail(&mut self, field: &'static str, message: String) {
-        self.0.push(FieldError { field, message });
+    fn fail(&mut self, field: impl Into<String>, message: String) {
+        self.0.push(FieldError { field: field.into(), message });
     }
 
-    fn socket_addr(&mut self, field: &'static str, value: &str) -> Option<SocketAddr> {
+    fn socket_addr(&mut self, field: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -248,7 +409,7 @@ impl Checker {
         }
     }
 
-    fn duration(&mut self, field: &'static str, value: &str, min: Duration, max: Duration) -> Duration {
+    fn duration(&mut self, field: &str, value: &str, min: Duration, max: Duration) -> Duration {
         match humantime::parse_duration(value) {
             Ok(d) if d >= min && d <= max => d,
             Ok(_) => {
@@ -269,14 +430,14 @@ impl Checker {
         }
     }
 
-    fn range(&mut self, field: &'static str, value: u64, min: u64, max: u64) -> u64 {
+    fn range(&mut self, field: &str, value: u64, min: u64, max: u64) -> u64 {
         if value < min || value > max {
             self.fail(field, format!("{value} is out of range (must be from {min} to {max})"));
         }
         value.clamp(min, max)
     }
 
-    fn identifier(&mut self, field: &'static str, value: &str, max_len: usize) {
+    fn identifier(&mut self, field: &str, value: &str, max_len: usize) {
         if value.is_empty() || value.len() > max_len {
             self.fail(field, format!("{value:?} must be 1 to {max_len} characters"));
         } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
@@ -333,6 +494,18 @@ impl AgentConfig {
         if self.log.level.trim().is_empty() {
             c.fail("log.level", "is empty (expected a level such as \"info\" or tracing directives)".into());
         }
+        if !self.api.token.is_empty() && (self.api.token.len() < 16 || self.api.token.chars().any(char::is_whitespace))
+        {
+            c.fail(
+                "api.token",
+                "must be at least 16 characters without spaces (or empty to refuse mutating calls)".into(),
+            );
+        }
+        if !self.storage.dir.is_empty() && !self.storage.dir.starts_with('/') {
+            c.fail("storage.dir", format!("{:?} is not an absolute path", self.storage.dir));
+        }
+        let engine = self.validate_engine(&mut c);
+        let (pools, demand) = self.validate_pools(&mut c);
         match (api_listen, statsd_listen, c.0.is_empty()) {
             (Some(api_listen), Some(statsd_listen), true) => Ok(Settings {
                 node_id: self.agent.node_id.clone(),
@@ -354,9 +527,172 @@ impl AgentConfig {
                 series_ttl,
                 log_format,
                 log_level: self.log.level.clone(),
+                api_token: (!self.api.token.is_empty()).then(|| self.api.token.clone()),
+                storage_dir: self.storage.dir.clone(),
+                calendar_file: (!self.calendar.file.is_empty()).then(|| self.calendar.file.clone()),
+                engine,
+                pools,
+                demand,
             }),
             _ => Err(ConfigErrors(c.0)),
         }
+    }
+}
+
+impl AgentConfig {
+    fn validate_engine(&self, c: &mut Checker) -> EngineSettings {
+        let e = &self.engine;
+        let defaults = EngineSettings::default();
+        let fraction = |c: &mut Checker, field: &str, value: f64, min: f64, max: f64| {
+            if !(value.is_finite() && value >= min && value <= max) {
+                c.fail(field, format!("{value} is out of range (must be from {min} to {max})"));
+            }
+            value.clamp(min, max)
+        };
+        let mut degrade_order = Vec::new();
+        for (i, name) in e.degrade_order.iter().enumerate() {
+            match name.parse::<TrafficClass>() {
+                Ok(TrafficClass::WeddingCritical) => {
+                    c.fail(format!("engine.degrade_order[{i}]"), "wedding-critical is never degraded".into())
+                }
+                Ok(class) if degrade_order.contains(&class) => {
+                    c.fail(format!("engine.degrade_order[{i}]"), format!("{name:?} is listed twice"))
+                }
+                Ok(class) => degrade_order.push(class),
+                Err(err) => c.fail(format!("engine.degrade_order[{i}]"), err.to_string()),
+            }
+        }
+        if degrade_order.len() != 4 && c.0.iter().all(|f| !f.field.starts_with("engine.degrade_order")) {
+            c.fail("engine.degrade_order", "must list each class but wedding-critical exactly once".into());
+        }
+        EngineSettings {
+            round_interval: c.duration(
+                "engine.round_interval",
+                &e.round_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(10),
+            ),
+            tolerance: fraction(c, "engine.tolerance", e.tolerance, 0.0, 0.5),
+            scale_down_stabilization: c.duration(
+                "engine.scale_down_stabilization",
+                &e.scale_down_stabilization,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ),
+            scale_down_cooldown: c.duration(
+                "engine.scale_down_cooldown",
+                &e.scale_down_cooldown,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ),
+            max_scale_down_fraction: fraction(
+                c,
+                "engine.max_scale_down_fraction",
+                e.max_scale_down_fraction,
+                0.01,
+                1.0,
+            ),
+            max_scale_up_factor: c.range("engine.max_scale_up_factor", u64::from(e.max_scale_up_factor), 2, 100) as u32,
+            stale_rounds: c.range("engine.stale_rounds", u64::from(e.stale_rounds), 1, 1000) as u32,
+            wedding_lead: c.duration(
+                "engine.wedding_lead",
+                &e.wedding_lead,
+                Duration::ZERO,
+                Duration::from_secs(7 * 86_400),
+            ),
+            wedding_trail: c.duration(
+                "engine.wedding_trail",
+                &e.wedding_trail,
+                Duration::ZERO,
+                Duration::from_secs(7 * 86_400),
+            ),
+            wedding_critical_reserve: fraction(
+                c,
+                "engine.wedding_critical_reserve",
+                e.wedding_critical_reserve,
+                0.0,
+                0.9,
+            ),
+            degrade_order: if degrade_order.len() == 4 { degrade_order } else { defaults.degrade_order },
+            reserved_baseline_fraction: fraction(
+                c,
+                "engine.reserved_baseline_fraction",
+                e.reserved_baseline_fraction,
+                0.0,
+                1.0,
+            ),
+            spot_max_fraction: fraction(c, "engine.spot_max_fraction", e.spot_max_fraction, 0.0, 1.0),
+            detector: defaults.detector,
+        }
+    }
+
+    fn validate_pools(&self, c: &mut Checker) -> (Vec<PoolSpec>, Vec<DemandSource>) {
+        let mut pools = Vec::new();
+        let mut demand = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let at = |field: &str| format!("pools[{i}].{field}");
+            c.identifier(&at("name"), &p.name, 64);
+            if self.pools[..i].iter().any(|q| q.name == p.name) {
+                c.fail(at("name"), format!("{:?} is used by another pool", p.name));
+            }
+            let region = if p.region.is_empty() { self.agent.region.clone() } else { p.region.clone() };
+            c.identifier(&at("region"), &region, 32);
+            if p.max == 0 || p.min > p.max {
+                c.fail(at("max"), format!("{} must be at least 1 and at least min ({})", p.max, p.min));
+            }
+            if !(p.capacity_per_unit.is_finite() && p.capacity_per_unit > 0.0) {
+                c.fail(at("capacity_per_unit"), format!("{} must be a positive number", p.capacity_per_unit));
+            }
+            if !(p.target_utilization > 0.0 && p.target_utilization <= 1.0) {
+                c.fail(at("target_utilization"), format!("{} must be in (0, 1]", p.target_utilization));
+            }
+            let mut classes = Vec::new();
+            for (j, name) in p.classes.iter().enumerate() {
+                match name.parse::<TrafficClass>() {
+                    Ok(class) if !classes.contains(&class) => classes.push(class),
+                    Ok(_) => c.fail(format!("pools[{i}].classes[{j}]"), format!("{name:?} is listed twice")),
+                    Err(err) => c.fail(format!("pools[{i}].classes[{j}]"), err.to_string()),
+                }
+            }
+            if p.classes.is_empty() {
+                c.fail(at("classes"), "is empty: a pool serves at least one class".into());
+            }
+            let provisioning_delay =
+                c.duration(&at("provisioning_delay"), &p.provisioning_delay, Duration::ZERO, Duration::from_secs(3600));
+            if p.protected_floor > p.max {
+                c.fail(at("protected_floor"), format!("{} is above max ({})", p.protected_floor, p.max));
+            }
+            for (name, price) in [("reserved", p.cost.reserved), ("on_demand", p.cost.on_demand), ("spot", p.cost.spot)]
+            {
+                if !(price.is_finite() && price >= 0.0) {
+                    c.fail(format!("pools[{i}].cost.{name}"), format!("{price} must be a non-negative number"));
+                }
+            }
+            if p.demand_metric.is_empty() {
+                c.fail(at("demand_metric"), "is empty".into());
+            }
+            let untagged_class = match p.untagged_class.parse::<TrafficClass>() {
+                Ok(class) => class,
+                Err(err) => {
+                    c.fail(at("untagged_class"), err.to_string());
+                    TrafficClass::WeddingPlanning
+                }
+            };
+            pools.push(PoolSpec {
+                name: p.name.clone(),
+                region,
+                min: p.min,
+                max: p.max.max(p.min),
+                capacity_per_unit: p.capacity_per_unit,
+                target_utilization: p.target_utilization,
+                classes,
+                provisioning_delay,
+                protected_floor: p.protected_floor.max(p.min),
+                cost: p.cost,
+            });
+            demand.push(DemandSource { metric: p.demand_metric.clone(), tags: p.demand_tags.clone(), untagged_class });
+        }
+        (pools, demand)
     }
 }
 
@@ -416,6 +752,8 @@ mod tests {
         config.store.ewma_half_life = "forever".into();
         config.log.format = "xml".into();
         config.log.level = " ".into();
+        config.api.token = "short".into();
+        config.storage.dir = "relative/dir".into();
         let errors = config.validate().unwrap_err();
         for field in [
             "agent.node_id",
@@ -434,16 +772,79 @@ mod tests {
             "store.ewma_half_life",
             "log.format",
             "log.level",
+            "api.token",
+            "storage.dir",
         ] {
             assert!(errors.names(field), "{field} not named in:\n{errors}");
         }
-        assert_eq!(errors.0.len(), 16, "{errors}");
+        assert_eq!(errors.0.len(), 18, "{errors}");
         let text = errors.to_string();
         assert!(text.contains("host.interval: \"fast\" is not a duration"), "{text}");
         assert!(
             text.contains("store.max_histogram_series: 200000 is out of range (must be from 0 to 100000)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn pools_validate_and_name_bad_fields_by_index() {
+        let mut config = valid();
+        config.agent.region = "eu-west".into();
+        config.pools.push(PoolConfig {
+            name: "checkout".into(),
+            min: 2,
+            max: 50,
+            protected_floor: 10,
+            ..PoolConfig::default()
+        });
+        let settings = config.validate().expect("a valid pool");
+        assert_eq!(settings.pools[0].region, "eu-west", "region defaults to the agent's");
+        assert_eq!(settings.pools[0].protected_floor, 10);
+        assert_eq!(settings.demand[0].untagged_class, TrafficClass::WeddingPlanning);
+
+        config.pools.push(PoolConfig {
+            name: "checkout".into(),
+            min: 5,
+            max: 3,
+            capacity_per_unit: 0.0,
+            target_utilization: 1.5,
+            classes: vec!["vip".into()],
+            provisioning_delay: "later".into(),
+            protected_floor: 9,
+            cost: UnitCost { reserved: -1.0, on_demand: 0.1, spot: f64::NAN },
+            demand_metric: String::new(),
+            demand_tags: vec![],
+            untagged_class: "gold".into(),
+            region: String::new(),
+        });
+        config.engine.degrade_order = vec!["wedding-critical".into(), "media".into()];
+        config.engine.tolerance = 0.9;
+        let errors = config.validate().unwrap_err();
+        for field in [
+            "pools[1].name",
+            "pools[1].max",
+            "pools[1].capacity_per_unit",
+            "pools[1].target_utilization",
+            "pools[1].classes[0]",
+            "pools[1].provisioning_delay",
+            "pools[1].protected_floor",
+            "pools[1].cost.reserved",
+            "pools[1].cost.spot",
+            "pools[1].demand_metric",
+            "pools[1].untagged_class",
+            "engine.degrade_order[0]",
+            "engine.tolerance",
+        ] {
+            assert!(errors.names(field), "{field} not named in:\n{errors}");
+        }
+        assert!(errors.to_string().contains("pools[1].name: \"checkout\" is used by another pool"), "{errors}");
+    }
+
+    #[test]
+    fn engine_defaults_round_trip_through_the_section() {
+        let settings = valid().validate().unwrap();
+        assert_eq!(settings.engine, EngineSettings::default());
+        assert!(settings.pools.is_empty());
     }
 
     #[test]

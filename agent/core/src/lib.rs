@@ -4,6 +4,7 @@
 //! * [`time`]: the caller-supplied monotonic timestamp every sans-IO part takes.
 //! * [`statsd`]: a zero-copy DogStatsD/StatsD line parser for untrusted datagrams.
 //! * [`store`]: the bounded in-memory metric store with windowed queries.
+//! * [`engine`]: the decision engine, a state machine from demand and calendar to decisions.
 //! * [`config`]: the agent's configuration types and their validation.
 //!
 //! The daemon drives these with real time and real I/O; tests, benches and (later) the
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod statsd;
 pub mod store;
 pub mod time;

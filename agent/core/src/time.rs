@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// A point on a monotonic clock, in nanoseconds from an origin chosen by the caller
 /// (the daemon uses its start; tests and simulators use zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

@@ -2,6 +2,8 @@
 //! them all within the shutdown budget.
 
 use crate::api;
+use crate::calendar::{self, StateDb};
+use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
 use crate::process::ProcessSampler;
@@ -13,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
 use wedsync_core::config::Settings;
+use wedsync_core::engine::Engine;
 use wedsync_core::store::MetricStore;
 
 /// How long the agent waits for its tasks after a stop is asked for.
@@ -38,6 +41,12 @@ pub struct AgentState {
     pub api_addr: SocketAddr,
     /// Where StatsD actually listens, when enabled.
     pub statsd_addr: Option<SocketAddr>,
+    /// The decision engine.
+    pub engine: Arc<Mutex<Engine>>,
+    /// Decisions taken.
+    pub decisions: Arc<Mutex<DecisionLog>>,
+    /// The embedded database (wedding calendar).
+    pub db: Arc<StateDb>,
 }
 
 /// Why the agent could not start.
@@ -54,6 +63,12 @@ pub enum StartError {
     /// The StatsD port could not be bound.
     #[error(transparent)]
     Statsd(#[from] ingest::IngestError),
+    /// The state database could not be opened.
+    #[error(transparent)]
+    State(#[from] calendar::StateError),
+    /// The calendar file could not be loaded.
+    #[error(transparent)]
+    CalendarFile(#[from] calendar::CalendarFileError),
     /// A bound socket could not report its address.
     #[error("cannot read the bound address: {0}")]
     LocalAddr(std::io::Error),
@@ -140,6 +155,34 @@ async fn expire_series(state: Arc<AgentState>, stop: CancellationToken) {
     }
 }
 
+/// Loads the stored calendar into the engine, then the calendar file (stored too, so the
+/// database always holds the whole calendar).
+fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Result<(), StartError> {
+    let (stored, broken) = db.weddings()?;
+    for id in &broken {
+        tracing::warn!(id, "stored wedding cannot be decoded; skipped");
+    }
+    let mut loaded = 0usize;
+    for wedding in stored {
+        if let Err(reason) = engine.handle_wedding_upsert(wedding) {
+            tracing::warn!(reason, "stored wedding is invalid; skipped");
+        } else {
+            loaded += 1;
+        }
+    }
+    let mut from_file = 0usize;
+    if let Some(path) = file {
+        for wedding in calendar::load_file(std::path::Path::new(path))? {
+            db.put_wedding(&wedding)?;
+            if engine.handle_wedding_upsert(wedding).is_ok() {
+                from_file += 1;
+            }
+        }
+    }
+    tracing::info!(stored = loaded, from_file, "wedding calendar loaded");
+    Ok(())
+}
+
 /// A running agent.
 #[derive(Debug)]
 pub struct RunningAgent {
@@ -155,7 +198,12 @@ impl RunningAgent {
         let clock = Clock::start();
         let store = Arc::new(Mutex::new(MetricStore::new(settings.store_limits)));
         let host = Arc::new(RwLock::new(HostView::default()));
-        let telemetry = Telemetry::new(clock, store.clone(), host.clone());
+        let mut telemetry = Telemetry::new(clock, store.clone(), host.clone());
+        let engine = Arc::new(Mutex::new(Engine::new(settings.engine.clone(), settings.pools.clone())));
+        let decision_log = Arc::new(Mutex::new(DecisionLog::default()));
+        let db = Arc::new(StateDb::open(&crate::configuration::state_dir(&settings.storage_dir))?);
+        load_calendar(&db, &mut lock(&engine), settings.calendar_file.as_deref())?;
+        telemetry.register_engine(engine.clone(), decision_log.clone());
 
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
@@ -187,6 +235,9 @@ impl RunningAgent {
             telemetry,
             api_addr,
             statsd_addr: statsd.as_ref().map(|(_, addr)| *addr),
+            engine,
+            decisions: decision_log,
+            db,
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -203,6 +254,16 @@ impl RunningAgent {
         tasks.spawn(sample_host(state.clone(), stop.clone()));
         tasks.spawn(sample_process(state.clone(), stop.clone()));
         tasks.spawn(expire_series(state.clone(), stop.clone()));
+        if !state.settings.pools.is_empty() {
+            tasks.spawn(decisions::drive(
+                clock,
+                state.store.clone(),
+                state.engine.clone(),
+                state.settings.demand.clone(),
+                state.decisions.clone(),
+                stop.clone(),
+            ));
+        }
         let app = api::router(state.clone());
         let api_stop = stop.clone();
         tasks.spawn(async move {
@@ -216,6 +277,7 @@ impl RunningAgent {
             region = %state.settings.region,
             api = %api_addr,
             statsd = %state.statsd_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+            pools = state.settings.pools.len(),
             version = env!("CARGO_PKG_VERSION"),
             "agent ready"
         );

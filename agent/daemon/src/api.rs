@@ -1,10 +1,12 @@
-//! The local HTTP API: `/healthz`, `/metrics` (OpenMetrics text), `/v1/status` (JSON).
+//! The local HTTP API: `/healthz`, `/metrics` (OpenMetrics text), `/v1/status`, `/v1/decisions`
+//! `/v1/pools` and `/v1/weddings` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
 //! Every error is JSON: `{"error": "..."}`.
 
 use crate::agent::AgentState;
 use crate::telemetry::{CONTENT_TYPE, lock, read};
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -22,6 +24,10 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/decisions", get(decisions))
+        .route("/v1/pools", get(pools))
+        .route("/v1/weddings", get(list_weddings).post(upsert_wedding))
+        .route("/v1/weddings/{id}", axum::routing::delete(delete_wedding))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -51,6 +57,139 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
         Ok(Ok(text)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Ok(Err(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics rendering failed: {e}")),
+    }
+}
+
+/// Query of `/v1/decisions`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionQuery {
+    /// Most decisions to return (default 100, at most 1000).
+    limit: Option<usize>,
+    /// Only this pool's.
+    pool: Option<String>,
+}
+
+async fn decisions(
+    State(state): State<Arc<AgentState>>,
+    query: Result<Query<DecisionQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > crate::decisions::KEPT_DECISIONS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit: {limit} is out of range (1 to {})", crate::decisions::KEPT_DECISIONS),
+        );
+    }
+    if let Some(pool) = &query.pool {
+        if lock(&state.engine).pool_index(pool).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no pool named {pool:?}"));
+        }
+    }
+    let decisions = lock(&state.decisions).newest(limit, query.pool.as_deref());
+    Json(json!({ "decisions": decisions })).into_response()
+}
+
+async fn pools(State(state): State<Arc<AgentState>>) -> Response {
+    let wall = crate::decisions::wall_ms();
+    let engine = lock(&state.engine);
+    let pools: Vec<serde_json::Value> = engine
+        .status()
+        .into_iter()
+        .map(|status| {
+            let active = engine.active_weddings(&status.spec.region, wall);
+            json!({ "status": status, "active_weddings": active })
+        })
+        .collect();
+    Json(json!({ "pools": pools, "engine": engine.settings() })).into_response()
+}
+
+/// Checks the bearer token of a mutating call: `None` when allowed, else the refusal.
+fn refuse_unauthorized(state: &AgentState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &state.settings.api_token else {
+        return Some(error(StatusCode::FORBIDDEN, "mutating calls are disabled: set api.token (WEDSYNC__API__TOKEN)"));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Some(error(StatusCode::UNAUTHORIZED, "missing 'Authorization: Bearer <api.token>' header")),
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+    }
+    diff == 0
+}
+
+async fn list_weddings(State(state): State<Arc<AgentState>>) -> Response {
+    let wall = crate::decisions::wall_ms();
+    let engine = lock(&state.engine);
+    let settings = engine.settings();
+    let weddings: Vec<serde_json::Value> = engine
+        .weddings()
+        .map(|w| json!({ "wedding": w, "active": w.is_active(wall, settings.wedding_lead, settings.wedding_trail) }))
+        .collect();
+    Json(json!({ "weddings": weddings })).into_response()
+}
+
+async fn upsert_wedding(
+    State(state): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    body: Result<Json<crate::calendar::WeddingInput>, JsonRejection>,
+) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+        return denied;
+    }
+    let Json(input) = match body {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad wedding: {}", e.body_text())),
+    };
+    let wedding = match input.into_wedding() {
+        Ok(wedding) => wedding,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}")),
+    };
+    // Durable first, then in force: a wedding the API acknowledged survives a crash.
+    let db = state.db.clone();
+    let stored = wedding.clone();
+    match tokio::task::spawn_blocking(move || db.put_wedding(&stored)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}")),
+    }
+    if let Err(reason) = lock(&state.engine).handle_wedding_upsert(wedding.clone()) {
+        return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}"));
+    }
+    tracing::info!(id = %wedding.id, region = %wedding.region, "wedding stored");
+    (StatusCode::CREATED, Json(json!({ "wedding": wedding }))).into_response()
+}
+
+async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+        return denied;
+    }
+    let db = state.db.clone();
+    let key = id.clone();
+    let removed = match tokio::task::spawn_blocking(move || db.remove_wedding(&key)).await {
+        Ok(Ok(removed)) => removed,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}")),
+    };
+    let in_engine = lock(&state.engine).handle_wedding_remove(&id);
+    if removed || in_engine {
+        tracing::info!(%id, "wedding removed");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no wedding with id {id:?}"))
     }
 }
 

@@ -103,9 +103,34 @@ pub fn host_name() -> String {
     if cleaned.is_empty() { "node".into() } else { cleaned }
 }
 
-/// The effective configuration as TOML, for `config print`.
+/// The effective configuration as TOML, for `config print`; a set API token is redacted.
 pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
-    toml::to_string_pretty(config)
+    let mut shown = config.clone();
+    if !shown.api.token.is_empty() {
+        shown.api.token = "<redacted>".into();
+    }
+    toml::to_string_pretty(&shown)
+}
+
+/// The state directory: `storage.dir`, else `$STATE_DIRECTORY`, `$XDG_STATE_HOME/wedsync-agent`,
+/// `$HOME/.local/state/wedsync-agent`, or `./wedsync-state` as a last resort.
+pub fn state_dir(configured: &str) -> PathBuf {
+    if !configured.is_empty() {
+        return PathBuf::from(configured);
+    }
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = var("XDG_STATE_HOME") {
+        return dir.join("wedsync-agent");
+    }
+    if let Some(home) = var("HOME") {
+        return home.join(".local/state/wedsync-agent");
+    }
+    PathBuf::from("wedsync-state")
 }
 
 /// Reads a file for `config check`, layered as `run --config FILE` would.
@@ -194,6 +219,13 @@ mod tests {
         let mut defaults = AgentConfig::default();
         defaults.agent.node_id = parsed.agent.node_id.clone();
         assert_eq!(parsed, defaults, "agent.example.toml must show every default");
+    }
+
+    #[test]
+    fn printed_config_redacts_the_token() {
+        let sources = Sources { file: None, env: env(&[("WEDSYNC__API__TOKEN", "s3cret-s3cret-s3cret")]) };
+        let text = to_toml(&load(&sources).unwrap()).unwrap();
+        assert!(!text.contains("s3cret") && text.contains("<redacted>"), "{text}");
     }
 
     #[test]

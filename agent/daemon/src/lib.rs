@@ -1,5 +1,6 @@
 //! The `wedsync-agent` daemon: it loads the layered configuration, samples the host, ingests
-//! StatsD over UDP into the core metric store, and serves the local HTTP API.
+//! StatsD over UDP into the core metric store, drives the decision engine, and serves the local
+//! HTTP API.
 //!
 //! The binary (`main.rs`) is a thin CLI over [`agent::run`]. Everything here does I/O; the
 //! logic it drives lives in `wedsync-core`, which does none.
@@ -8,7 +9,9 @@
 
 pub mod agent;
 pub mod api;
+pub mod calendar;
 pub mod configuration;
+pub mod decisions;
 pub mod host;
 pub mod ingest;
 pub mod logging;

@@ -5,6 +5,7 @@
 //! process sample, and the application aggregates read from the metric store at scrape time
 //! (no second copy of the data is kept).
 
+use crate::decisions::DecisionLog;
 use crate::host::HostSample;
 use crate::process::ProcessSample;
 use prometheus_client::collector::Collector;
@@ -19,6 +20,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use wedsync_core::Timestamp;
+use wedsync_core::engine::Engine;
 use wedsync_core::statsd::{MetricKind, ParseErrorKind};
 use wedsync_core::store::MetricStore;
 
@@ -167,6 +169,11 @@ impl Telemetry {
         registry.register_collector(Box::new(HostCollector { host }));
         registry.register_collector(Box::new(AppCollector { clock, store }));
         Telemetry { registry, ingest, host_collect_seconds, host_collect_errors }
+    }
+
+    /// Adds the engine's pools and decisions to the exposition.
+    pub fn register_engine(&mut self, engine: Arc<Mutex<Engine>>, log: Arc<Mutex<DecisionLog>>) {
+        self.registry.register_collector(Box::new(EngineCollector { engine, log }));
     }
 
     /// Renders every metric in the OpenMetrics text format.
@@ -366,6 +373,77 @@ impl Collector for HostCollector {
                 resources.iter().map(|(r, s)| ([("resource", *r)], s.some_avg10)),
             )?;
         }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct EngineCollector {
+    engine: Arc<Mutex<Engine>>,
+    log: Arc<Mutex<DecisionLog>>,
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let pools = lock(&self.engine).status();
+        let names: Vec<&str> = pools.iter().map(|p| p.spec.name.as_str()).collect();
+        let per_pool = |f: &dyn Fn(&wedsync_core::engine::PoolStatus) -> f64| {
+            pools.iter().zip(&names).map(|(p, name)| ([("pool", *name)], f(p))).collect::<Vec<_>>()
+        };
+        gauge(&mut encoder, "wedsync_pool_target_units", "Units last asked for", per_pool(&|p| f64::from(p.target)))?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_available_units",
+            "Units believed serving",
+            per_pool(&|p| f64::from(p.available)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_load_rps",
+            "Load estimate of the last round, requests/s",
+            per_pool(&|p| p.load),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_protected",
+            "1 while a wedding is active in the pool's region",
+            per_pool(&|p| f64::from(u8::from(p.protected))),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_holding_stale",
+            "1 while the pool holds for lack of fresh demand metrics",
+            per_pool(&|p| f64::from(u8::from(p.holding_stale))),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_admission_ratio",
+            "Fraction of each class's demand admitted",
+            pools.iter().zip(&names).flat_map(|(p, name)| {
+                p.admission.iter().map(move |a| ([("pool", *name), ("class", a.class.as_str())], a.admit))
+            }),
+        )?;
+        let log = lock(&self.log);
+        let mut decisions = encoder.encode_descriptor(
+            "wedsync_decisions",
+            "Decisions taken, by pool and direction",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for ((pool, direction), count) in &log.counts {
+            ConstCounter::new(*count)
+                .encode(decisions.encode_family(&[("pool", pool.as_str()), ("direction", *direction)])?)?;
+        }
+        let latest: Vec<(&str, f64)> = names
+            .iter()
+            .filter_map(|name| log.newest(1, Some(name)).first().map(|d| (*name, d.decision.cost_per_hour)))
+            .collect();
+        gauge(
+            &mut encoder,
+            "wedsync_pool_cost_per_hour",
+            "Estimated cost per hour of the pool's latest decision",
+            latest.into_iter().map(|(name, cost)| ([("pool", name)], cost)),
+        )?;
         Ok(())
     }
 }

@@ -1,0 +1,345 @@
+//! The writer: [`AuditLog`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{self, GENESIS_HEX};
+use crate::error::{AuditError, Defect};
+use crate::files::{self, LastEntry};
+use crate::policy::FsyncPolicy;
+
+/// Default for [`AuditConfig::max_file_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn default_max_file_bytes() -> u64 {
+    DEFAULT_MAX_FILE_BYTES
+}
+
+/// Configuration of an [`AuditLog`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The current log file. Rotated files live next to it as `<path>.<N>`.
+    pub path: PathBuf,
+    /// When appends are fsynced (serde/string form: `"always"`, `"never"`, `"100ms"`, …). Default: always.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Rotate before an append would make the current file larger than this many bytes. A file always holds at
+    /// least one entry, so a single oversized entry still gets written. `0` disables rotation.
+    /// Default: [`DEFAULT_MAX_FILE_BYTES`].
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// How many rotated files to keep; older ones are deleted at rotation. `0` keeps all. Default: 0.
+    #[serde(default)]
+    pub keep_files: usize,
+}
+
+impl AuditConfig {
+    /// A configuration for `path` with the defaults: fsync always, [`DEFAULT_MAX_FILE_BYTES`], keep all files.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), fsync: FsyncPolicy::Always, max_file_bytes: DEFAULT_MAX_FILE_BYTES, keep_files: 0 }
+    }
+}
+
+/// Acknowledgement of one appended entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The entry's hash (64 lowercase hex digits).
+    pub hash: String,
+    /// Whether the entry was fsynced before `append` returned.
+    pub durable: bool,
+}
+
+/// A torn tail that [`AuditLog::open`] truncated away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Byte offset where the torn data started (the file's length after truncation).
+    pub offset: u64,
+    /// How many bytes were removed.
+    pub removed_bytes: u64,
+    /// Why the tail was considered torn: [`Defect::TornFinalLine`] (no trailing newline) or
+    /// [`Defect::Unparsable`] (the last line was not a well-formed entry).
+    pub reason: Defect,
+}
+
+/// What [`AuditLog::open`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The current file.
+    pub path: PathBuf,
+    /// The current file did not exist and was created.
+    pub created: bool,
+    /// Number of rotated files found next to the current file.
+    pub rotated_files: usize,
+    /// The recovered last sequence number (0 for a new chain).
+    pub last_seq: u64,
+    /// The recovered last hash (64 zeros for a new chain).
+    pub last_hash: String,
+    /// A torn last line that was truncated away, if any. Entries in it were never acknowledged as durable
+    /// (at most the one being written when the process stopped).
+    pub torn_tail: Option<TornTail>,
+}
+
+/// An open, append-only, hash-chained audit log. See the crate documentation.
+///
+/// One `AuditLog` per path: the log does not lock the file against other writers. Dropping the log does not
+/// fsync; call [`AuditLog::sync`] first if pending entries must be durable.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    fsync: FsyncPolicy,
+    max_file_bytes: u64,
+    keep_files: usize,
+    /// Bytes in the current file.
+    file_len: u64,
+    last_seq: u64,
+    last_hash: [u8; 32],
+    last_hash_hex: String,
+    durable_seq: u64,
+    /// When `sync_if_due` last fsynced.
+    last_interval_sync: Option<Instant>,
+    /// Index for the next rotated file.
+    next_rotation: u64,
+    poisoned: bool,
+}
+
+fn open_current(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).append(true).create(true).open(path)
+}
+
+impl AuditLog {
+    /// Opens (creating directories and the file as needed) the log at `config.path`.
+    ///
+    /// Recovers the last seq and hash from the tail of the current file (or, if it holds no entry, from the
+    /// newest rotated file). A torn last line -- no trailing newline, or an unparsable last line, as left by a
+    /// crash mid-write -- is truncated away and reported in [`OpenReport::torn_tail`]. If the last complete
+    /// entry does not verify (its own hash, and its link to the entry before it), open fails with
+    /// [`AuditError::Corrupt`] and modifies nothing: the log never silently continues a broken chain.
+    /// The current file is fsynced, so everything recovered counts as durable.
+    pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenReport), AuditError> {
+        let AuditConfig { path, fsync, max_file_bytes, keep_files } = config;
+        let dir = files::parent_dir(&path).to_path_buf();
+        fs::create_dir_all(&dir).map_err(AuditError::io(&dir))?;
+        let rotated = files::list_rotated(&path)?;
+        let created = match fs::symlink_metadata(&path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(AuditError::Io { path, source: e }),
+        };
+        let mut file = open_current(&path).map_err(AuditError::io(&path))?;
+        if created {
+            files::sync_dir(&dir)?;
+        }
+
+        let tail = files::inspect_tail(&mut file, &path, true)?;
+        let mut last = tail.last;
+        if last.is_none() {
+            // The current file holds no entry (new, or just rotated): continue from the newest rotated file.
+            for (_, older) in rotated.iter().rev() {
+                let mut f = File::open(older).map_err(AuditError::io(older))?;
+                if let Some(entry) = files::inspect_tail(&mut f, older, false)?.last {
+                    last = Some(entry);
+                    break;
+                }
+            }
+        }
+        let torn_tail = match tail.torn {
+            Some(t) => {
+                file.set_len(tail.keep_len).map_err(AuditError::io(&path))?;
+                Some(TornTail { offset: t.offset, removed_bytes: t.removed_bytes, reason: t.reason })
+            }
+            None => None,
+        };
+        file.sync_all().map_err(AuditError::io(&path))?;
+
+        let LastEntry { seq, hash, hash_hex } =
+            last.unwrap_or(LastEntry { seq: 0, hash: [0u8; 32], hash_hex: GENESIS_HEX.to_owned() });
+        let report = OpenReport {
+            path: path.clone(),
+            created,
+            rotated_files: rotated.len(),
+            last_seq: seq,
+            last_hash: hash_hex.clone(),
+            torn_tail,
+        };
+        let log = AuditLog {
+            next_rotation: rotated.last().map_or(1, |(n, _)| n.saturating_add(1)),
+            path,
+            file,
+            fsync,
+            max_file_bytes,
+            keep_files,
+            file_len: tail.keep_len,
+            last_seq: seq,
+            last_hash: hash,
+            last_hash_hex: hash_hex,
+            durable_seq: seq,
+            last_interval_sync: None,
+            poisoned: false,
+        };
+        Ok((log, report))
+    }
+
+    /// Appends one entry and returns its receipt.
+    ///
+    /// `wall_time_ms` is the Unix time in milliseconds supplied by the caller (the library reads no clock).
+    /// The line is built in memory and written with a single `write_all` on the unbuffered file, so no partial
+    /// line is ever left in a user-space buffer. With [`FsyncPolicy::Always`] it is fsynced before returning
+    /// (`durable: true`). Rotates first if the line would push the current file past `max_file_bytes`.
+    ///
+    /// On a failed write the partial line is truncated away; if that is impossible, or an fsync or rotation
+    /// fails, the log becomes [`AuditError::Poisoned`] and must be reopened. An entry whose append returned an
+    /// error was not acknowledged, though it may still be found in the file after reopening.
+    pub fn append(
+        &mut self,
+        wall_time_ms: u64,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Receipt, AuditError> {
+        self.check_usable()?;
+        let seq = self.last_seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+        let line = entry::build_line(seq, wall_time_ms, kind, payload, &self.last_hash_hex, &self.last_hash)?;
+        let line_len = line.bytes.len() as u64;
+        if self.max_file_bytes > 0 && self.file_len > 0 && self.file_len.saturating_add(line_len) > self.max_file_bytes
+        {
+            self.rotate()?;
+        }
+        if let Err(source) = self.file.write_all(&line.bytes) {
+            // Remove whatever part of the line made it, so the next append starts on a line boundary.
+            if self.file.set_len(self.file_len).is_err() {
+                self.poisoned = true;
+            }
+            return Err(AuditError::Io { path: self.path.clone(), source });
+        }
+        self.file_len += line_len;
+        self.last_seq = seq;
+        self.last_hash = line.hash;
+        self.last_hash_hex = line.hash_hex;
+        let durable = match self.fsync {
+            FsyncPolicy::Always => {
+                self.fsync_now()?;
+                true
+            }
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => false,
+        };
+        Ok(Receipt { seq, hash: self.last_hash_hex.clone(), durable })
+    }
+
+    /// fsyncs now (if anything is pending) and returns the highest durable seq.
+    pub fn sync(&mut self) -> Result<u64, AuditError> {
+        self.check_usable()?;
+        if self.durable_seq < self.last_seq {
+            self.fsync_now()?;
+        }
+        Ok(self.durable_seq)
+    }
+
+    /// For [`FsyncPolicy::Interval`]: fsyncs if entries are pending and the interval has passed since this
+    /// method last fsynced (the first call with pending entries fsyncs at once). `now` is supplied by the
+    /// caller. Returns `Some(durable_seq)` if it fsynced, `None` otherwise (always `None` for other policies).
+    pub fn sync_if_due(&mut self, now: Instant) -> Result<Option<u64>, AuditError> {
+        self.check_usable()?;
+        let FsyncPolicy::Interval(interval) = self.fsync else { return Ok(None) };
+        if self.durable_seq == self.last_seq {
+            return Ok(None);
+        }
+        if self.last_interval_sync.is_some_and(|t| now.saturating_duration_since(t) < interval) {
+            return Ok(None);
+        }
+        self.fsync_now()?;
+        self.last_interval_sync = Some(now);
+        Ok(Some(self.durable_seq))
+    }
+
+    /// Sequence number of the last appended entry (0 if the chain is empty).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Highest sequence number known to be fsynced.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Hash of the last appended entry as 64 lowercase hex digits (64 zeros if the chain is empty).
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash_hex
+    }
+
+    /// The current file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_usable(&self) -> Result<(), AuditError> {
+        if self.poisoned { Err(AuditError::Poisoned { path: self.path.clone() }) } else { Ok(()) }
+    }
+
+    /// fsync the current file; a failure poisons the log (after a failed fsync the kernel may have dropped
+    /// the dirty pages, so what is on disk is unknown).
+    fn fsync_now(&mut self) -> Result<(), AuditError> {
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.durable_seq = self.last_seq;
+                Ok(())
+            }
+            Err(source) => {
+                self.poisoned = true;
+                Err(AuditError::Io { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    /// Retires the current file as `<path>.<N>` and starts a new one, then prunes old rotated files.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        if let Err(e) = self.start_new_file() {
+            self.poisoned = true;
+            return Err(e);
+        }
+        // The log is consistent again; a pruning failure is reported but does not poison it.
+        self.prune()
+    }
+
+    fn start_new_file(&mut self) -> Result<(), AuditError> {
+        // The retired file must be complete on disk before it is renamed: rotated files are never repaired.
+        self.file.sync_all().map_err(AuditError::io(&self.path))?;
+        self.durable_seq = self.last_seq;
+        let existing = files::list_rotated(&self.path)?;
+        let n = existing.last().map_or(self.next_rotation, |(n, _)| self.next_rotation.max(n.saturating_add(1)));
+        let target = files::rotated_path(&self.path, n)?;
+        fs::rename(&self.path, &target).map_err(AuditError::io(&target))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(AuditError::io(&self.path))?;
+        files::sync_dir(files::parent_dir(&self.path))?;
+        self.file = file;
+        self.file_len = 0;
+        self.next_rotation = n.saturating_add(1);
+        Ok(())
+    }
+
+    fn prune(&self) -> Result<(), AuditError> {
+        if self.keep_files == 0 {
+            return Ok(());
+        }
+        let rotated = files::list_rotated(&self.path)?;
+        let excess = rotated.len().saturating_sub(self.keep_files);
+        for (_, old) in rotated.iter().take(excess) {
+            fs::remove_file(old).map_err(AuditError::io(old))?;
+        }
+        if excess > 0 {
+            files::sync_dir(files::parent_dir(&self.path))?;
+        }
+        Ok(())
+    }
+}

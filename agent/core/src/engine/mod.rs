@@ -1,0 +1,592 @@
+//! The decision engine: a sans-IO state machine from demand, pool states and the wedding
+//! calendar to scaling and admission decisions, each with its reasons.
+//!
+//! Drive it like quinn-proto: feed inputs with `handle_*(now, …)`, call
+//! [`Engine::handle_timeout`] when [`Engine::poll_timeout`] says, and drain
+//! [`Engine::poll_decision`]. It never reads a clock or does I/O, and the same inputs always give
+//! the same decisions, so the daemon, the tests and the simulator run the same code.
+//!
+//! One round per pool:
+//! 1. *Freshness*: no fresh demand for `stale_rounds` rounds → hold (never scale in blind).
+//! 2. *Load*: a slow EWMA of demand; while a CUSUM spike is active, the max of that and the
+//!    mean of the last five samples (0.5 s at 10 Hz).
+//! 3. *Target tracking*: `desired = ceil(load / (capacity per unit × target utilization))`,
+//!    ignored while utilization is within the tolerance of the target.
+//! 4. *Scale-up cap*: at most `max_scale_up_factor` × current per decision.
+//! 5. *Scale-down*: only to the highest desired over the stabilization window, at most
+//!    `max_scale_down_fraction` per step, at most once per cooldown.
+//! 6. *Protection*: while a wedding is active in the region, never below the protected floor.
+//! 7. *Clamp* to [min, max].
+//! 8. *Admission*: when demand exceeds what available capacity serves, degrade classes in the
+//!    configured order; wedding-critical is always admitted, and while protected the other
+//!    classes may use at most `1 - wedding_critical_reserve` of capacity.
+//! 9. *Cost*: split the target into reserved / on-demand / spot, wedding-critical never on spot.
+
+pub mod decision;
+pub mod detector;
+pub mod pool;
+
+use crate::TrafficClass;
+use crate::time::{Timestamp, duration_nanos};
+use decision::{Admission, Decision, PurchaseMix, Reason};
+use detector::{DetectorTuning, Spike, SpikeDetector};
+use pool::{PoolSpec, Wedding};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Engine-wide tuning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineSettings {
+    /// Time between decision rounds.
+    #[serde(with = "humantime_serde")]
+    pub round_interval: Duration,
+    /// Utilization within this fraction of the target causes no change.
+    pub tolerance: f64,
+    /// Scale-down waits until desired capacity stayed lower for this long.
+    #[serde(with = "humantime_serde")]
+    pub scale_down_stabilization: Duration,
+    /// At least this long between two scale-downs of one pool.
+    #[serde(with = "humantime_serde")]
+    pub scale_down_cooldown: Duration,
+    /// Largest fraction of capacity one scale-down removes.
+    pub max_scale_down_fraction: f64,
+    /// Largest factor one scale-up multiplies capacity by.
+    pub max_scale_up_factor: u32,
+    /// Rounds without fresh demand before holding.
+    pub stale_rounds: u32,
+    /// A wedding protects its region from this long before its start…
+    #[serde(with = "humantime_serde")]
+    pub wedding_lead: Duration,
+    /// …until this long after its end.
+    #[serde(with = "humantime_serde")]
+    pub wedding_trail: Duration,
+    /// Fraction of capacity kept for wedding-critical traffic while protected.
+    pub wedding_critical_reserve: f64,
+    /// Order in which classes are degraded (first is shed first). Never holds wedding-critical.
+    pub degrade_order: Vec<TrafficClass>,
+    /// Reserved capacity as a fraction of the pool's typical load.
+    pub reserved_baseline_fraction: f64,
+    /// Largest fraction of a target placed on spot.
+    pub spot_max_fraction: f64,
+    /// Spike detector tuning.
+    #[serde(skip)]
+    pub detector: DetectorTuning,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            round_interval: Duration::from_millis(100),
+            tolerance: 0.1,
+            scale_down_stabilization: Duration::from_secs(120),
+            scale_down_cooldown: Duration::from_secs(30),
+            max_scale_down_fraction: 0.5,
+            max_scale_up_factor: 10,
+            stale_rounds: 3,
+            wedding_lead: Duration::from_secs(2 * 3600),
+            wedding_trail: Duration::from_secs(3600),
+            wedding_critical_reserve: 0.2,
+            degrade_order: vec![
+                TrafficClass::Background,
+                TrafficClass::Media,
+                TrafficClass::Registration,
+                TrafficClass::WeddingPlanning,
+            ],
+            reserved_baseline_fraction: 0.3,
+            spot_max_fraction: 0.7,
+            detector: DetectorTuning::default(),
+        }
+    }
+}
+
+/// Demand on a pool, requests/s per class (indexed like [`TrafficClass::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Demand(pub [f64; 5]);
+
+impl Demand {
+    /// Demand of one class.
+    pub fn of(&self, class: TrafficClass) -> f64 {
+        self.0[class_index(class)]
+    }
+
+    /// Sets the demand of one class.
+    pub fn set(&mut self, class: TrafficClass, rps: f64) {
+        self.0[class_index(class)] = rps;
+    }
+
+    /// Sum over classes.
+    pub fn total(&self) -> f64 {
+        self.0.iter().sum()
+    }
+}
+
+fn class_index(class: TrafficClass) -> usize {
+    TrafficClass::ALL.iter().position(|c| *c == class).unwrap_or(0)
+}
+
+/// Index of a pool in the engine (its position in the configuration).
+pub type PoolIndex = usize;
+
+/// What the engine believes about one pool, for the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolStatus {
+    /// The pool.
+    pub spec: PoolSpec,
+    /// Units believed serving now.
+    pub available: u32,
+    /// Units last asked for.
+    pub target: u32,
+    /// Load estimate used in the last round (requests/s).
+    pub load: f64,
+    /// Latest demand by class.
+    pub demand: Demand,
+    /// Whether a wedding protects the pool's region.
+    pub protected: bool,
+    /// Whether the pool is holding for lack of fresh metrics.
+    pub holding_stale: bool,
+    /// Whether a spike is being handled.
+    pub spike_active: bool,
+    /// Latest admission levels.
+    pub admission: Vec<Admission>,
+}
+
+const RECENT_SAMPLES: usize = 5;
+/// How long the fast load estimate stays in force after a spike.
+const SPIKE_HOLD: Duration = Duration::from_secs(60);
+/// Half-life of the slow load EWMA.
+const SLOW_LOAD_HALF_LIFE_SAMPLES: f64 = 50.0;
+/// Half-life of the "typical units" EWMA behind the reserved baseline (~1 h at 10 Hz).
+const TYPICAL_HALF_LIFE_ROUNDS: f64 = 36_000.0;
+/// Admission changes smaller than this do not make a new decision.
+const ADMISSION_EPSILON: f64 = 0.05;
+
+#[derive(Debug, Clone)]
+struct PoolRuntime {
+    spec: PoolSpec,
+    detector: SpikeDetector,
+    slow_load: Option<f64>,
+    recent: VecDeque<f64>,
+    spike: Option<(Timestamp, Spike)>,
+    latest: Option<Demand>,
+    fresh: bool,
+    stale_rounds: u32,
+    holding: bool,
+    /// Units serving now, and units arriving later (ready time, total units then).
+    available: u32,
+    arriving: Option<(Timestamp, u32)>,
+    target: u32,
+    desired_history: VecDeque<(Timestamp, u32)>,
+    last_scale_down: Option<Timestamp>,
+    admission: Vec<Admission>,
+    typical_units: f64,
+    last_load: f64,
+    protected: bool,
+}
+
+/// The engine. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    settings: EngineSettings,
+    pools: Vec<PoolRuntime>,
+    weddings: BTreeMap<String, Wedding>,
+    next_round: Option<Timestamp>,
+    out: VecDeque<Decision>,
+}
+
+fn full_admission(spec: &PoolSpec) -> Vec<Admission> {
+    spec.classes.iter().map(|&class| Admission { class, admit: 1.0 }).collect()
+}
+
+impl Engine {
+    /// An engine for these pools. Each pool starts at its minimum until told otherwise.
+    pub fn new(settings: EngineSettings, pools: Vec<PoolSpec>) -> Self {
+        let pools = pools
+            .into_iter()
+            .map(|spec| PoolRuntime {
+                detector: SpikeDetector::new(settings.detector),
+                slow_load: None,
+                recent: VecDeque::with_capacity(RECENT_SAMPLES),
+                spike: None,
+                latest: None,
+                fresh: false,
+                stale_rounds: 0,
+                holding: false,
+                available: spec.min,
+                arriving: None,
+                target: spec.min,
+                desired_history: VecDeque::new(),
+                last_scale_down: None,
+                admission: full_admission(&spec),
+                typical_units: f64::from(spec.min),
+                last_load: 0.0,
+                protected: false,
+                spec,
+            })
+            .collect();
+        Engine { settings, pools, weddings: BTreeMap::new(), next_round: None, out: VecDeque::new() }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The pools, in configuration order.
+    pub fn pools(&self) -> impl Iterator<Item = &PoolSpec> {
+        self.pools.iter().map(|p| &p.spec)
+    }
+
+    /// The index of the pool named `name`.
+    pub fn pool_index(&self, name: &str) -> Option<PoolIndex> {
+        self.pools.iter().position(|p| p.spec.name == name)
+    }
+
+    /// A demand sample for a pool (normally every 100 ms). Classes the pool does not serve are
+    /// ignored; negative or non-finite figures count as zero.
+    pub fn handle_demand(&mut self, now: Timestamp, pool: PoolIndex, demand: Demand) {
+        let Some(p) = self.pools.get_mut(pool) else { return };
+        let mut cleaned = Demand::default();
+        for class in TrafficClass::ALL {
+            let rps = demand.of(class);
+            if p.spec.serves(class) && rps.is_finite() && rps > 0.0 {
+                cleaned.set(class, rps);
+            }
+        }
+        let total = cleaned.total();
+        if p.recent.len() == RECENT_SAMPLES {
+            p.recent.pop_front();
+        }
+        p.recent.push_back(total);
+        let alpha = 1.0 - 0.5f64.powf(1.0 / SLOW_LOAD_HALF_LIFE_SAMPLES);
+        p.slow_load = Some(match p.slow_load {
+            None => total,
+            Some(slow) => slow + alpha * (total - slow),
+        });
+        let recent_mean = p.recent.iter().sum::<f64>() / p.recent.len() as f64;
+        if let Some(spike) = p.detector.observe(total, || recent_mean) {
+            p.spike = Some((now, spike));
+        }
+        p.latest = Some(cleaned);
+        p.fresh = true;
+    }
+
+    /// The pool's real capacity, as observed by an orchestrator or actuator feedback.
+    pub fn handle_pool_state(&mut self, _now: Timestamp, pool: PoolIndex, serving_units: u32) {
+        if let Some(p) = self.pools.get_mut(pool) {
+            p.available = serving_units;
+            if p.arriving.is_some_and(|(_, units)| units <= serving_units) {
+                p.arriving = None;
+            }
+        }
+    }
+
+    /// Adds or replaces a wedding on the calendar. Returns what is wrong with it, if anything.
+    pub fn handle_wedding_upsert(&mut self, wedding: Wedding) -> Result<(), String> {
+        wedding.validate()?;
+        self.weddings.insert(wedding.id.clone(), wedding);
+        Ok(())
+    }
+
+    /// Removes a wedding; returns whether it was there.
+    pub fn handle_wedding_remove(&mut self, id: &str) -> bool {
+        self.weddings.remove(id).is_some()
+    }
+
+    /// The calendar, ordered by id.
+    pub fn weddings(&self) -> impl Iterator<Item = &Wedding> {
+        self.weddings.values()
+    }
+
+    /// Weddings active in `region` at `wall_ms`.
+    pub fn active_weddings(&self, region: &str, wall_ms: i64) -> usize {
+        let (lead, trail) = (self.settings.wedding_lead, self.settings.wedding_trail);
+        self.weddings.values().filter(|w| w.region == region && w.is_active(wall_ms, lead, trail)).count()
+    }
+
+    /// When the engine next wants [`Engine::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.next_round
+    }
+
+    /// The next decision, if any.
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.out.pop_front()
+    }
+
+    /// Runs a decision round if one is due at `now` (monotonic) / `wall_ms` (Unix ms).
+    /// The first call schedules the rounds. Missed rounds are not replayed: the round runs on
+    /// the freshest inputs, once.
+    pub fn handle_timeout(&mut self, now: Timestamp, wall_ms: i64) {
+        match self.next_round {
+            None => self.next_round = Some(now),
+            Some(due) if now < due => return,
+            Some(_) => {}
+        }
+        let epoch = now.as_nanos() / duration_nanos(self.settings.round_interval).max(1);
+        for index in 0..self.pools.len() {
+            let active = self.active_weddings(&self.pools[index].spec.region, wall_ms);
+            if let Some(decision) = self.round(index, now, epoch, active) {
+                self.out.push_back(decision);
+            }
+        }
+        self.next_round = Some(now.saturating_add(self.settings.round_interval));
+    }
+
+    /// What the engine believes about each pool.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        self.pools
+            .iter()
+            .map(|p| PoolStatus {
+                spec: p.spec.clone(),
+                available: p.available,
+                target: p.target,
+                load: p.last_load,
+                demand: p.latest.unwrap_or_default(),
+                protected: p.protected,
+                holding_stale: p.holding,
+                spike_active: p.spike.is_some(),
+                admission: p.admission.clone(),
+            })
+            .collect()
+    }
+
+    fn round(&mut self, index: PoolIndex, now: Timestamp, epoch: u64, active_weddings: usize) -> Option<Decision> {
+        let s = &self.settings;
+        let p = &mut self.pools[index];
+        // Capacity that was on its way has arrived.
+        if let Some((ready_at, units)) = p.arriving {
+            if now >= ready_at {
+                p.available = units;
+                p.arriving = None;
+            }
+        }
+        if p.spike.is_some_and(|(at, _)| now.saturating_since(at) > SPIKE_HOLD) {
+            p.spike = None;
+        }
+        let spec = p.spec.clone();
+        let from = p.target;
+        let mut reasons = Vec::new();
+
+        // 1. Freshness.
+        if p.fresh {
+            p.stale_rounds = 0;
+        } else {
+            p.stale_rounds = p.stale_rounds.saturating_add(1);
+        }
+        p.fresh = false;
+        let was_holding = p.holding;
+        p.holding = p.stale_rounds >= s.stale_rounds || p.latest.is_none();
+
+        let mut to = from;
+        if p.holding {
+            reasons.push(Reason::StaleMetrics { rounds: p.stale_rounds });
+        } else {
+            // 2. Load.
+            let slow = p.slow_load.unwrap_or(0.0);
+            let recent = p.recent.iter().sum::<f64>() / p.recent.len().max(1) as f64;
+            let load = match p.spike {
+                Some((_, spike)) if recent > slow => {
+                    reasons.push(Reason::Spike { baseline: spike.baseline, recent, sigma: spike.sigma });
+                    recent
+                }
+                _ => slow,
+            };
+            p.last_load = load;
+            // 3. Target tracking.
+            let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);
+            let needed = (load / per_unit).ceil();
+            let desired = if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 };
+            let utilization = load / (f64::from(from.max(1)) * per_unit);
+            let outside_tolerance = (utilization - 1.0).abs() > s.tolerance;
+            let mut desired = if outside_tolerance || from == 0 { desired } else { from };
+            if desired != from {
+                reasons.push(Reason::TargetTracking { load, utilization_vs_target: utilization, desired });
+            }
+            // 4. Scale-up cap.
+            let cap = from.max(1).saturating_mul(s.max_scale_up_factor.max(1));
+            if desired > cap {
+                reasons.push(Reason::ScaleUpCapped { factor: s.max_scale_up_factor, wanted: desired });
+                desired = cap;
+            }
+            p.desired_history.push_back((now, desired));
+            while p
+                .desired_history
+                .front()
+                .is_some_and(|(at, _)| now.saturating_since(*at) > s.scale_down_stabilization)
+            {
+                p.desired_history.pop_front();
+            }
+            to = desired;
+            // 5. Scale-down.
+            if desired < from {
+                let highest = p.desired_history.iter().map(|(_, d)| *d).max().unwrap_or(desired);
+                let mut allowed = highest.min(from);
+                if allowed < from {
+                    let cooled = p.last_scale_down.is_none_or(|at| now.saturating_since(at) >= s.scale_down_cooldown);
+                    let step_floor =
+                        from.saturating_sub((f64::from(from) * s.max_scale_down_fraction).floor().max(1.0) as u32);
+                    if !cooled {
+                        reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
+                        allowed = from;
+                    } else if allowed < step_floor {
+                        reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
+                        allowed = step_floor;
+                    }
+                }
+                if highest > desired {
+                    reasons.push(Reason::Stabilized {
+                        window_seconds: s.scale_down_stabilization.as_secs(),
+                        highest_desired: highest,
+                    });
+                }
+                to = allowed;
+            }
+        }
+
+        // 6. Protection.
+        p.protected = active_weddings > 0;
+        if p.protected {
+            let floor = spec.protected_floor.max(spec.min);
+            if to < floor {
+                to = floor;
+                reasons.push(Reason::Protected {
+                    active_weddings: u32::try_from(active_weddings).unwrap_or(u32::MAX),
+                    floor,
+                });
+            }
+        }
+        // 7. Clamp.
+        if to < spec.min {
+            to = spec.min;
+            reasons.push(Reason::ClampedToMin { min: spec.min });
+        }
+        if to > spec.max {
+            reasons.push(Reason::ClampedToMax { max: spec.max, wanted: to });
+            to = spec.max;
+        }
+
+        // 8. Admission against what serves now.
+        let demand = p.latest.unwrap_or_default();
+        let servable = f64::from(p.available) * spec.capacity_per_unit;
+        let (admission, degraded) = admit(&spec, s, demand, servable, p.protected);
+        if let Some(reason) = degraded {
+            reasons.push(reason);
+        }
+
+        // 9. Cost.
+        let typical_alpha = 1.0 - 0.5f64.powf(1.0 / TYPICAL_HALF_LIFE_ROUNDS);
+        p.typical_units += typical_alpha * (f64::from(to) - p.typical_units);
+        let wc_units =
+            (demand.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
+        let mix = purchase_mix(to, p.typical_units, wc_units, s);
+        let cost_per_hour = f64::from(mix.reserved) * spec.cost.reserved
+            + f64::from(mix.on_demand) * spec.cost.on_demand
+            + f64::from(mix.spot) * spec.cost.spot;
+
+        let admission_changed = admission
+            .iter()
+            .zip(&p.admission)
+            .any(|(a, b)| (a.admit - b.admit).abs() > ADMISSION_EPSILON || (a.admit == 1.0) != (b.admit == 1.0));
+        if admission_changed && !admission.iter().any(|a| a.admit < 1.0) {
+            reasons.push(Reason::FullAdmission { demand: demand.total(), servable });
+        }
+        let hold_started = p.holding && !was_holding;
+        if to == from && !admission_changed && !hold_started {
+            return None;
+        }
+        if to < from {
+            p.last_scale_down = Some(now);
+            p.available = p.available.min(to);
+        } else if to > from {
+            p.arriving = Some((now.saturating_add(spec.provisioning_delay), to));
+            if spec.provisioning_delay.is_zero() {
+                p.available = to;
+                p.arriving = None;
+            }
+        }
+        p.target = to;
+        p.admission = admission.clone();
+        Some(Decision {
+            id: format!("{}:{epoch}:{to}", spec.name),
+            pool: spec.name.clone(),
+            region: spec.region.clone(),
+            epoch,
+            at: now,
+            from,
+            to,
+            mix,
+            cost_per_hour,
+            admission,
+            reasons,
+        })
+    }
+}
+
+/// Per-class admission levels for `demand` against `servable` requests/s.
+fn admit(
+    spec: &PoolSpec,
+    s: &EngineSettings,
+    demand: Demand,
+    servable: f64,
+    protected: bool,
+) -> (Vec<Admission>, Option<Reason>) {
+    let total = demand.total();
+    let critical = demand.of(TrafficClass::WeddingCritical);
+    let reserve = if protected { servable * s.wedding_critical_reserve } else { 0.0 };
+    // Wedding-critical is always admitted; others share what is left, less the reserve.
+    let mut budget = (servable - critical).min(servable - reserve).max(0.0);
+    let mut levels: BTreeMap<TrafficClass, f64> = BTreeMap::new();
+    // Serve in priority order: the reverse of the degrade order.
+    for class in s.degrade_order.iter().rev() {
+        let want = demand.of(*class);
+        let granted = want.min(budget);
+        budget -= granted;
+        levels.insert(*class, if want > 0.0 { granted / want } else { 1.0 });
+    }
+    let admission: Vec<Admission> = spec
+        .classes
+        .iter()
+        .map(|&class| Admission {
+            class,
+            admit: if class == TrafficClass::WeddingCritical {
+                1.0
+            } else {
+                levels.get(&class).copied().unwrap_or(1.0)
+            },
+        })
+        .collect();
+    let degraded = admission.iter().any(|a| a.admit < 1.0);
+    let reason =
+        degraded.then_some(Reason::Degraded { demand: total, servable, reserved_for_wedding_critical: reserve });
+    (admission, reason)
+}
+
+/// Splits `units` into reserved, on-demand and spot.
+fn purchase_mix(units: u32, typical_units: f64, wedding_critical_units: f64, s: &EngineSettings) -> PurchaseMix {
+    let reserved = ((typical_units * s.reserved_baseline_fraction).ceil().max(0.0) as u32).min(units);
+    // Wedding-critical capacity beyond the reserved baseline must be on demand.
+    let critical_beyond_reserved =
+        (wedding_critical_units.max(0.0).min(f64::from(units)) as u32).saturating_sub(reserved);
+    let spot_cap = (f64::from(units) * s.spot_max_fraction).floor() as u32;
+    let spot = spot_cap.min(units - reserved - critical_beyond_reserved.min(units - reserved));
+    PurchaseMix { reserved, on_demand: units - reserved - spot, spot }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Deterministic uniform noise in [-1, 1] (xorshift), for reproducible noisy demand.
+    pub(crate) struct Noise(pub(crate) u64);
+
+    impl Noise {
+        pub(crate) fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Pools and the wedding calendar, as the engine sees them (validated, typed).
+
+use crate::TrafficClass;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Price of one unit for one hour, by purchase option.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitCost {
+    /// Reserved (committed) capacity.
+    pub reserved: f64,
+    /// On-demand capacity.
+    pub on_demand: f64,
+    /// Spot (pre-emptible) capacity.
+    pub spot: f64,
+}
+
+impl Default for UnitCost {
+    fn default() -> Self {
+        UnitCost { reserved: 0.06, on_demand: 0.10, spot: 0.03 }
+    }
+}
+
+/// A pool the engine decides for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolSpec {
+    /// Unique name.
+    pub name: String,
+    /// Region it runs in.
+    pub region: String,
+    /// Fewest units.
+    pub min: u32,
+    /// Most units.
+    pub max: u32,
+    /// Requests/s one unit serves at full utilization.
+    pub capacity_per_unit: f64,
+    /// Utilization to aim for (0, 1].
+    pub target_utilization: f64,
+    /// Traffic classes the pool serves.
+    pub classes: Vec<TrafficClass>,
+    /// Time from asking for a unit to its serving traffic.
+    #[serde(with = "humantime_serde")]
+    pub provisioning_delay: Duration,
+    /// Fewest units while a wedding is active in the region.
+    pub protected_floor: u32,
+    /// Unit prices.
+    pub cost: UnitCost,
+}
+
+impl PoolSpec {
+    /// Requests/s one unit should carry (capacity × target utilization).
+    pub fn target_load_per_unit(&self) -> f64 {
+        self.capacity_per_unit * self.target_utilization
+    }
+
+    /// Whether the pool serves `class`.
+    pub fn serves(&self, class: TrafficClass) -> bool {
+        self.classes.contains(&class)
+    }
+}
+
+/// A wedding on the calendar. Times are Unix milliseconds (UTC); the time zone is kept for
+/// region-local reasoning (seasons, plugins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wedding {
+    /// Unique id.
+    pub id: String,
+    /// Region whose pools it protects.
+    pub region: String,
+    /// IANA time zone of the venue, e.g. `Europe/London`.
+    pub time_zone: String,
+    /// Start of the day's events, Unix ms.
+    pub start_unix_ms: i64,
+    /// End of the day's events, Unix ms.
+    pub end_unix_ms: i64,
+    /// Guests and vendors expected.
+    pub guests: u32,
+}
+
+impl Wedding {
+    /// Checks the fields; returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 64 {
+            return Err(format!("id {:?} must be 1 to 64 characters", self.id));
+        }
+        if self.region.is_empty() {
+            return Err("region is empty".into());
+        }
+        if self.end_unix_ms <= self.start_unix_ms {
+            return Err(format!("end ({}) is not after start ({})", self.end_unix_ms, self.start_unix_ms));
+        }
+        if self.end_unix_ms - self.start_unix_ms > 7 * 86_400_000 {
+            return Err("lasts more than 7 days".into());
+        }
+        Ok(())
+    }
+
+    /// Whether it is active at `wall_ms`: from `lead` before its start until `trail` after its end.
+    pub fn is_active(&self, wall_ms: i64, lead: Duration, trail: Duration) -> bool {
+        let lead = i64::try_from(lead.as_millis()).unwrap_or(i64::MAX);
+        let trail = i64::try_from(trail.as_millis()).unwrap_or(i64::MAX);
+        wall_ms >= self.start_unix_ms.saturating_sub(lead) && wall_ms <= self.end_unix_ms.saturating_add(trail)
+    }
+}

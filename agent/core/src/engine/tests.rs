@@ -1,0 +1,305 @@
+use super::*;
+use crate::engine::testing::Noise;
+use proptest::prelude::*;
+
+const ROUND_MS: u64 = 100;
+
+fn pool(name: &str) -> PoolSpec {
+    PoolSpec {
+        name: name.into(),
+        region: "eu-west".into(),
+        min: 2,
+        max: 1000,
+        capacity_per_unit: 100.0,
+        target_utilization: 0.7,
+        classes: TrafficClass::ALL.to_vec(),
+        provisioning_delay: Duration::from_secs(0),
+        protected_floor: 20,
+        cost: pool::UnitCost { reserved: 0.06, on_demand: 0.10, spot: 0.03 },
+    }
+}
+
+fn demand(class: TrafficClass, rps: f64) -> Demand {
+    let mut d = Demand::default();
+    d.set(class, rps);
+    d
+}
+
+/// Drives one pool for `rounds` rounds from `start_round`, feeding `demand_at(round)`;
+/// returns the decisions.
+fn drive(
+    engine: &mut Engine,
+    start_round: u64,
+    rounds: u64,
+    mut demand_at: impl FnMut(u64) -> Demand,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for r in start_round..start_round + rounds {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_demand(now, 0, demand_at(r));
+        engine.handle_timeout(now, wall(r));
+        while let Some(d) = engine.poll_decision() {
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn wall(round: u64) -> i64 {
+    1_780_000_000_000 + (round * ROUND_MS) as i64
+}
+
+#[test]
+fn target_tracking_sizes_the_pool() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let decisions = drive(&mut engine, 0, 600, |_| demand(TrafficClass::Registration, 1000.0));
+    let first = decisions.first().expect("a decision");
+    // 1000 rps / (100 × 0.7) = 14.3 → 15 units.
+    assert_eq!((first.from, first.to), (2, 15));
+    assert_eq!(first.id, format!("api:{}:15", first.epoch));
+    assert!(first.reasons.iter().any(|r| matches!(r, Reason::TargetTracking { .. })), "{:?}", first.reasons);
+    // Until the new units serve, registration was degraded; once they do, all is admitted again.
+    assert!(first.reasons.iter().any(|r| matches!(r, Reason::Degraded { .. })));
+    let last = decisions.last().expect("a decision");
+    assert_eq!(last.to, 15);
+    assert!(last.reasons.iter().any(|r| matches!(r, Reason::FullAdmission { .. })), "{:?}", last.reasons);
+    assert_eq!(engine.status()[0].target, 15);
+}
+
+#[test]
+fn three_sigma_step_scales_up_within_a_second() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut noise = Noise(99);
+    let base = 1000.0;
+    let sigma = base * 0.15 / 3f64.sqrt();
+    // Ten minutes of ±15% noise to settle.
+    let warm = drive(&mut engine, 0, 6000, |_| demand(TrafficClass::Media, base * (1.0 + 0.15 * noise.next())));
+    let settled = warm.last().map(|d| d.to).unwrap_or(2);
+    let onset = 6000;
+    let after =
+        drive(&mut engine, onset, 20, |_| demand(TrafficClass::Media, base + 3.0 * sigma + 150.0 * noise.next()));
+    let first_up = after.iter().find(|d| d.to > settled).expect("a scale-up after the step");
+    let delay_ms = first_up.at.as_nanos() / 1_000_000 - onset * ROUND_MS;
+    assert!(delay_ms <= 1000, "scale-up {delay_ms} ms after onset");
+    assert!(first_up.reasons.iter().any(|r| matches!(r, Reason::Spike { .. })), "{:?}", first_up.reasons);
+}
+
+#[test]
+fn stationary_noise_neither_flaps_nor_falsely_scales() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut noise = Noise(5);
+    // Settle for 10 minutes, then watch a simulated hour.
+    drive(&mut engine, 0, 6000, |_| demand(TrafficClass::Media, 1000.0 * (1.0 + 0.15 * noise.next())));
+    let hour = drive(&mut engine, 6000, 36_000, |_| demand(TrafficClass::Media, 1000.0 * (1.0 + 0.15 * noise.next())));
+    let moves: Vec<_> = hour.iter().filter(|d| d.to != d.from).collect();
+    let ups = moves.iter().filter(|d| d.to > d.from).count();
+    let reversals = moves.windows(2).filter(|w| (w[0].to > w[0].from) != (w[1].to > w[1].from)).count();
+    assert!(ups <= 1, "{ups} false scale-ups in an hour: {moves:?}");
+    assert!(reversals <= 2, "{reversals} reversals in an hour");
+}
+
+#[test]
+fn scale_down_waits_for_stabilization_and_steps() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 600, |_| demand(TrafficClass::Background, 7000.0));
+    assert_eq!(engine.status()[0].target, 100);
+    // Load drops to almost nothing: nothing for 120 s, then steps of at most 50% every 30 s.
+    let down = drive(&mut engine, 600, 9000, |_| demand(TrafficClass::Background, 10.0));
+    let first = down.iter().find(|d| d.to < d.from).expect("scale-down");
+    let waited = first.at.as_nanos() / 1_000_000 - 600 * ROUND_MS;
+    assert!(waited >= 120_000, "scaled down after only {waited} ms");
+    for d in down.iter().filter(|d| d.to < d.from) {
+        assert!(d.to * 2 >= d.from, "step {} → {} removes more than half", d.from, d.to);
+    }
+    // Idle capacity is gone within 15 minutes.
+    let end = down.iter().rfind(|d| d.to < d.from).expect("several steps");
+    assert_eq!(end.to, 2);
+    assert!(end.at.as_nanos() / 1_000_000 - 600 * ROUND_MS <= 15 * 60_000);
+}
+
+#[test]
+fn stale_metrics_hold_and_never_scale_in() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 300, |_| demand(TrafficClass::Media, 3500.0));
+    let before = engine.status()[0].target;
+    let mut decisions = Vec::new();
+    for r in 300..3000 {
+        // No demand samples at all.
+        engine.handle_timeout(Timestamp::from_millis(r * ROUND_MS), wall(r));
+        while let Some(d) = engine.poll_decision() {
+            decisions.push(d);
+        }
+    }
+    assert!(engine.status()[0].holding_stale);
+    assert!(decisions.iter().all(|d| d.to >= before), "scaled in blind: {decisions:?}");
+    let hold = decisions.first().expect("a hold decision");
+    assert!(matches!(hold.reasons[0], Reason::StaleMetrics { rounds: 3 }), "{:?}", hold.reasons);
+}
+
+#[test]
+fn an_active_wedding_holds_the_protected_floor() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let start = wall(0) + 3_600_000; // an hour from now: inside the 2 h lead
+    engine
+        .handle_wedding_upsert(Wedding {
+            id: "w-1".into(),
+            region: "eu-west".into(),
+            time_zone: "Europe/Dublin".into(),
+            start_unix_ms: start,
+            end_unix_ms: start + 8 * 3_600_000,
+            guests: 150,
+        })
+        .unwrap();
+    let decisions = drive(&mut engine, 0, 100, |_| demand(TrafficClass::Background, 10.0));
+    assert_eq!(engine.status()[0].target, 20);
+    assert!(engine.status()[0].protected);
+    assert!(decisions.iter().any(|d| d.reasons.iter().any(|r| matches!(r, Reason::Protected { floor: 20, .. }))));
+    // Another region's wedding does not protect this pool.
+    let mut other = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    other
+        .handle_wedding_upsert(Wedding {
+            id: "w-2".into(),
+            region: "us-east".into(),
+            time_zone: "America/New_York".into(),
+            start_unix_ms: start,
+            end_unix_ms: start + 3_600_000,
+            guests: 80,
+        })
+        .unwrap();
+    drive(&mut other, 0, 100, |_| demand(TrafficClass::Background, 10.0));
+    assert_eq!(other.status()[0].target, 2);
+    assert!(other.handle_wedding_remove("w-2"));
+    assert!(other.handle_wedding_upsert(Wedding { end_unix_ms: 0, ..other_wedding() }).is_err());
+}
+
+fn other_wedding() -> Wedding {
+    Wedding {
+        id: "w-3".into(),
+        region: "eu-west".into(),
+        time_zone: "UTC".into(),
+        start_unix_ms: 10,
+        end_unix_ms: 20,
+        guests: 1,
+    }
+}
+
+#[test]
+fn overload_degrades_by_class_and_never_sheds_wedding_critical() {
+    let mut spec = pool("api");
+    spec.max = 10; // serves at most 1000 rps
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    let overload = Demand([600.0, 200.0, 200.0, 300.0, 400.0]);
+    let decisions = drive(&mut engine, 0, 100, |_| overload);
+    let last = decisions.last().unwrap();
+    assert_eq!(last.to, 10);
+    let admit = |class| last.admission.iter().find(|a| a.class == class).unwrap().admit;
+    assert_eq!(admit(TrafficClass::WeddingCritical), 1.0);
+    assert_eq!(admit(TrafficClass::WeddingPlanning), 1.0);
+    assert_eq!(admit(TrafficClass::Registration), 1.0);
+    assert_eq!(admit(TrafficClass::Media), 0.0);
+    assert_eq!(admit(TrafficClass::Background), 0.0);
+    assert!(last.reasons.iter().any(|r| matches!(r, Reason::Degraded { .. })));
+}
+
+#[test]
+fn protection_reserves_a_fifth_for_wedding_critical() {
+    let mut spec = pool("api");
+    spec.max = 10;
+    spec.protected_floor = 10;
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    engine
+        .handle_wedding_upsert(Wedding { start_unix_ms: wall(0), end_unix_ms: wall(0) + 3_600_000, ..other_wedding() })
+        .unwrap();
+    // 100 rps wedding-critical, 2000 rps media on 1000 rps of capacity.
+    let decisions = drive(&mut engine, 0, 100, |_| Demand([100.0, 0.0, 0.0, 2000.0, 0.0]));
+    let last = decisions.last().unwrap();
+    let media = last.admission.iter().find(|a| a.class == TrafficClass::Media).unwrap().admit;
+    // Media may use at most 80% of 1000 rps.
+    assert!((media * 2000.0 - 800.0).abs() < 1e-6, "media admitted {}", media * 2000.0);
+}
+
+#[test]
+fn one_decision_multiplies_capacity_at_most_tenfold() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 100, |_| demand(TrafficClass::Media, 100.0));
+    let from = engine.status()[0].target;
+    let decisions = drive(&mut engine, 100, 3, |_| demand(TrafficClass::Media, 70_000.0));
+    let first = decisions.iter().find(|d| d.to > from).unwrap();
+    assert!(first.to <= from * 10, "{from} → {}", first.to);
+    assert!(first.reasons.iter().any(|r| matches!(r, Reason::ScaleUpCapped { factor: 10, .. })));
+}
+
+#[test]
+fn wedding_critical_capacity_is_never_on_spot() {
+    let s = EngineSettings::default();
+    // 100 units, 60 of them for wedding-critical, typical 100 → 30 reserved.
+    let mix = purchase_mix(100, 100.0, 60.0, &s);
+    assert_eq!(mix.total(), 100);
+    assert_eq!(mix.reserved, 30);
+    assert!(mix.spot <= 100 - 60, "{mix:?}");
+    // No wedding-critical demand: spot up to 70%.
+    let mix = purchase_mix(100, 100.0, 0.0, &s);
+    assert_eq!(mix.spot, 70);
+    assert_eq!(mix.on_demand, 0);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_decisions() {
+    let run = || {
+        let mut engine = Engine::new(EngineSettings::default(), vec![pool("a"), pool("b")]);
+        let mut noise = Noise(3);
+        drive(&mut engine, 0, 3000, |r| {
+            Demand([50.0, 100.0, 300.0 * (1.0 + 0.2 * noise.next()), if r > 1500 { 4000.0 } else { 100.0 }, 20.0])
+        })
+    };
+    assert_eq!(run(), run());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_for_any_demand(
+        min in 0u32..20,
+        span in 0u32..200,
+        floor in 0u32..300,
+        wedding_at in prop::option::of(0u64..400),
+        demands in proptest::collection::vec(proptest::array::uniform5(0.0f64..20_000.0), 1..60),
+        gaps in proptest::collection::vec(any::<bool>(), 60),
+    ) {
+        let mut spec = pool("p");
+        spec.min = min;
+        spec.max = min + span;
+        spec.protected_floor = floor;
+        let settings = EngineSettings::default();
+        let mut engine = Engine::new(settings.clone(), vec![spec.clone()]);
+        if let Some(at) = wedding_at {
+            engine.handle_wedding_upsert(Wedding { start_unix_ms: wall(at), end_unix_ms: wall(at) + 60_000, ..other_wedding() }).unwrap();
+        }
+        let mut d = Demand::default();
+        for r in 0..400u64 {
+            let now = Timestamp::from_millis(r * ROUND_MS);
+            if !gaps[(r as usize) % gaps.len()] {
+                d = Demand(demands[(r as usize) % demands.len()]);
+                engine.handle_demand(now, 0, d);
+            }
+            engine.handle_timeout(now, wall(r));
+            while let Some(decision) = engine.poll_decision() {
+                prop_assert!(decision.to >= spec.min && decision.to <= spec.max, "{decision:?}");
+                prop_assert_eq!(decision.mix.total(), decision.to);
+                for a in &decision.admission {
+                    prop_assert!((0.0..=1.0).contains(&a.admit));
+                    if a.class == TrafficClass::WeddingCritical {
+                        prop_assert_eq!(a.admit, 1.0);
+                    }
+                }
+                let wc_units = (d.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit()).ceil() as u32;
+                let not_spot = decision.mix.reserved + decision.mix.on_demand;
+                prop_assert!(not_spot >= wc_units.min(decision.to), "wedding-critical on spot: {decision:?}");
+                if engine.active_weddings("eu-west", wall(r)) > 0 {
+                    prop_assert!(decision.to >= spec.protected_floor.max(spec.min).min(spec.max), "floor broken: {decision:?}");
+                }
+            }
+        }
+    }
+}

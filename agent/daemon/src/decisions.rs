@@ -1,0 +1,220 @@
+//! Drives the decision engine: every round it reads each pool's demand from the metric store,
+//! runs the engine, hands decisions to the log actuator, and keeps the recent ones for the API
+//! and `/metrics`.
+
+use crate::telemetry::{Clock, lock};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use wedsync_core::config::DemandSource;
+use wedsync_core::engine::decision::{Decision, Direction};
+use wedsync_core::engine::{Demand, Engine};
+use wedsync_core::statsd::MetricKind;
+use wedsync_core::store::MetricStore;
+use wedsync_core::{Timestamp, TrafficClass};
+
+/// Most recent decisions kept for `/v1/decisions`.
+pub const KEPT_DECISIONS: usize = 1000;
+
+/// The window demand rates are read over: one 10 Hz slot.
+const DEMAND_WINDOW: Duration = Duration::from_millis(100);
+
+/// A decision as served: the engine's decision plus the wall-clock time it was taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedDecision {
+    /// Unix milliseconds.
+    pub at_unix_ms: i64,
+    /// Up, down or hold.
+    pub direction: Direction,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// Decisions taken so far and counts by pool and direction.
+#[derive(Debug, Default)]
+pub struct DecisionLog {
+    recent: VecDeque<ServedDecision>,
+    /// Decisions taken, by (pool, direction).
+    pub counts: std::collections::BTreeMap<(String, &'static str), u64>,
+}
+
+impl DecisionLog {
+    /// Records a decision.
+    pub fn push(&mut self, served: ServedDecision) {
+        let direction = match served.direction {
+            Direction::Up => "up",
+            Direction::Down => "down",
+            Direction::Hold => "hold",
+        };
+        *self.counts.entry((served.decision.pool.clone(), direction)).or_default() += 1;
+        if self.recent.len() == KEPT_DECISIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(served);
+    }
+
+    /// The newest `limit` decisions, newest first, optionally for one pool.
+    pub fn newest(&self, limit: usize, pool: Option<&str>) -> Vec<ServedDecision> {
+        self.recent.iter().rev().filter(|d| pool.is_none_or(|p| d.decision.pool == p)).take(limit).cloned().collect()
+    }
+}
+
+/// Unix milliseconds now.
+pub fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// Demand counts as missing when no matching series was written for this long: a silent
+/// application must not read as zero demand (that would scale in blind).
+pub const DEMAND_FRESHNESS: Duration = Duration::from_secs(2);
+
+/// A pool's demand: the per-second rate of `source.metric` counters carrying all of
+/// `source.tags`, over the last completed 100 ms, split by their `class:` tag. `None` when no
+/// matching series was written within [`DEMAND_FRESHNESS`].
+pub fn pool_demand(store: &MetricStore, now: Timestamp, source: &DemandSource) -> Option<Demand> {
+    let mut demand = Demand::default();
+    let mut fresh = false;
+    for view in store.iter(now) {
+        let info = view.info();
+        if info.kind != MetricKind::Counter || info.internal || *info.name != *source.metric {
+            continue;
+        }
+        if !source.tags.iter().all(|t| info.tags.iter().any(|have| **have == **t)) {
+            continue;
+        }
+        fresh |= now.saturating_since(info.last_seen) <= DEMAND_FRESHNESS;
+        let class = info.class.unwrap_or(source.untagged_class);
+        let rate = view.rate(DEMAND_WINDOW).unwrap_or(0.0);
+        demand.set(class, demand.of(class) + rate);
+    }
+    fresh.then_some(demand)
+}
+
+/// Runs engine rounds until `stop`.
+pub async fn drive(
+    clock: Clock,
+    store: Arc<Mutex<MetricStore>>,
+    engine: Arc<Mutex<Engine>>,
+    sources: Vec<DemandSource>,
+    log: Arc<Mutex<DecisionLog>>,
+    stop: CancellationToken,
+) {
+    let interval = lock(&engine).settings().round_interval;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = clock.now();
+        let demands: Vec<Option<Demand>> = {
+            let store = lock(&store);
+            sources.iter().map(|source| pool_demand(&store, now, source)).collect()
+        };
+        let wall = wall_ms();
+        let decisions: Vec<Decision> = {
+            let mut engine = lock(&engine);
+            for (pool, demand) in demands.into_iter().enumerate() {
+                if let Some(demand) = demand {
+                    engine.handle_demand(now, pool, demand);
+                }
+            }
+            engine.handle_timeout(now, wall);
+            std::iter::from_fn(|| engine.poll_decision()).collect()
+        };
+        for decision in decisions {
+            act(&decision);
+            let direction = decision.direction();
+            lock(&log).push(ServedDecision { at_unix_ms: wall, direction, decision });
+        }
+    }
+}
+
+/// The `log` actuator: every decision as one structured log line.
+fn act(decision: &Decision) {
+    let admission: Vec<String> =
+        decision.admission.iter().filter(|a| a.admit < 1.0).map(|a| format!("{}={:.2}", a.class, a.admit)).collect();
+    let reasons = serde_json::to_string(&decision.reasons).unwrap_or_default();
+    tracing::info!(
+        target: "wedsync_agent::actuator::log",
+        id = %decision.id,
+        pool = %decision.pool,
+        from = decision.from,
+        to = decision.to,
+        cost_per_hour = decision.cost_per_hour,
+        degraded = %admission.join(","),
+        reasons = %reasons,
+        "decision"
+    );
+}
+
+/// Admission level of `class` in `decision`, if the pool serves it.
+pub fn admission_of(decision: &Decision, class: TrafficClass) -> Option<f64> {
+    decision.admission.iter().find(|a| a.class == class).map(|a| a.admit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wedsync_core::statsd::parse_line;
+    use wedsync_core::store::StoreLimits;
+
+    #[test]
+    fn demand_is_split_by_class_and_filtered_by_tags() {
+        let mut store = MetricStore::new(StoreLimits::default());
+        for tick in 0..10u64 {
+            let now = Timestamp::from_millis(tick * 100);
+            for line in [
+                "requests:10|c|#service:checkout,class:wedding-critical",
+                "requests:5|c|#service:checkout",
+                "requests:7|c|#service:search,class:media",
+                "other:100|c|#service:checkout",
+            ] {
+                store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
+            }
+        }
+        let source = DemandSource {
+            metric: "requests".into(),
+            tags: vec!["service:checkout".into()],
+            untagged_class: TrafficClass::Registration,
+        };
+        let demand = pool_demand(&store, Timestamp::from_millis(1000), &source).expect("fresh demand");
+        assert!((demand.of(TrafficClass::WeddingCritical) - 100.0).abs() < 1e-9, "{demand:?}");
+        assert!((demand.of(TrafficClass::Registration) - 50.0).abs() < 1e-9, "{demand:?}");
+        assert_eq!(demand.of(TrafficClass::Media), 0.0);
+        // Ten seconds of silence: demand is missing, not zero.
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &source), None);
+        let absent = DemandSource { metric: "nothing".into(), ..source };
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(1000), &absent), None);
+    }
+
+    #[test]
+    fn log_keeps_the_newest_and_counts_all() {
+        let mut log = DecisionLog::default();
+        let decision = |i: u32| Decision {
+            id: format!("p:{i}:{i}"),
+            pool: "p".into(),
+            region: "r".into(),
+            epoch: u64::from(i),
+            at: Timestamp::ZERO,
+            from: i,
+            to: i + 1,
+            mix: Default::default(),
+            cost_per_hour: 0.0,
+            admission: vec![],
+            reasons: vec![],
+        };
+        for i in 0..(KEPT_DECISIONS as u32 + 5) {
+            log.push(ServedDecision { at_unix_ms: 0, direction: Direction::Up, decision: decision(i) });
+        }
+        let newest = log.newest(2, Some("p"));
+        assert_eq!(newest[0].decision.epoch, KEPT_DECISIONS as u64 + 4);
+        assert_eq!(log.newest(usize::MAX, None).len(), KEPT_DECISIONS);
+        assert_eq!(log.counts[&("p".to_owned(), "up")], KEPT_DECISIONS as u64 + 5);
+        assert!(log.newest(5, Some("q")).is_empty());
+    }
+}

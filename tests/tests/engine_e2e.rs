@@ -1,0 +1,88 @@
+//! End to end: the real agent with a pool, real StatsD demand, decisions on the API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+use wedsync_tests::{AgentProcess, sample_value};
+
+const POOL: &str = r#"
+[[pools]]
+name = "checkout"
+region = "eu-west"
+min = 2
+max = 50
+capacity_per_unit = 100.0
+target_utilization = 0.7
+provisioning_delay = "0s"
+protected_floor = 4
+demand_metric = "requests"
+demand_tags = ["service:checkout"]
+"#;
+
+#[test]
+fn statsd_demand_drives_a_scale_up_decision() {
+    let agent = AgentProcess::start_with_config(POOL, &[]);
+    // 100 requests per 100 ms = 1000 rps of wedding-critical demand for up to 10 s:
+    // 1000 / (100 × 0.7) → 15 units.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut decided = None;
+    while Instant::now() < deadline {
+        agent.send(b"requests:50|c|#service:checkout,class:wedding-critical\nrequests:50|c|#service:checkout,class:media\nrequests:999|c|#service:search");
+        std::thread::sleep(Duration::from_millis(100));
+        let body = agent.get_json("/v1/decisions?pool=checkout&limit=10");
+        if let Some(d) = body["decisions"].as_array().unwrap().iter().find(|d| d["to"].as_u64() >= Some(14)) {
+            decided = Some(d.clone());
+            break;
+        }
+    }
+    let decision = decided.expect("a scale-up decision within 10 s");
+    assert_eq!(decision["pool"], "checkout");
+    assert_eq!(decision["region"], "eu-west");
+    assert_eq!(decision["direction"], "up");
+    assert!(decision["id"].as_str().unwrap().starts_with("checkout:"));
+    let reasons = decision["reasons"].as_array().unwrap();
+    assert!(reasons.iter().any(|r| r["rule"] == "target_tracking"), "{decision}");
+    let mix = &decision["mix"];
+    let total = mix["reserved"].as_u64().unwrap() + mix["on_demand"].as_u64().unwrap() + mix["spot"].as_u64().unwrap();
+    assert_eq!(Some(total), decision["to"].as_u64());
+
+    let pools = agent.get_json("/v1/pools");
+    assert_eq!(pools["pools"][0]["status"]["spec"]["name"], "checkout");
+    assert!(pools["pools"][0]["status"]["target"].as_u64().unwrap() >= 14);
+    let metrics = agent.get("/metrics").1;
+    assert!(sample_value(&metrics, r#"wedsync_pool_target_units{pool="checkout"}"#).unwrap() >= 14.0, "{metrics}");
+    assert!(sample_value(&metrics, r#"wedsync_decisions_total{pool="checkout",direction="up"}"#).unwrap() >= 1.0);
+    assert!(agent.log().iter().any(|l| l.contains("\"message\":\"decision\"") && l.contains("checkout")));
+}
+
+#[test]
+fn decisions_api_rejects_bad_queries_with_json() {
+    let agent = AgentProcess::start_with_config(POOL, &[]);
+    let (status, body) = agent.get("/v1/decisions?limit=0");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("limit: 0 is out of range"));
+    let (status, body) = agent.get("/v1/decisions?limit=abc");
+    assert_eq!(status, 400);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].as_str().unwrap().starts_with("bad query")
+    );
+    let (status, body) = agent.get("/v1/decisions?pool=nope");
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn stale_demand_holds_the_pool() {
+    let agent = AgentProcess::start_with_config(POOL, &[]);
+    // No demand is ever sent: the engine holds at the minimum and says why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = agent.get_json("/v1/decisions?pool=checkout");
+        let hold = body["decisions"].as_array().unwrap().iter().any(|d| d["reasons"][0]["rule"] == "stale_metrics");
+        if hold {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stale-metrics hold: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = agent.get("/metrics").1;
+    assert_eq!(sample_value(&metrics, r#"wedsync_pool_holding_stale{pool="checkout"}"#), Some(1.0));
+}
