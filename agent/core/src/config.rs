@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub storage: StorageSection,
     /// The wedding calendar.
     pub calendar: CalendarSection,
+    /// The audit trail.
+    pub audit: AuditSection,
     /// Decision engine tuning.
     pub engine: EngineSection,
     /// The pools the engine decides for (`[[pools]]`); none by default.
@@ -199,6 +201,34 @@ pub struct StorageSection {
     pub dir: String,
 }
 
+/// `[audit]`: the hash-chained audit trail of decisions and calendar changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSection {
+    /// Whether to keep an audit trail.
+    pub enabled: bool,
+    /// The current log file. Empty: `audit.jsonl` in the state directory.
+    pub path: String,
+    /// When entries are fsynced: `"always"`, `"never"`, or an interval such as `"100ms"`.
+    pub fsync: String,
+    /// Rotate past this many bytes (0: never).
+    pub max_file_bytes: u64,
+    /// Rotated files kept (0: all).
+    pub keep_files: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            enabled: true,
+            path: String::new(),
+            fsync: "always".into(),
+            max_file_bytes: 16 * 1024 * 1024,
+            keep_files: 0,
+        }
+    }
+}
+
 /// `[calendar]`: the wedding calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -345,6 +375,8 @@ pub struct Settings {
     pub storage_dir: String,
     /// Calendar file to load at start.
     pub calendar_file: Option<String>,
+    /// The audit trail as configured (the daemon parses `fsync` and resolves the path).
+    pub audit: AuditSection,
     /// Decision engine tuning.
     pub engine: EngineSettings,
     /// Pools, in configuration order.
@@ -501,6 +533,9 @@ impl AgentConfig {
                 "must be at least 16 characters without spaces (or empty to refuse mutating calls)".into(),
             );
         }
+        if !self.audit.path.is_empty() && !self.audit.path.starts_with('/') {
+            c.fail("audit.path", format!("{:?} is not an absolute path", self.audit.path));
+        }
         if !self.storage.dir.is_empty() && !self.storage.dir.starts_with('/') {
             c.fail("storage.dir", format!("{:?} is not an absolute path", self.storage.dir));
         }
@@ -530,6 +565,7 @@ impl AgentConfig {
                 api_token: (!self.api.token.is_empty()).then(|| self.api.token.clone()),
                 storage_dir: self.storage.dir.clone(),
                 calendar_file: (!self.calendar.file.is_empty()).then(|| self.calendar.file.clone()),
+                audit: self.audit.clone(),
                 engine,
                 pools,
                 demand,

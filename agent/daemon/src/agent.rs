@@ -2,6 +2,7 @@
 //! them all within the shutdown budget.
 
 use crate::api;
+use crate::audit::{AuditHandle, AuditWriter};
 use crate::calendar::{self, StateDb};
 use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
@@ -47,6 +48,8 @@ pub struct AgentState {
     pub decisions: Arc<Mutex<DecisionLog>>,
     /// The embedded database (wedding calendar).
     pub db: Arc<StateDb>,
+    /// The audit trail, when enabled.
+    pub audit: Option<AuditHandle>,
 }
 
 /// Why the agent could not start.
@@ -66,6 +69,9 @@ pub enum StartError {
     /// The state database could not be opened.
     #[error(transparent)]
     State(#[from] calendar::StateError),
+    /// The audit log could not be opened (or its tail does not verify).
+    #[error("audit.path: {0}")]
+    Audit(#[from] wedsync_audit::AuditError),
     /// The calendar file could not be loaded.
     #[error(transparent)]
     CalendarFile(#[from] calendar::CalendarFileError),
@@ -190,6 +196,7 @@ pub struct RunningAgent {
     pub state: Arc<AgentState>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    audit_writer: Option<AuditWriter>,
 }
 
 impl RunningAgent {
@@ -204,6 +211,14 @@ impl RunningAgent {
         let db = Arc::new(StateDb::open(&crate::configuration::state_dir(&settings.storage_dir))?);
         load_calendar(&db, &mut lock(&engine), settings.calendar_file.as_deref())?;
         telemetry.register_engine(engine.clone(), decision_log.clone());
+        let (audit_writer, audit) = match crate::configuration::audit_config(&settings) {
+            Some(config) => {
+                let (writer, handle) = AuditWriter::start(config)?;
+                telemetry.register_audit(handle.counters.clone());
+                (Some(writer), Some(handle))
+            }
+            None => (None, None),
+        };
 
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
@@ -238,6 +253,7 @@ impl RunningAgent {
             engine,
             decisions: decision_log,
             db,
+            audit,
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -261,6 +277,7 @@ impl RunningAgent {
                 state.engine.clone(),
                 state.settings.demand.clone(),
                 state.decisions.clone(),
+                state.audit.clone(),
                 stop.clone(),
             ));
         }
@@ -281,12 +298,14 @@ impl RunningAgent {
             version = env!("CARGO_PKG_VERSION"),
             "agent ready"
         );
-        Ok(RunningAgent { state, stop, tasks })
+        Ok(RunningAgent { state, stop, tasks, audit_writer })
     }
 
-    /// Asks every task to stop and waits for them, at most [`SHUTDOWN_BUDGET`].
-    /// Returns whether all stopped in time.
+    /// Asks every task to stop and waits for them, at most [`SHUTDOWN_BUDGET`]. The audit trail
+    /// is flushed last (what is queued is written and fsynced) within the same budget; entries
+    /// not durable by then are the only ones a stop can lose. Returns whether all stopped in time.
     pub async fn shutdown(mut self) -> bool {
+        let started = Instant::now();
         self.stop.cancel();
         let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async { while self.tasks.join_next().await.is_some() {} })
             .await
@@ -295,7 +314,15 @@ impl RunningAgent {
             tracing::warn!("tasks did not stop within {SHUTDOWN_BUDGET:?}; aborting them");
             self.tasks.abort_all();
         }
-        drained
+        let mut flushed = true;
+        if let Some(writer) = self.audit_writer.take() {
+            let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+            flushed = tokio::time::timeout(left, tokio::task::spawn_blocking(move || writer.stop())).await.is_ok();
+            if !flushed {
+                tracing::warn!("audit log not flushed within the shutdown budget");
+            }
+        }
+        drained && flushed
     }
 }
 

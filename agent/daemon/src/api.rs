@@ -170,6 +170,9 @@ async fn upsert_wedding(
         return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}"));
     }
     tracing::info!(id = %wedding.id, region = %wedding.region, "wedding stored");
+    if let Some(audit) = &state.audit {
+        audit.record(crate::decisions::wall_ms(), "wedding.upsert", json!({ "wedding": wedding }));
+    }
     (StatusCode::CREATED, Json(json!({ "wedding": wedding }))).into_response()
 }
 
@@ -187,6 +190,9 @@ async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap
     let in_engine = lock(&state.engine).handle_wedding_remove(&id);
     if removed || in_engine {
         tracing::info!(%id, "wedding removed");
+        if let Some(audit) = &state.audit {
+            audit.record(crate::decisions::wall_ms(), "wedding.remove", json!({ "id": id }));
+        }
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no wedding with id {id:?}"))

@@ -4,7 +4,8 @@
 use config::{Config, Environment, File, FileFormat};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use wedsync_core::config::{AgentConfig, ConfigErrors, Settings};
+use wedsync_audit::FsyncPolicy;
+use wedsync_core::config::{AgentConfig, ConfigErrors, FieldError, Settings};
 
 /// Prefix of the environment variables that override configuration.
 pub const ENV_PREFIX: &str = "WEDSYNC";
@@ -84,11 +85,40 @@ pub fn load(sources: &Sources) -> Result<AgentConfig, LoadError> {
     Ok(config)
 }
 
-/// Loads and validates.
+/// Loads and validates (the core's checks, then the daemon's own: `audit.fsync`).
 pub fn load_settings(sources: &Sources) -> Result<(AgentConfig, Settings), LoadError> {
     let config = load(sources)?;
-    let settings = config.validate()?;
-    Ok((config, settings))
+    let daemon_errors: Vec<FieldError> = match config.audit.fsync.parse::<FsyncPolicy>() {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![FieldError { field: "audit.fsync".into(), message: e.to_string() }],
+    };
+    match config.validate() {
+        Ok(settings) if daemon_errors.is_empty() => Ok((config, settings)),
+        Ok(_) => Err(ConfigErrors(daemon_errors).into()),
+        Err(ConfigErrors(mut errors)) => {
+            errors.extend(daemon_errors);
+            Err(ConfigErrors(errors).into())
+        }
+    }
+}
+
+/// The audit log's configuration, with its path resolved against the state directory.
+pub fn audit_config(settings: &Settings) -> Option<wedsync_audit::AuditConfig> {
+    let audit = &settings.audit;
+    if !audit.enabled {
+        return None;
+    }
+    let path = if audit.path.is_empty() {
+        state_dir(&settings.storage_dir).join("audit.jsonl")
+    } else {
+        PathBuf::from(&audit.path)
+    };
+    Some(wedsync_audit::AuditConfig {
+        path,
+        fsync: audit.fsync.parse().unwrap_or(FsyncPolicy::Always),
+        max_file_bytes: audit.max_file_bytes,
+        keep_files: usize::try_from(audit.keep_files).unwrap_or(usize::MAX),
+    })
 }
 
 /// The host name, cut to a valid node id; `"node"` if the kernel does not say.
@@ -203,6 +233,21 @@ mod tests {
         let file = temp_file("unknown", "[api]\nlisen = \"127.0.0.1:1\"\n");
         let err = load_settings(&Sources { file: Some(file.clone()), env: env(&[]) }).unwrap_err().to_string();
         assert!(err.contains(&file.display().to_string()) && err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn audit_fsync_is_checked_with_the_rest() {
+        let sources = Sources {
+            file: None,
+            env: env(&[("WEDSYNC__AUDIT__FSYNC", "sometimes"), ("WEDSYNC__API__LISTEN", "nowhere")]),
+        };
+        let LoadError::Invalid(errors) = load_settings(&sources).unwrap_err() else { panic!("not a validation error") };
+        assert!(errors.names("audit.fsync") && errors.names("api.listen"), "{errors}");
+        let sources = Sources { file: None, env: env(&[("WEDSYNC__AUDIT__FSYNC", "250ms")]) };
+        let (_, settings) = load_settings(&sources).unwrap();
+        let audit = audit_config(&settings).unwrap();
+        assert_eq!(audit.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(250)));
+        assert!(audit.path.ends_with("audit.jsonl"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! runs the engine, hands decisions to the log actuator, and keeps the recent ones for the API
 //! and `/metrics`.
 
+use crate::audit::AuditHandle;
 use crate::telemetry::{Clock, lock};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -100,6 +101,7 @@ pub async fn drive(
     engine: Arc<Mutex<Engine>>,
     sources: Vec<DemandSource>,
     log: Arc<Mutex<DecisionLog>>,
+    audit: Option<AuditHandle>,
     stop: CancellationToken,
 ) {
     let interval = lock(&engine).settings().round_interval;
@@ -128,8 +130,11 @@ pub async fn drive(
         };
         for decision in decisions {
             act(&decision);
-            let direction = decision.direction();
-            lock(&log).push(ServedDecision { at_unix_ms: wall, direction, decision });
+            let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
+            if let Some(audit) = &audit {
+                audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default());
+            }
+            lock(&log).push(served);
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod calendar;
 pub mod configuration;
 pub mod decisions;

@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of an audit log and its rotated files; says where it breaks.
+    Verify {
+        /// The current log file (rotated files beside it are found). Default: the configured one.
+        file: Option<PathBuf>,
+        /// Config file used to find the default log.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +99,40 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { file, config } } => {
+            let file = match file {
+                Some(file) => file,
+                None => {
+                    let (_, settings) = configuration::load_settings(&Sources::from_process(config))?;
+                    configuration::audit_config(&settings)
+                        .context("the audit trail is disabled (audit.enabled = false)")?
+                        .path
+                }
+            };
+            let files = wedsync_audit::chain_files(&file).with_context(|| format!("{}", file.display()))?;
+            match wedsync_audit::verify_files(&files) {
+                Ok(summary) => {
+                    println!(
+                        "{}: ok: {} entries in {} file(s), seq {}..={}, last hash {}{}",
+                        file.display(),
+                        summary.entries,
+                        summary.files,
+                        summary.first_seq,
+                        summary.last_seq,
+                        summary.last_hash,
+                        summary
+                            .anchored_at_seq
+                            .map(|s| format!(" (older files pruned; anchored at seq {s})"))
+                            .unwrap_or_default()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: FAILED: {e}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
             Ok(_) => {

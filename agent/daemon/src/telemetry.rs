@@ -176,6 +176,17 @@ impl Telemetry {
         self.registry.register_collector(Box::new(EngineCollector { engine, log }));
     }
 
+    /// Adds the audit trail's counters to the exposition.
+    pub fn register_audit(&mut self, counters: crate::audit::AuditCounters) {
+        self.registry.register("wedsync_audit_entries", "Audit entries appended", counters.appended.clone());
+        self.registry.register(
+            "wedsync_audit_lost_entries",
+            "Audit entries lost (queue full or append failed)",
+            counters.lost.clone(),
+        );
+        self.registry.register_collector(Box::new(AuditCollector { durable_seq: counters.durable_seq }));
+    }
+
     /// Renders every metric in the OpenMetrics text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(64 * 1024);
@@ -374,6 +385,24 @@ impl Collector for HostCollector {
             )?;
         }
         Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct AuditCollector {
+    durable_seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let none: [(&str, &str); 0] = [];
+        let seq = self.durable_seq.load(std::sync::atomic::Ordering::Relaxed);
+        gauge(
+            &mut encoder,
+            "wedsync_audit_durable_seq",
+            "Highest audit sequence number known fsynced",
+            [(none, seq as f64)],
+        )
     }
 }
 
