@@ -126,6 +126,96 @@ pub struct PoolConfig {
     pub demand_tags: Vec<String>,
     /// Class of demand that carries no (valid) `class:` tag.
     pub untagged_class: String,
+    /// Where the pool's decisions go (`[pools.actuator]`); the `log` actuator by default.
+    pub actuator: ActuatorConfig,
+}
+
+/// `[pools.actuator]`: how a pool's decisions are carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ActuatorConfig {
+    /// Log each decision (always done, whatever else is configured).
+    #[default]
+    Log,
+    /// Run a command with the decision as JSON on standard input.
+    Exec {
+        /// Program and arguments (no shell).
+        command: Vec<String>,
+        /// Longest a run may take before it is killed (e.g. `"10s"`).
+        #[serde(default = "default_actuator_timeout")]
+        timeout: String,
+        /// Further attempts after a failure.
+        #[serde(default = "default_actuator_retries")]
+        retries: u32,
+        /// Wait before the first retry; doubles each time (e.g. `"500ms"`).
+        #[serde(default = "default_actuator_backoff")]
+        backoff: String,
+    },
+    /// POST the decision as JSON, signed with HMAC-SHA256.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Shared secret for the `X-Wedsync-Signature` header (at least 16 characters).
+        secret: String,
+        /// Longest a request may take (e.g. `"5s"`).
+        #[serde(default = "default_actuator_timeout")]
+        timeout: String,
+        /// Further attempts after a failure.
+        #[serde(default = "default_actuator_retries")]
+        retries: u32,
+        /// Wait before the first retry; doubles each time.
+        #[serde(default = "default_actuator_backoff")]
+        backoff: String,
+    },
+}
+
+fn default_actuator_timeout() -> String {
+    "10s".into()
+}
+
+fn default_actuator_retries() -> u32 {
+    3
+}
+
+fn default_actuator_backoff() -> String {
+    "500ms".into()
+}
+
+/// A checked actuator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ActuatorSpec {
+    /// Log only.
+    Log,
+    /// Run a command.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// Per-attempt timeout.
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+        /// Further attempts after a failure.
+        retries: u32,
+        /// First retry delay (doubling).
+        #[serde(with = "humantime_serde")]
+        backoff: Duration,
+    },
+    /// POST to a URL.
+    Webhook {
+        /// The URL.
+        url: String,
+        /// HMAC secret (never serialized).
+        #[serde(skip)]
+        secret: String,
+        /// Per-attempt timeout.
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+        /// Further attempts after a failure.
+        retries: u32,
+        /// First retry delay (doubling).
+        #[serde(with = "humantime_serde")]
+        backoff: Duration,
+    },
 }
 
 impl Default for PoolConfig {
@@ -144,6 +234,7 @@ impl Default for PoolConfig {
             demand_metric: "requests".into(),
             demand_tags: Vec::new(),
             untagged_class: TrafficClass::WeddingPlanning.as_str().into(),
+            actuator: ActuatorConfig::Log,
         }
     }
 }
@@ -383,6 +474,8 @@ pub struct Settings {
     pub pools: Vec<PoolSpec>,
     /// Where each pool's demand comes from (same order as `pools`).
     pub demand: Vec<DemandSource>,
+    /// Each pool's actuator (same order as `pools`).
+    pub actuators: Vec<ActuatorSpec>,
 }
 
 /// One bad field: its dotted path and why it is bad.
@@ -540,7 +633,7 @@ impl AgentConfig {
             c.fail("storage.dir", format!("{:?} is not an absolute path", self.storage.dir));
         }
         let engine = self.validate_engine(&mut c);
-        let (pools, demand) = self.validate_pools(&mut c);
+        let (pools, demand, actuators) = self.validate_pools(&mut c);
         match (api_listen, statsd_listen, c.0.is_empty()) {
             (Some(api_listen), Some(statsd_listen), true) => Ok(Settings {
                 node_id: self.agent.node_id.clone(),
@@ -569,6 +662,7 @@ impl AgentConfig {
                 engine,
                 pools,
                 demand,
+                actuators,
             }),
             _ => Err(ConfigErrors(c.0)),
         }
@@ -662,9 +756,10 @@ impl AgentConfig {
         }
     }
 
-    fn validate_pools(&self, c: &mut Checker) -> (Vec<PoolSpec>, Vec<DemandSource>) {
+    fn validate_pools(&self, c: &mut Checker) -> (Vec<PoolSpec>, Vec<DemandSource>, Vec<ActuatorSpec>) {
         let mut pools = Vec::new();
         let mut demand = Vec::new();
+        let mut actuators = Vec::new();
         for (i, p) in self.pools.iter().enumerate() {
             let at = |field: &str| format!("pools[{i}].{field}");
             c.identifier(&at("name"), &p.name, 64);
@@ -727,8 +822,40 @@ impl AgentConfig {
                 cost: p.cost,
             });
             demand.push(DemandSource { metric: p.demand_metric.clone(), tags: p.demand_tags.clone(), untagged_class });
+            actuators.push(validate_actuator(c, i, &p.actuator));
         }
-        (pools, demand)
+        (pools, demand, actuators)
+    }
+}
+
+fn validate_actuator(c: &mut Checker, pool: usize, actuator: &ActuatorConfig) -> ActuatorSpec {
+    let at = |field: &str| format!("pools[{pool}].actuator.{field}");
+    let timing = |c: &mut Checker, timeout: &str, retries: u32, backoff: &str| {
+        let timeout = c.duration(&at("timeout"), timeout, Duration::from_millis(10), Duration::from_secs(600));
+        let retries = c.range(&at("retries"), u64::from(retries), 0, 100) as u32;
+        let backoff = c.duration(&at("backoff"), backoff, Duration::ZERO, Duration::from_secs(600));
+        (timeout, retries, backoff)
+    };
+    match actuator {
+        ActuatorConfig::Log => ActuatorSpec::Log,
+        ActuatorConfig::Exec { command, timeout, retries, backoff } => {
+            if command.first().is_none_or(|program| program.is_empty()) {
+                c.fail(at("command"), "is empty: give the program and its arguments".into());
+            }
+            let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
+            ActuatorSpec::Exec { command: command.clone(), timeout, retries, backoff }
+        }
+        ActuatorConfig::Webhook { url, secret, timeout, retries, backoff } => {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.len() < "http://x".len() || url.chars().any(char::is_whitespace) {
+                c.fail(at("url"), format!("{url:?} is not an http:// or https:// URL"));
+            }
+            if secret.len() < 16 {
+                c.fail(at("secret"), "must be at least 16 characters (it signs every request)".into());
+            }
+            let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
+            ActuatorSpec::Webhook { url: url.clone(), secret: secret.clone(), timeout, retries, backoff }
+        }
     }
 }
 
@@ -852,6 +979,13 @@ mod tests {
             demand_tags: vec![],
             untagged_class: "gold".into(),
             region: String::new(),
+            actuator: ActuatorConfig::Webhook {
+                url: "ftp://x".into(),
+                secret: "short".into(),
+                timeout: "0s".into(),
+                retries: 1000,
+                backoff: "soon".into(),
+            },
         });
         config.engine.degrade_order = vec!["wedding-critical".into(), "media".into()];
         config.engine.tolerance = 0.9;
@@ -870,6 +1004,11 @@ mod tests {
             "pools[1].untagged_class",
             "engine.degrade_order[0]",
             "engine.tolerance",
+            "pools[1].actuator.url",
+            "pools[1].actuator.secret",
+            "pools[1].actuator.timeout",
+            "pools[1].actuator.retries",
+            "pools[1].actuator.backoff",
         ] {
             assert!(errors.names(field), "{field} not named in:\n{errors}");
         }

@@ -5,6 +5,7 @@
 //! * [`statsd`]: a zero-copy DogStatsD/StatsD line parser for untrusted datagrams.
 //! * [`store`]: the bounded in-memory metric store with windowed queries.
 //! * [`engine`]: the decision engine, a state machine from demand and calendar to decisions.
+//! * [`replay`]: runs the engine over a demand trace against a capacity model and scores it.
 //! * [`config`]: the agent's configuration types and their validation.
 //!
 //! The daemon drives these with real time and real I/O; tests, benches and (later) the
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod replay;
 pub mod statsd;
 pub mod store;
 pub mod time;

@@ -182,6 +182,8 @@ struct PoolRuntime {
     typical_units: f64,
     last_load: f64,
     protected: bool,
+    /// Whether the engine has decided for this pool yet.
+    decided: bool,
 }
 
 /// The engine. See the module docs.
@@ -221,6 +223,7 @@ impl Engine {
                 typical_units: f64::from(spec.min),
                 last_load: 0.0,
                 protected: false,
+                decided: false,
                 spec,
             })
             .collect();
@@ -271,10 +274,16 @@ impl Engine {
         p.fresh = true;
     }
 
-    /// The pool's real capacity, as observed by an orchestrator or actuator feedback.
+    /// The pool's real capacity, as observed by an orchestrator or actuator feedback. Before the
+    /// engine's first decision for the pool this is also its starting point (`from`), so an
+    /// engine that starts on a running pool does not first "decide" the pool's minimum.
     pub fn handle_pool_state(&mut self, _now: Timestamp, pool: PoolIndex, serving_units: u32) {
         if let Some(p) = self.pools.get_mut(pool) {
             p.available = serving_units;
+            if !p.decided {
+                p.target = serving_units.clamp(p.spec.min, p.spec.max);
+                p.typical_units = f64::from(p.target);
+            }
             if p.arriving.is_some_and(|(_, units)| units <= serving_units) {
                 p.arriving = None;
             }
@@ -506,6 +515,7 @@ impl Engine {
             }
         }
         p.target = to;
+        p.decided = true;
         p.admission = admission.clone();
         Some(Decision {
             id: format!("{}:{epoch}:{to}", spec.name),

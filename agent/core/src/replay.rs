@@ -1,0 +1,380 @@
+//! Trace replay: runs the decision engine over a recorded or synthetic demand trace against a
+//! capacity model (capacity arrives after the pool's provisioning delay) and scores it.
+//!
+//! Trace format (CSV, `#` lines are metadata or comments):
+//!
+//! ```text
+//! # name: viral-spike
+//! # onset_s: 600                 # spike onset, for the onset-to-decision score
+//! # start_unix_ms: 1780000000000 # wall clock of t = 0 (calendar and seasons)
+//! # round_ms: 100                # engine round interval for this trace
+//! # wedding: w-1,eu-west,3600,7200   # id,region,start_s,end_s (relative to t = 0)
+//! t_s,wedding_critical,wedding_planning,registration,media,background
+//! 0,200,100,500,300,100
+//! 1,205,98,510,290,100
+//! ```
+//!
+//! Demand is held from one row to the next (a step function).
+
+use crate::TrafficClass;
+use crate::engine::decision::Decision;
+use crate::engine::pool::{PoolSpec, Wedding};
+use crate::engine::{Demand, Engine, EngineSettings};
+use crate::time::Timestamp;
+use serde::Serialize;
+use std::time::Duration;
+
+/// A demand trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// Its name.
+    pub name: String,
+    /// Rows: time in seconds from the start, demand by class.
+    pub rows: Vec<(f64, Demand)>,
+    /// Spike onset, seconds from the start.
+    pub onset_s: Option<f64>,
+    /// Wall clock of t = 0, Unix ms.
+    pub start_unix_ms: i64,
+    /// Engine round interval.
+    pub round: Duration,
+    /// Weddings on the calendar during the trace.
+    pub weddings: Vec<Wedding>,
+}
+
+/// Why a trace could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("trace {name} line {line}: {reason}")]
+pub struct TraceError {
+    /// The trace's name.
+    pub name: String,
+    /// One-based line number.
+    pub line: usize,
+    /// What was wrong.
+    pub reason: String,
+}
+
+const HEADER: &str = "t_s,wedding_critical,wedding_planning,registration,media,background";
+
+impl Trace {
+    /// Parses a trace; every error names its line.
+    pub fn parse(name: &str, text: &str) -> Result<Trace, TraceError> {
+        let fail = |line: usize, reason: String| TraceError { name: name.to_owned(), line, reason };
+        let mut trace = Trace {
+            name: name.to_owned(),
+            rows: Vec::new(),
+            onset_s: None,
+            start_unix_ms: 1_780_000_000_000,
+            round: Duration::from_millis(100),
+            weddings: Vec::new(),
+        };
+        let mut header_seen = false;
+        for (index, raw) in text.lines().enumerate() {
+            let line_no = index + 1;
+            let line = raw.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(meta) = line.strip_prefix('#') {
+                let meta = meta.split(" #").next().unwrap_or_default().trim();
+                let Some((key, value)) = meta.split_once(':') else { continue };
+                let value = value.trim();
+                let number =
+                    |v: &str| v.parse::<f64>().map_err(|_| fail(line_no, format!("{key}: {v:?} is not a number")));
+                match key.trim() {
+                    "name" => trace.name = value.to_owned(),
+                    "onset_s" => trace.onset_s = Some(number(value)?),
+                    "start_unix_ms" => trace.start_unix_ms = number(value)? as i64,
+                    "round_ms" => {
+                        let ms = number(value)?;
+                        if !(10.0..=60_000.0).contains(&ms) {
+                            return Err(fail(line_no, format!("round_ms: {ms} is out of range (10 to 60000)")));
+                        }
+                        trace.round = Duration::from_millis(ms as u64);
+                    }
+                    "wedding" => {
+                        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                        let [id, region, start, end] = parts[..] else {
+                            return Err(fail(line_no, "wedding: expected id,region,start_s,end_s".into()));
+                        };
+                        let at = |s: &str| -> Result<i64, TraceError> {
+                            Ok(trace.start_unix_ms + (number(s)? * 1000.0) as i64)
+                        };
+                        let wedding = Wedding {
+                            id: id.to_owned(),
+                            region: region.to_owned(),
+                            time_zone: "UTC".into(),
+                            start_unix_ms: at(start)?,
+                            end_unix_ms: at(end)?,
+                            guests: 100,
+                        };
+                        wedding.validate().map_err(|reason| fail(line_no, format!("wedding: {reason}")))?;
+                        trace.weddings.push(wedding);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if !header_seen {
+                if line != HEADER {
+                    return Err(fail(line_no, format!("expected the header {HEADER:?}")));
+                }
+                header_seen = true;
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != 6 {
+                return Err(fail(line_no, format!("expected 6 fields, found {}", fields.len())));
+            }
+            let mut values = [0.0f64; 6];
+            for (slot, field) in values.iter_mut().zip(&fields) {
+                *slot = field
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| fail(line_no, format!("{field:?} is not a non-negative number")))?;
+            }
+            if trace.rows.last().is_some_and(|(t, _)| values[0] <= *t) {
+                return Err(fail(line_no, format!("time {} does not increase", values[0])));
+            }
+            trace.rows.push((values[0], Demand([values[1], values[2], values[3], values[4], values[5]])));
+        }
+        if trace.rows.is_empty() {
+            return Err(fail(text.lines().count(), "no rows".into()));
+        }
+        Ok(trace)
+    }
+
+    /// Length in seconds (the last row's time).
+    pub fn duration_s(&self) -> f64 {
+        self.rows.last().map_or(0.0, |(t, _)| *t)
+    }
+}
+
+/// Scores of one replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayReport {
+    /// The trace.
+    pub trace: String,
+    /// Seconds from the spike onset to the first scale-up decision after it.
+    pub onset_to_decision_s: Option<f64>,
+    /// Seconds from the spike onset until serving capacity first carries the demand.
+    pub onset_to_capacity_s: Option<f64>,
+    /// ∫ max(0, units needed at full utilization − units serving) dt, in unit-seconds.
+    pub under_provisioned_unit_seconds: f64,
+    /// Cost of capacity beyond what the target utilization needs, at on-demand prices.
+    pub over_provisioned_cost: f64,
+    /// Total cost of the capacity held, by the decisions' purchase mixes.
+    pub total_cost: f64,
+    /// Changes of scaling direction (up after down or down after up).
+    pub direction_reversals: u32,
+    /// Requests shed by admission control, per class (in [`TrafficClass::ALL`] order).
+    pub shed_requests: [f64; 5],
+    /// Wedding-critical requests beyond what serving capacity could carry (should be 0).
+    pub wedding_critical_unserved: f64,
+    /// Decisions taken.
+    pub decisions: usize,
+    /// Peak total demand, requests/s.
+    pub peak_demand: f64,
+    /// Peak serving units.
+    pub peak_units: u32,
+    /// Fewest serving units while a wedding protected the pool's region, counted once the
+    /// protection has lasted the provisioning delay (capacity asked for at its start could not
+    /// serve sooner). None: never protected that long.
+    pub min_units_while_protected: Option<u32>,
+}
+
+impl ReplayReport {
+    /// Requests of `class` shed.
+    pub fn shed(&self, class: TrafficClass) -> f64 {
+        self.shed_requests[TrafficClass::ALL.iter().position(|c| *c == class).unwrap_or(0)]
+    }
+}
+
+/// Runs the engine over `trace` for `pool` and scores it. Deterministic.
+pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (ReplayReport, Vec<Decision>) {
+    settings.round_interval = trace.round;
+    let round_s = trace.round.as_secs_f64();
+    let mut engine = Engine::new(settings, vec![pool.clone()]);
+    for wedding in &trace.weddings {
+        // Parsed weddings are valid; an invalid one would simply not protect.
+        let _ = engine.handle_wedding_upsert(wedding.clone());
+    }
+    let mut report = ReplayReport {
+        trace: trace.name.clone(),
+        onset_to_decision_s: None,
+        onset_to_capacity_s: None,
+        under_provisioned_unit_seconds: 0.0,
+        over_provisioned_cost: 0.0,
+        total_cost: 0.0,
+        direction_reversals: 0,
+        shed_requests: [0.0; 5],
+        wedding_critical_unserved: 0.0,
+        decisions: 0,
+        peak_demand: 0.0,
+        peak_units: 0,
+        min_units_while_protected: None,
+    };
+    let mut decisions = Vec::new();
+    // Warm start: the pool serves what the first row needs (and its floor, if protected), as a
+    // running pool would; the engine learns that as its starting point.
+    let first = trace.rows.first().map(|(_, d)| d.total()).unwrap_or(0.0);
+    let mut serving = ((first / pool.target_load_per_unit()).ceil() as u32).clamp(pool.min, pool.max);
+    if engine.active_weddings(&pool.region, trace.start_unix_ms) > 0 {
+        serving = serving.max(pool.protected_floor).min(pool.max);
+    }
+    let mut protected_since: Option<f64> = None;
+    let mut arriving: Option<(f64, u32)> = None;
+    let mut admission = [1.0f64; 5];
+    let mut cost_per_hour = 0.0;
+    let mut last_direction: Option<bool> = None;
+    let mut row = 0usize;
+    let rounds = (trace.duration_s() / round_s).floor() as u64;
+    for r in 0..=rounds {
+        let t = r as f64 * round_s;
+        while row + 1 < trace.rows.len() && trace.rows[row + 1].0 <= t {
+            row += 1;
+        }
+        let demand = trace.rows[row].1;
+        let now = Timestamp::from_nanos((t * 1e9) as u64);
+        let wall = trace.start_unix_ms + (t * 1000.0) as i64;
+        if let Some((ready, units)) = arriving {
+            if t >= ready {
+                serving = units;
+                arriving = None;
+            }
+        }
+        engine.handle_pool_state(now, 0, serving);
+        engine.handle_demand(now, 0, demand);
+        engine.handle_timeout(now, wall);
+        while let Some(decision) = engine.poll_decision() {
+            if decision.to > decision.from {
+                if report.onset_to_decision_s.is_none() && trace.onset_s.is_some_and(|onset| t >= onset) {
+                    report.onset_to_decision_s = trace.onset_s.map(|onset| t - onset);
+                }
+                arriving = Some((t + pool.provisioning_delay.as_secs_f64(), decision.to));
+                if last_direction == Some(false) {
+                    report.direction_reversals += 1;
+                }
+                last_direction = Some(true);
+            } else if decision.to < decision.from {
+                serving = serving.min(decision.to);
+                arriving = arriving.filter(|(_, units)| *units <= decision.to);
+                if last_direction == Some(true) {
+                    report.direction_reversals += 1;
+                }
+                last_direction = Some(false);
+            }
+            for a in &decision.admission {
+                admission[TrafficClass::ALL.iter().position(|c| *c == a.class).unwrap_or(0)] = a.admit;
+            }
+            cost_per_hour = decision.cost_per_hour;
+            report.decisions += 1;
+            decisions.push(decision);
+        }
+        // Score this round.
+        let total = demand.total();
+        report.peak_demand = report.peak_demand.max(total);
+        report.peak_units = report.peak_units.max(serving);
+        let capacity = f64::from(serving) * pool.capacity_per_unit;
+        let needed_full = total / pool.capacity_per_unit;
+        report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
+        let needed_target = (total / pool.target_load_per_unit()).ceil();
+        report.over_provisioned_cost +=
+            (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
+        report.total_cost += cost_per_hour * round_s / 3600.0;
+        for (i, class) in TrafficClass::ALL.iter().enumerate() {
+            report.shed_requests[i] += demand.of(*class) * (1.0 - admission[i]) * round_s;
+        }
+        let critical = demand.of(TrafficClass::WeddingCritical);
+        report.wedding_critical_unserved += (critical - capacity).max(0.0) * round_s;
+        if report.onset_to_capacity_s.is_none() {
+            if let Some(onset) = trace.onset_s.filter(|onset| t >= *onset) {
+                let admitted: f64 =
+                    TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * admission[i]).sum();
+                if capacity >= total || (capacity >= admitted && serving >= pool.max) {
+                    report.onset_to_capacity_s = Some(t - onset);
+                }
+            }
+        }
+        if engine.active_weddings(&pool.region, wall) > 0 {
+            let since = *protected_since.get_or_insert(t);
+            if t - since >= pool.provisioning_delay.as_secs_f64() {
+                report.min_units_while_protected =
+                    Some(report.min_units_while_protected.map_or(serving, |m| m.min(serving)));
+            }
+        } else {
+            protected_since = None;
+        }
+    }
+    (report, decisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::pool::UnitCost;
+
+    fn pool() -> PoolSpec {
+        PoolSpec {
+            name: "p".into(),
+            region: "eu-west".into(),
+            min: 2,
+            max: 100,
+            capacity_per_unit: 100.0,
+            target_utilization: 0.7,
+            classes: TrafficClass::ALL.to_vec(),
+            provisioning_delay: Duration::from_secs(30),
+            protected_floor: 10,
+            cost: UnitCost::default(),
+        }
+    }
+
+    #[test]
+    fn parses_metadata_rows_and_names_bad_lines() {
+        let text = "# name: small\n# onset_s: 5\n# round_ms: 100\n# wedding: w-1,eu-west,0,60\nt_s,wedding_critical,wedding_planning,registration,media,background\n0,10,0,0,0,0\n5,20,0,0,0,0\n";
+        let trace = Trace::parse("f", text).unwrap();
+        assert_eq!(trace.name, "small");
+        assert_eq!(trace.onset_s, Some(5.0));
+        assert_eq!(trace.rows.len(), 2);
+        assert_eq!(trace.weddings.len(), 1);
+        let bad = Trace::parse("f", "t_s,wedding_critical,wedding_planning,registration,media,background\n0,1,2,3\n")
+            .unwrap_err();
+        assert_eq!(bad.line, 2);
+        assert!(bad.to_string().contains("expected 6 fields"));
+        let back = Trace::parse(
+            "f",
+            "t_s,wedding_critical,wedding_planning,registration,media,background\n5,1,1,1,1,1\n1,1,1,1,1,1\n",
+        )
+        .unwrap_err();
+        assert!(back.reason.contains("does not increase"));
+        assert!(Trace::parse("f", "a,b\n").unwrap_err().reason.contains("header"));
+        assert!(
+            Trace::parse("f", "t_s,wedding_critical,wedding_planning,registration,media,background\n0,-1,0,0,0,0\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_step_is_scored() {
+        let mut text =
+            String::from("# onset_s: 60\nt_s,wedding_critical,wedding_planning,registration,media,background\n");
+        for t in 0..180 {
+            let media = if t < 60 { 300 } else { 3000 };
+            text.push_str(&format!("{t},50,0,0,{media},0\n"));
+        }
+        let trace = Trace::parse("step", &text).unwrap();
+        let (report, decisions) = replay(&trace, pool(), EngineSettings::default());
+        assert!(report.onset_to_decision_s.unwrap() <= 1.0, "{report:?}");
+        // Capacity arrives 30 s after the decision.
+        let to_capacity = report.onset_to_capacity_s.unwrap();
+        assert!((30.0..=32.0).contains(&to_capacity), "{report:?}");
+        assert!(report.under_provisioned_unit_seconds > 0.0);
+        assert_eq!(report.wedding_critical_unserved, 0.0);
+        assert_eq!(report.shed(TrafficClass::WeddingCritical), 0.0);
+        assert!(report.shed(TrafficClass::Media) > 0.0, "media waits for capacity: {report:?}");
+        assert!(!decisions.is_empty());
+        // Same trace, same scores.
+        assert_eq!(replay(&trace, pool(), EngineSettings::default()).0, report);
+    }
+}

@@ -1,0 +1,95 @@
+//! Trace replay: the engine over the shipped traces (tests/traces), against a capacity model,
+//! with the scores asserted. Wedding-critical shed must be zero in every trace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use wedsync_core::TrafficClass;
+use wedsync_core::engine::EngineSettings;
+use wedsync_core::engine::pool::{PoolSpec, UnitCost};
+use wedsync_core::replay::{ReplayReport, Trace, replay};
+
+fn trace(name: &str) -> Trace {
+    let path = format!("{}/traces/{name}.csv", env!("CARGO_MANIFEST_DIR"));
+    Trace::parse(name, &std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn pool(min: u32, max: u32, delay_s: u64) -> PoolSpec {
+    PoolSpec {
+        name: "web".into(),
+        region: "eu-west".into(),
+        min,
+        max,
+        capacity_per_unit: 100.0,
+        target_utilization: 0.7,
+        classes: TrafficClass::ALL.to_vec(),
+        provisioning_delay: Duration::from_secs(delay_s),
+        protected_floor: 30,
+        cost: UnitCost::default(),
+    }
+}
+
+fn run(name: &str, pool: PoolSpec) -> ReplayReport {
+    let (report, _) = replay(&trace(name), pool, EngineSettings::default());
+    eprintln!("{name}: {}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.shed(TrafficClass::WeddingCritical), 0.0, "{name}: wedding-critical shed");
+    assert_eq!(report.wedding_critical_unserved, 0.0, "{name}: wedding-critical unserved");
+    report
+}
+
+#[test]
+fn viral_spike_is_caught_within_a_second() {
+    let report = run("viral-spike", pool(5, 1000, 60));
+    let decision = report.onset_to_decision_s.expect("a scale-up after the onset");
+    assert!(decision <= 1.0, "onset to decision {decision} s");
+    // Capacity follows the 100x climb: it arrives within the provisioning delay of the climb's end.
+    let capacity = report.onset_to_capacity_s.expect("capacity catches up");
+    assert!(capacity <= 300.0 + 60.0 + 30.0, "onset to capacity {capacity} s");
+    assert!(report.peak_units >= 500, "{report:?}");
+    assert!(report.direction_reversals <= 2, "{report:?}");
+}
+
+#[test]
+fn saturday_surge_is_followed_without_flapping() {
+    let report = run("saturday-surge", pool(2, 200, 60));
+    assert!(f64::from(report.peak_units) >= 0.9 * report.peak_demand / 70.0, "{report:?}");
+    // A smooth day: scale up in the morning, down in the evening; no see-sawing.
+    assert!(report.direction_reversals <= 4, "{report:?}");
+    // Under-provisioning is under 1% of the capacity-seconds the day needed.
+    let needed_unit_seconds = 86_400.0 * 400.0 * 1.2 / 100.0;
+    assert!(report.under_provisioned_unit_seconds < 0.01 * needed_unit_seconds, "{report:?}");
+    assert_eq!(report.shed(TrafficClass::WeddingPlanning), 0.0);
+}
+
+#[test]
+fn april_season_ramp_raises_capacity_with_it() {
+    let report = run("april-ramp", pool(2, 200, 120));
+    // Capacity reaches what the season's peak needs at the target utilization (within 10%).
+    assert!(f64::from(report.peak_units) >= 0.9 * report.peak_demand / 70.0, "{report:?}");
+    // Daily cycles mean reversals; the bound is at most 2 an hour.
+    assert!(f64::from(report.direction_reversals) <= 2.0 * 14.0 * 24.0, "{report:?}");
+    assert!(report.under_provisioned_unit_seconds < 0.01 * 14.0 * 86_400.0 * 10.0, "{report:?}");
+}
+
+#[test]
+fn wedding_day_holds_the_protected_floor() {
+    let report = run("wedding-day", pool(2, 200, 60));
+    let floor = report.min_units_while_protected.expect("weddings protect the region");
+    assert!(floor >= 30, "fell to {floor} units while protected");
+    assert_eq!(report.shed(TrafficClass::WeddingPlanning), 0.0, "{report:?}");
+    assert_eq!(report.shed(TrafficClass::Registration), 0.0, "{report:?}");
+    // Each ceremony's 6x upload surge is a step; until its capacity arrives (60 s) a sliver of
+    // media is shed. Under 0.01% of the day's uploads.
+    let media_requests = 12.0 * 3600.0 * 300.0 + 3.0 * 3600.0 * 1500.0;
+    assert!(report.shed(TrafficClass::Media) < 1e-4 * media_requests, "{report:?}");
+}
+
+#[test]
+fn flash_crowd_during_a_wedding_degrades_by_class() {
+    let report = run("flash-crowd-during-wedding", pool(5, 100, 60));
+    assert!(report.onset_to_decision_s.expect("a scale-up after the onset") <= 1.0, "{report:?}");
+    assert!(report.shed(TrafficClass::Background) > 0.0, "{report:?}");
+    assert!(report.shed(TrafficClass::Media) > 0.0, "{report:?}");
+    assert_eq!(report.shed(TrafficClass::WeddingPlanning), 0.0, "{report:?}");
+    assert!(report.min_units_while_protected.unwrap() >= 30, "{report:?}");
+    assert_eq!(report.peak_units, 100, "the pool's maximum is reached");
+}
