@@ -24,7 +24,9 @@ fn engine() -> Engine {
             classes: TrafficClass::ALL.to_vec(),
             provisioning_delay: Duration::from_secs(60),
             protected_floor: 10,
+            time_zone: "UTC".into(),
             cost: UnitCost::default(),
+            placements: Vec::new(),
         })
         .collect();
     Engine::new(EngineSettings::default(), pools)

@@ -23,7 +23,9 @@ fn bench(c: &mut Criterion) {
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(60),
         protected_floor: 30,
+        time_zone: "UTC".into(),
         cost: UnitCost::default(),
+        placements: Vec::new(),
     };
     let (report, _) = replay(&trace, pool.clone(), EngineSettings::default());
     println!(

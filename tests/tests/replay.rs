@@ -24,7 +24,9 @@ fn pool(min: u32, max: u32, delay_s: u64) -> PoolSpec {
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(delay_s),
         protected_floor: 30,
+        time_zone: "UTC".into(),
         cost: UnitCost::default(),
+        placements: Vec::new(),
     }
 }
 

@@ -7,7 +7,8 @@
 
 use crate::TrafficClass;
 use crate::engine::EngineSettings;
-use crate::engine::pool::{PoolSpec, UnitCost};
+use crate::engine::forecast::{SeasonalMultipliers, time_zone};
+use crate::engine::pool::{Placement, PoolSpec, UnitCost};
 use crate::store::StoreLimits;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -72,6 +73,12 @@ pub struct EngineSection {
     pub reserved_baseline_fraction: f64,
     /// Largest fraction of a target placed on spot.
     pub spot_max_fraction: f64,
+    /// How far ahead (beyond a pool's provisioning delay) the forecast pre-scales.
+    pub forecast_horizon: String,
+    /// Extra capacity on top of the forecast peak, as a fraction.
+    pub forecast_headroom: f64,
+    /// Seasonal multipliers (`[engine.seasons]`), in each pool's local time.
+    pub seasons: SeasonalMultipliers,
 }
 
 impl Default for EngineSection {
@@ -92,6 +99,9 @@ impl Default for EngineSection {
             degrade_order: e.degrade_order.iter().map(|c| c.as_str().to_owned()).collect(),
             reserved_baseline_fraction: e.reserved_baseline_fraction,
             spot_max_fraction: e.spot_max_fraction,
+            forecast_horizon: secs(e.forecast_horizon),
+            forecast_headroom: e.forecast_headroom,
+            seasons: e.seasons,
         }
     }
 }
@@ -118,8 +128,12 @@ pub struct PoolConfig {
     pub provisioning_delay: String,
     /// Fewest units while a wedding is active in the region (at least `min`).
     pub protected_floor: u32,
+    /// IANA time zone of the pool's region, e.g. `Europe/Dublin` (seasons are local).
+    pub time_zone: String,
     /// Unit prices per hour.
     pub cost: UnitCost,
+    /// Other regions the pool may run in (`[[pools.placements]]`), with their prices.
+    pub placements: Vec<Placement>,
     /// StatsD counter whose rate is the pool's demand, split by its `class:` tag.
     pub demand_metric: String,
     /// Tags a series must carry to count toward this pool (e.g. `["service:checkout"]`).
@@ -230,7 +244,9 @@ impl Default for PoolConfig {
             classes: TrafficClass::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
             provisioning_delay: "60s".into(),
             protected_floor: 0,
+            time_zone: "UTC".into(),
             cost: UnitCost::default(),
+            placements: Vec::new(),
             demand_metric: "requests".into(),
             demand_tags: Vec::new(),
             untagged_class: TrafficClass::WeddingPlanning.as_str().into(),
@@ -752,6 +768,20 @@ impl AgentConfig {
                 1.0,
             ),
             spot_max_fraction: fraction(c, "engine.spot_max_fraction", e.spot_max_fraction, 0.0, 1.0),
+            forecast_horizon: c.duration(
+                "engine.forecast_horizon",
+                &e.forecast_horizon,
+                Duration::ZERO,
+                Duration::from_secs(7 * 86_400),
+            ),
+            forecast_headroom: fraction(c, "engine.forecast_headroom", e.forecast_headroom, 0.0, 10.0),
+            seasons: match e.seasons.validate() {
+                Ok(()) => e.seasons.clone(),
+                Err(reason) => {
+                    c.fail("engine.seasons", reason);
+                    defaults.seasons.clone()
+                }
+            },
             detector: defaults.detector,
         }
     }
@@ -799,6 +829,16 @@ impl AgentConfig {
                     c.fail(format!("pools[{i}].cost.{name}"), format!("{price} must be a non-negative number"));
                 }
             }
+            for (j, placement) in p.placements.iter().enumerate() {
+                c.identifier(&format!("pools[{i}].placements[{j}].region"), &placement.region, 32);
+                let cost = &placement.cost;
+                if [cost.reserved, cost.on_demand, cost.spot].iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                    c.fail(format!("pools[{i}].placements[{j}].cost"), "prices must be non-negative numbers".into());
+                }
+            }
+            if let Err(err) = time_zone(&p.time_zone) {
+                c.fail(at("time_zone"), err.to_string());
+            }
             if p.demand_metric.is_empty() {
                 c.fail(at("demand_metric"), "is empty".into());
             }
@@ -819,7 +859,9 @@ impl AgentConfig {
                 classes,
                 provisioning_delay,
                 protected_floor: p.protected_floor.max(p.min),
+                time_zone: p.time_zone.clone(),
                 cost: p.cost,
+                placements: p.placements.clone(),
             });
             demand.push(DemandSource { metric: p.demand_metric.clone(), tags: p.demand_tags.clone(), untagged_class });
             actuators.push(validate_actuator(c, i, &p.actuator));
@@ -974,7 +1016,9 @@ mod tests {
             classes: vec!["vip".into()],
             provisioning_delay: "later".into(),
             protected_floor: 9,
+            time_zone: "Mars/Olympus".into(),
             cost: UnitCost { reserved: -1.0, on_demand: 0.1, spot: f64::NAN },
+            placements: vec![Placement { region: "bad region".into(), cost: UnitCost::default() }],
             demand_metric: String::new(),
             demand_tags: vec![],
             untagged_class: "gold".into(),
@@ -1004,6 +1048,8 @@ mod tests {
             "pools[1].untagged_class",
             "engine.degrade_order[0]",
             "engine.tolerance",
+            "pools[1].placements[0].region",
+            "pools[1].time_zone",
             "pools[1].actuator.url",
             "pools[1].actuator.secret",
             "pools[1].actuator.timeout",

@@ -326,7 +326,9 @@ mod tests {
             classes: TrafficClass::ALL.to_vec(),
             provisioning_delay: Duration::from_secs(30),
             protected_floor: 10,
+            time_zone: "UTC".into(),
             cost: UnitCost::default(),
+            placements: Vec::new(),
         }
     }
 

@@ -210,6 +210,7 @@ impl RunningAgent {
         let decision_log = Arc::new(Mutex::new(DecisionLog::default()));
         let db = Arc::new(StateDb::open(&crate::configuration::state_dir(&settings.storage_dir))?);
         load_calendar(&db, &mut lock(&engine), settings.calendar_file.as_deref())?;
+        decisions::load_profiles(&db, &mut lock(&engine));
         telemetry.register_engine(engine.clone(), decision_log.clone());
         let (audit_writer, audit) = match crate::configuration::audit_config(&settings) {
             Some(config) => {
@@ -278,6 +279,7 @@ impl RunningAgent {
                 state.settings.demand.clone(),
                 state.decisions.clone(),
                 state.audit.clone(),
+                state.db.clone(),
                 stop.clone(),
             ));
         }

@@ -1,5 +1,5 @@
-//! The wedding calendar's persistence: an embedded redb database that survives restarts, and
-//! an optional TOML file of weddings loaded at start.
+//! What survives restarts, in an embedded redb database: the wedding calendar and the learned
+//! weekly demand profiles. Also the optional TOML file of weddings loaded at start.
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
@@ -8,6 +8,8 @@ use wedsync_core::engine::pool::Wedding;
 
 /// Weddings by id, as JSON.
 const WEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("weddings");
+/// Learned weekly demand profiles by pool name (postcard, versioned by the core).
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 
 /// Why the state database failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +47,11 @@ impl StateDb {
         let db =
             Database::create(&path).map_err(|e| StateError::Database { path: path.clone(), reason: e.to_string() })?;
         let state = StateDb { db, path };
-        // Make the table exist so reads never fail on a fresh database.
+        // Make the tables exist so reads never fail on a fresh database.
         state.write(|_| Ok(()))?;
+        let txn = state.db.begin_write().map_err(|e| state.fail(e))?;
+        txn.open_table(PROFILES).map_err(|e| state.fail(e))?;
+        txn.commit().map_err(|e| state.fail(e))?;
         Ok(state)
     }
 
@@ -96,6 +101,27 @@ impl StateDb {
             Ok(())
         })?;
         Ok(found)
+    }
+}
+
+impl StateDb {
+    /// Stores the learned profiles (pool name, encoded profile) in one transaction.
+    pub fn put_profiles(&self, profiles: &[(String, Vec<u8>)]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = txn.open_table(PROFILES).map_err(|e| self.fail(e))?;
+            for (pool, bytes) in profiles {
+                table.insert(pool.as_str(), bytes.as_slice()).map_err(|e| self.fail(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// The stored profile of a pool.
+    pub fn profile(&self, pool: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(PROFILES).map_err(|e| self.fail(e))?;
+        Ok(table.get(pool).map_err(|e| self.fail(e))?.map(|v| v.value().to_vec()))
     }
 }
 
@@ -257,6 +283,18 @@ mod tests {
         let (weddings, broken) = db.weddings().unwrap();
         assert_eq!(weddings, vec![wedding("w-1")]);
         assert!(broken.is_empty());
+    }
+
+    #[test]
+    fn profiles_survive_reopening() {
+        let dir = temp_dir("profiles");
+        {
+            let db = StateDb::open(&dir).unwrap();
+            db.put_profiles(&[("checkout".into(), vec![1, 2, 3]), ("search".into(), vec![4])]).unwrap();
+        }
+        let db = StateDb::open(&dir).unwrap();
+        assert_eq!(db.profile("checkout").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(db.profile("nope").unwrap(), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and `/metrics`.
 
 use crate::audit::AuditHandle;
+use crate::calendar::StateDb;
 use crate::telemetry::{Clock, lock};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -94,7 +95,42 @@ pub fn pool_demand(store: &MetricStore, now: Timestamp, source: &DemandSource) -
     fresh.then_some(demand)
 }
 
-/// Runs engine rounds until `stop`.
+/// How often learned profiles are written to the database.
+pub const PROFILE_SAVE_PERIOD: Duration = Duration::from_secs(300);
+
+/// Loads each pool's stored weekly profile into the engine.
+pub fn load_profiles(db: &StateDb, engine: &mut Engine) {
+    let names: Vec<String> = engine.pools().map(|p| p.name.clone()).collect();
+    for (index, name) in names.iter().enumerate() {
+        match db.profile(name) {
+            Ok(Some(bytes)) => match engine.import_profile(index, &bytes) {
+                Ok(()) => tracing::info!(pool = %name, "learned weekly profile restored"),
+                Err(e) => tracing::warn!(pool = %name, error = %e, "stored profile unusable; learning afresh"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(pool = %name, error = %e, "cannot read the stored profile"),
+        }
+    }
+}
+
+/// Writes every pool's weekly profile to the database.
+pub fn save_profiles(db: &StateDb, engine: &Mutex<Engine>) {
+    let profiles: Vec<(String, Vec<u8>)> = {
+        let engine = lock(engine);
+        let names: Vec<String> = engine.pools().map(|p| p.name.clone()).collect();
+        names
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, name)| engine.export_profile(i).and_then(Result::ok).map(|bytes| (name, bytes)))
+            .collect()
+    };
+    if let Err(e) = db.put_profiles(&profiles) {
+        tracing::warn!(error = %e, "cannot save learned profiles");
+    }
+}
+
+/// Runs engine rounds until `stop`, saving learned profiles periodically and at the end.
+#[allow(clippy::too_many_arguments)] // each is a distinct shared handle of the agent
 pub async fn drive(
     clock: Clock,
     store: Arc<Mutex<MetricStore>>,
@@ -102,14 +138,21 @@ pub async fn drive(
     sources: Vec<DemandSource>,
     log: Arc<Mutex<DecisionLog>>,
     audit: Option<AuditHandle>,
+    db: Arc<StateDb>,
     stop: CancellationToken,
 ) {
     let interval = lock(&engine).settings().round_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut save = tokio::time::interval_at(tokio::time::Instant::now() + PROFILE_SAVE_PERIOD, PROFILE_SAVE_PERIOD);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            _ = save.tick() => {
+                let (db, engine) = (db.clone(), engine.clone());
+                let _ = tokio::task::spawn_blocking(move || save_profiles(&db, &engine)).await;
+                continue;
+            }
             _ = ticker.tick() => {}
         }
         let now = clock.now();
@@ -137,6 +180,8 @@ pub async fn drive(
             lock(&log).push(served);
         }
     }
+    // What was learned must survive the stop.
+    let _ = tokio::task::spawn_blocking(move || save_profiles(&db, &engine)).await;
 }
 
 /// The `log` actuator: every decision as one structured log line.
@@ -204,6 +249,7 @@ mod tests {
             id: format!("p:{i}:{i}"),
             pool: "p".into(),
             region: "r".into(),
+            placement: "r".into(),
             epoch: u64::from(i),
             at: Timestamp::ZERO,
             from: i,

@@ -53,6 +53,15 @@ pub enum Reason {
         /// Noise level (σ) of the baseline.
         sigma: f64,
     },
+    /// Pre-scaled for the forecast peak (learned weekly profile × seasons) over the horizon.
+    Predictive {
+        /// Forecast peak demand (requests/s).
+        forecast_peak: f64,
+        /// How far ahead it looked, seconds (provisioning delay + horizon).
+        horizon_seconds: u64,
+        /// Units it asked for (with headroom).
+        units: u32,
+    },
     /// One decision may multiply capacity by at most this much.
     ScaleUpCapped {
         /// The cap factor.
@@ -122,8 +131,11 @@ pub struct Decision {
     pub id: String,
     /// The pool's name.
     pub pool: String,
-    /// The pool's region.
+    /// The pool's home region.
     pub region: String,
+    /// Where the capacity is placed: the cheapest allowed region (the home region while it is
+    /// protected).
+    pub placement: String,
     /// Decision round (monotonic time / round interval).
     pub epoch: u64,
     /// When it was taken (engine time).

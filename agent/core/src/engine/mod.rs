@@ -24,12 +24,15 @@
 
 pub mod decision;
 pub mod detector;
+pub mod forecast;
 pub mod pool;
 
 use crate::TrafficClass;
 use crate::time::{Timestamp, duration_nanos};
 use decision::{Admission, Decision, PurchaseMix, Reason};
 use detector::{DetectorTuning, Spike, SpikeDetector};
+use forecast::{ForecastError, SeasonalMultipliers, WeeklyProfile};
+use jiff::tz::TimeZone;
 use pool::{PoolSpec, Wedding};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -69,6 +72,13 @@ pub struct EngineSettings {
     pub reserved_baseline_fraction: f64,
     /// Largest fraction of a target placed on spot.
     pub spot_max_fraction: f64,
+    /// How far ahead the forecast looks (beyond each pool's provisioning delay) to pre-scale.
+    #[serde(with = "humantime_serde")]
+    pub forecast_horizon: Duration,
+    /// Extra capacity on top of the forecast peak, as a fraction.
+    pub forecast_headroom: f64,
+    /// Seasonal load multipliers, applied in each pool's local time.
+    pub seasons: SeasonalMultipliers,
     /// Spike detector tuning.
     #[serde(skip)]
     pub detector: DetectorTuning,
@@ -95,6 +105,9 @@ impl Default for EngineSettings {
             ],
             reserved_baseline_fraction: 0.3,
             spot_max_fraction: 0.7,
+            forecast_horizon: Duration::from_secs(30 * 60),
+            forecast_headroom: 0.2,
+            seasons: SeasonalMultipliers::default(),
             detector: DetectorTuning::default(),
         }
     }
@@ -158,6 +171,9 @@ const SPIKE_HOLD: Duration = Duration::from_secs(60);
 const SLOW_LOAD_HALF_LIFE_SAMPLES: f64 = 50.0;
 /// Half-life of the "typical units" EWMA behind the reserved baseline (~1 h at 10 Hz).
 const TYPICAL_HALF_LIFE_ROUNDS: f64 = 36_000.0;
+/// Width of the weekly profile's buckets.
+const PROFILE_BUCKET: Duration = forecast::DEFAULT_BUCKET;
+
 /// Admission changes smaller than this do not make a new decision.
 const ADMISSION_EPSILON: f64 = 0.05;
 
@@ -184,6 +200,10 @@ struct PoolRuntime {
     protected: bool,
     /// Whether the engine has decided for this pool yet.
     decided: bool,
+    /// The pool's local time zone (seasons and the weekly profile are in local time).
+    tz: TimeZone,
+    /// Learned weekly demand profile (5-minute buckets always make one; `None` only if not).
+    profile: Option<WeeklyProfile>,
 }
 
 /// The engine. See the module docs.
@@ -224,6 +244,8 @@ impl Engine {
                 last_load: 0.0,
                 protected: false,
                 decided: false,
+                tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
+                profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
                 spec,
             })
             .collect();
@@ -335,7 +357,7 @@ impl Engine {
         let epoch = now.as_nanos() / duration_nanos(self.settings.round_interval).max(1);
         for index in 0..self.pools.len() {
             let active = self.active_weddings(&self.pools[index].spec.region, wall_ms);
-            if let Some(decision) = self.round(index, now, epoch, active) {
+            if let Some(decision) = self.round(index, now, wall_ms, epoch, active) {
                 self.out.push_back(decision);
             }
         }
@@ -360,7 +382,34 @@ impl Engine {
             .collect()
     }
 
-    fn round(&mut self, index: PoolIndex, now: Timestamp, epoch: u64, active_weddings: usize) -> Option<Decision> {
+    /// The learned weekly profile of a pool, encoded for storage.
+    pub fn export_profile(&self, pool: PoolIndex) -> Option<Result<Vec<u8>, ForecastError>> {
+        self.pools.get(pool).and_then(|p| p.profile.as_ref()).map(WeeklyProfile::to_bytes)
+    }
+
+    /// Restores a pool's weekly profile from storage (what [`Engine::export_profile`] gave).
+    pub fn import_profile(&mut self, pool: PoolIndex, bytes: &[u8]) -> Result<(), ForecastError> {
+        let profile = WeeklyProfile::from_bytes(bytes)?;
+        if let Some(p) = self.pools.get_mut(pool) {
+            p.profile = Some(profile);
+        }
+        Ok(())
+    }
+
+    /// The forecast peak demand of a pool over `horizon` from `wall_ms`, if the profile knows it.
+    pub fn forecast_peak(&self, pool: PoolIndex, wall_ms: i64, horizon: Duration) -> Option<f64> {
+        let p = self.pools.get(pool)?;
+        p.profile.as_ref()?.peak_over(wall_ms, horizon, &p.tz, &self.settings.seasons)
+    }
+
+    fn round(
+        &mut self,
+        index: PoolIndex,
+        now: Timestamp,
+        wall_ms: i64,
+        epoch: u64,
+        active_weddings: usize,
+    ) -> Option<Decision> {
         let s = &self.settings;
         let p = &mut self.pools[index];
         // Capacity that was on its way has arrived.
@@ -402,6 +451,9 @@ impl Engine {
                 _ => slow,
             };
             p.last_load = load;
+            if let Some(profile) = p.profile.as_mut() {
+                profile.observe(wall_ms, &p.tz, load, &s.seasons);
+            }
             // 3. Target tracking.
             let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);
             let needed = (load / per_unit).ceil();
@@ -453,6 +505,27 @@ impl Engine {
             }
         }
 
+        // Prediction: pre-scale for the forecast peak over the provisioning delay plus the horizon.
+        // It only ever raises the target: never a scale-in on a forecast alone. The window starts
+        // at the next profile bucket, so it rests on past weeks only: the bucket being filled now
+        // is the reactive path's business (counting it would just add headroom to today's load).
+        if !p.holding {
+            let horizon = spec.provisioning_delay + s.forecast_horizon;
+            let bucket_ms = i64::try_from(PROFILE_BUCKET.as_millis()).unwrap_or(i64::MAX);
+            let ahead = wall_ms - wall_ms.rem_euclid(bucket_ms) + bucket_ms;
+            let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
+            let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
+            if let Some(peak) = forecast {
+                let wanted = peak * (1.0 + s.forecast_headroom) / spec.target_load_per_unit().max(f64::MIN_POSITIVE);
+                let units = if wanted >= f64::from(u32::MAX) { u32::MAX } else { wanted.ceil().max(0.0) as u32 };
+                let units = units.min(from.max(1).saturating_mul(s.max_scale_up_factor.max(1)));
+                if units > to {
+                    reasons.push(Reason::Predictive { forecast_peak: peak, horizon_seconds: horizon.as_secs(), units });
+                    to = units;
+                }
+            }
+        }
+
         // 6. Protection.
         p.protected = active_weddings > 0;
         if p.protected {
@@ -489,9 +562,20 @@ impl Engine {
         let wc_units =
             (demand.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
         let mix = purchase_mix(to, p.typical_units, wc_units, s);
-        let cost_per_hour = f64::from(mix.reserved) * spec.cost.reserved
-            + f64::from(mix.on_demand) * spec.cost.on_demand
-            + f64::from(mix.spot) * spec.cost.spot;
+        let price = |cost: &pool::UnitCost| {
+            f64::from(mix.reserved) * cost.reserved
+                + f64::from(mix.on_demand) * cost.on_demand
+                + f64::from(mix.spot) * cost.spot
+        };
+        // Cheapest allowed placement; a protected home region keeps its capacity (no disruptive moves).
+        let (placement, cost_per_hour) = if p.protected {
+            (spec.region.clone(), price(&spec.cost))
+        } else {
+            spec.placements.iter().fold((spec.region.clone(), price(&spec.cost)), |best, alt| {
+                let cost = price(&alt.cost);
+                if cost < best.1 { (alt.region.clone(), cost) } else { best }
+            })
+        };
 
         let admission_changed = admission
             .iter()
@@ -521,6 +605,7 @@ impl Engine {
             id: format!("{}:{epoch}:{to}", spec.name),
             pool: spec.name.clone(),
             region: spec.region.clone(),
+            placement,
             epoch,
             at: now,
             from,

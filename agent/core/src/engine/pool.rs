@@ -44,7 +44,23 @@ pub struct PoolSpec {
     pub provisioning_delay: Duration,
     /// Fewest units while a wedding is active in the region.
     pub protected_floor: u32,
-    /// Unit prices.
+    /// IANA time zone of the pool's region (seasons and the weekly profile are local).
+    pub time_zone: String,
+    /// Unit prices in the home region.
+    pub cost: UnitCost,
+    /// Other regions the pool may run in, with their prices. The engine places capacity in the
+    /// cheapest allowed region, and never moves it away from a protected home region.
+    pub placements: Vec<Placement>,
+}
+
+/// A region a pool may also run in, and its prices there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// The region.
+    pub region: String,
+    /// Unit prices there.
+    #[serde(default)]
     pub cost: UnitCost,
 }
 

@@ -15,7 +15,9 @@ fn pool(name: &str) -> PoolSpec {
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(0),
         protected_floor: 20,
+        time_zone: "UTC".into(),
         cost: pool::UnitCost { reserved: 0.06, on_demand: 0.10, spot: 0.03 },
+        placements: Vec::new(),
     }
 }
 
@@ -273,8 +275,11 @@ proptest! {
         spec.protected_floor = floor;
         let settings = EngineSettings::default();
         let mut engine = Engine::new(settings.clone(), vec![spec.clone()]);
+        let mut twin = Engine::new(settings.clone(), vec![spec.clone()]);
         if let Some(at) = wedding_at {
-            engine.handle_wedding_upsert(Wedding { start_unix_ms: wall(at), end_unix_ms: wall(at) + 60_000, ..other_wedding() }).unwrap();
+            let wedding = Wedding { start_unix_ms: wall(at), end_unix_ms: wall(at) + 60_000, ..other_wedding() };
+            engine.handle_wedding_upsert(wedding.clone()).unwrap();
+            twin.handle_wedding_upsert(wedding).unwrap();
         }
         let mut d = Demand::default();
         for r in 0..400u64 {
@@ -282,9 +287,14 @@ proptest! {
             if !gaps[(r as usize) % gaps.len()] {
                 d = Demand(demands[(r as usize) % demands.len()]);
                 engine.handle_demand(now, 0, d);
+                twin.handle_demand(now, 0, d);
             }
             engine.handle_timeout(now, wall(r));
+            twin.handle_timeout(now, wall(r));
             while let Some(decision) = engine.poll_decision() {
+                // Same inputs, same decisions.
+                let twin_decision = twin.poll_decision();
+                prop_assert_eq!(twin_decision.as_ref(), Some(&decision));
                 prop_assert!(decision.to >= spec.min && decision.to <= spec.max, "{decision:?}");
                 prop_assert_eq!(decision.mix.total(), decision.to);
                 for a in &decision.admission {
@@ -300,6 +310,112 @@ proptest! {
                     prop_assert!(decision.to >= spec.protected_floor.max(spec.min).min(spec.max), "floor broken: {decision:?}");
                 }
             }
+            prop_assert_eq!(twin.poll_decision(), None);
         }
     }
+}
+
+#[test]
+fn capacity_goes_to_the_cheapest_allowed_region_unless_home_is_protected() {
+    let mut spec = pool("api");
+    spec.placements = vec![
+        pool::Placement {
+            region: "us-east".into(),
+            cost: pool::UnitCost { reserved: 0.05, on_demand: 0.08, spot: 0.02 },
+        },
+        pool::Placement {
+            region: "ap-south".into(),
+            cost: pool::UnitCost { reserved: 0.09, on_demand: 0.2, spot: 0.05 },
+        },
+    ];
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec.clone()]);
+    let decisions = drive(&mut engine, 0, 50, |_| demand(TrafficClass::Media, 1000.0));
+    let first = decisions.first().unwrap();
+    assert_eq!(first.placement, "us-east");
+    assert_eq!(first.region, "eu-west");
+    // While a wedding protects eu-west, capacity stays home.
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    engine
+        .handle_wedding_upsert(Wedding { start_unix_ms: wall(0), end_unix_ms: wall(0) + 3_600_000, ..other_wedding() })
+        .unwrap();
+    let decisions = drive(&mut engine, 0, 50, |_| demand(TrafficClass::Media, 1000.0));
+    assert!(decisions.iter().all(|d| d.placement == "eu-west"), "{decisions:?}");
+}
+
+/// A profile learned from two weeks where 12:00–12:30 UTC each day carries `peak` rps and the
+/// rest of the day `base` rps.
+fn daily_noon_profile(base: f64, peak: f64, until_ms: i64) -> WeeklyProfile {
+    let five_min = 300_000i64;
+    let history: Vec<(i64, f64)> = (1..=14 * 288)
+        .map(|k| {
+            let t = until_ms - k * five_min;
+            let minute_of_day = t.rem_euclid(86_400_000) / 60_000;
+            (t, if (720..750).contains(&minute_of_day) { peak } else { base })
+        })
+        .collect();
+    WeeklyProfile::fit(
+        &history,
+        forecast::DEFAULT_BUCKET,
+        &TimeZone::UTC,
+        &SeasonalMultipliers::none(),
+    )
+    .unwrap()
+}
+
+fn predictive_engine(profile: &WeeklyProfile) -> Engine {
+    let settings = EngineSettings { seasons: SeasonalMultipliers::none(), ..EngineSettings::default() };
+    let mut engine = Engine::new(settings, vec![pool("api")]);
+    engine.import_profile(0, &profile.to_bytes().unwrap()).unwrap();
+    engine
+}
+
+#[test]
+fn the_forecast_pre_scales_ahead_of_a_known_peak() {
+    // 2026-06-10 11:40 UTC (a Wednesday): the noon peak is 20 minutes away.
+    let at = 1_781_091_600_000i64;
+    let profile = daily_noon_profile(700.0, 7000.0, at);
+    let mut engine = predictive_engine(&profile);
+    let mut decisions = Vec::new();
+    for r in 0..50u64 {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_demand(now, 0, demand(TrafficClass::Media, 700.0));
+        engine.handle_timeout(now, at + (r * ROUND_MS) as i64);
+        decisions.extend(std::iter::from_fn(|| engine.poll_decision()));
+    }
+    let pre: Vec<_> =
+        decisions.iter().filter(|d| d.reasons.iter().any(|r| matches!(r, Reason::Predictive { .. }))).collect();
+    assert!(!pre.is_empty(), "no predictive decision: {decisions:?}");
+    // 7000 × 1.2 / 70 = 120 units, though today's load needs 10 (reached in ≤ 10x steps).
+    assert_eq!(pre.last().unwrap().to, 120, "{pre:?}");
+    assert_eq!(engine.status()[0].target, 120);
+    assert!(engine.forecast_peak(0, at, Duration::from_secs(1800)).unwrap() >= 7000.0 - 1e-6);
+}
+
+#[test]
+fn a_forecast_alone_never_scales_in() {
+    let at = 1_781_091_600_000i64;
+    // History says the coming half hour is quiet (100 rps)…
+    let profile = daily_noon_profile(100.0, 100.0, at);
+    let mut engine = predictive_engine(&profile);
+    let mut decisions = Vec::new();
+    for r in 0..3000u64 {
+        // …but today it is busy.
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_demand(now, 0, demand(TrafficClass::Media, 7000.0));
+        engine.handle_timeout(now, at + (r * ROUND_MS) as i64);
+        decisions.extend(std::iter::from_fn(|| engine.poll_decision()));
+    }
+    assert!(decisions.iter().all(|d| d.to >= d.from), "scaled in: {decisions:?}");
+    assert_eq!(engine.status()[0].target, 100);
+}
+
+#[test]
+fn profiles_round_trip_through_export() {
+    let at = 1_781_091_600_000i64;
+    let engine = predictive_engine(&daily_noon_profile(700.0, 7000.0, at));
+    let bytes = engine.export_profile(0).unwrap().unwrap();
+    let mut other = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    other.import_profile(0, &bytes).unwrap();
+    assert_eq!(other.export_profile(0).unwrap().unwrap(), bytes);
+    assert!(other.import_profile(0, &[0xff, 1, 2]).is_err());
 }
