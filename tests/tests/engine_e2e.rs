@@ -29,7 +29,13 @@ fn statsd_demand_drives_a_scale_up_decision() {
         agent.send(b"requests:50|c|#service:checkout,class:wedding-critical\nrequests:50|c|#service:checkout,class:media\nrequests:999|c|#service:search");
         std::thread::sleep(Duration::from_millis(100));
         let body = agent.get_json("/v1/decisions?pool=checkout&limit=10");
-        if let Some(d) = body["decisions"].as_array().unwrap().iter().find(|d| d["to"].as_u64() >= Some(14)) {
+        // Newest first; later admission-only ("hold") decisions may follow the scale-up.
+        let scale_up = body["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["direction"] == "up" && d["to"].as_u64() >= Some(14));
+        if let Some(d) = scale_up {
             decided = Some(d.clone());
             break;
         }
@@ -85,4 +91,47 @@ fn stale_demand_holds_the_pool() {
     }
     let metrics = agent.get("/metrics").1;
     assert_eq!(sample_value(&metrics, r#"wedsync_pool_holding_stale{pool="checkout"}"#), Some(1.0));
+}
+
+#[test]
+fn an_exec_actuator_receives_each_decision_as_json() {
+    let out = wedsync_tests::unique_dir("exec-actuator");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("decisions.jsonl");
+    let config = format!(
+        r#"
+[[pools]]
+name = "checkout"
+region = "eu-west"
+min = 2
+max = 50
+provisioning_delay = "0s"
+demand_metric = "requests"
+[pools.actuator]
+kind = "exec"
+command = ["sh", "-c", "cat >> '{}'; echo >> '{}'"]
+timeout = "5s"
+"#,
+        file.display(),
+        file.display()
+    );
+    let agent = AgentProcess::start_with_config(&config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let decision = loop {
+        agent.send(b"requests:100|c|#class:registration");
+        std::thread::sleep(Duration::from_millis(100));
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let applied: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if let Some(d) = applied.iter().find(|d| d["to"].as_u64() >= Some(14)) {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no scale-up reached the command; file: {text}");
+    };
+    assert_eq!(decision["pool"], "checkout");
+    assert!(decision["id"].as_str().unwrap().starts_with("checkout:"));
+    let metrics = agent.get("/metrics").1;
+    assert!(
+        sample_value(&metrics, r#"wedsync_actuator_successes_total{pool="checkout",kind="exec"}"#).unwrap() >= 1.0,
+        "{metrics}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Wiring: binds the sockets, starts the collectors, the StatsD listener and the API, and stops
 //! them all within the shutdown budget.
 
+use crate::actuators::Actuators;
 use crate::api;
 use crate::audit::{AuditHandle, AuditWriter};
 use crate::calendar::{self, StateDb};
@@ -50,6 +51,8 @@ pub struct AgentState {
     pub db: Arc<StateDb>,
     /// The audit trail, when enabled.
     pub audit: Option<AuditHandle>,
+    /// The exec and webhook actuators.
+    pub actuators: Arc<Actuators>,
 }
 
 /// Why the agent could not start.
@@ -212,6 +215,10 @@ impl RunningAgent {
         load_calendar(&db, &mut lock(&engine), settings.calendar_file.as_deref())?;
         decisions::load_profiles(&db, &mut lock(&engine));
         telemetry.register_engine(engine.clone(), decision_log.clone());
+        let actuators = Arc::new(Actuators::start(
+            settings.pools.iter().map(|p| p.name.clone()).zip(settings.actuators.iter().cloned()).collect(),
+        ));
+        telemetry.register_actuators(&actuators);
         let (audit_writer, audit) = match crate::configuration::audit_config(&settings) {
             Some(config) => {
                 let (writer, handle) = AuditWriter::start(config)?;
@@ -255,6 +262,7 @@ impl RunningAgent {
             decisions: decision_log,
             db,
             audit,
+            actuators,
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -272,16 +280,17 @@ impl RunningAgent {
         tasks.spawn(sample_process(state.clone(), stop.clone()));
         tasks.spawn(expire_series(state.clone(), stop.clone()));
         if !state.settings.pools.is_empty() {
-            tasks.spawn(decisions::drive(
+            let driver = decisions::Driver {
                 clock,
-                state.store.clone(),
-                state.engine.clone(),
-                state.settings.demand.clone(),
-                state.decisions.clone(),
-                state.audit.clone(),
-                state.db.clone(),
-                stop.clone(),
-            ));
+                store: state.store.clone(),
+                engine: state.engine.clone(),
+                sources: state.settings.demand.clone(),
+                log: state.decisions.clone(),
+                audit: state.audit.clone(),
+                actuators: state.actuators.clone(),
+                db: state.db.clone(),
+            };
+            tasks.spawn(decisions::drive(driver, stop.clone()));
         }
         let app = api::router(state.clone());
         let api_stop = stop.clone();
@@ -316,6 +325,10 @@ impl RunningAgent {
             tracing::warn!("tasks did not stop within {SHUTDOWN_BUDGET:?}; aborting them");
             self.tasks.abort_all();
         }
+        // Actuators get what is left of the budget for in-flight attempts; the rest are abandoned.
+        let actuators = self.state.actuators.clone();
+        let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
+        let _ = tokio::task::spawn_blocking(move || actuators.stop(left)).await;
         let mut flushed = true;
         if let Some(writer) = self.audit_writer.take() {
             let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()).max(Duration::from_millis(100));

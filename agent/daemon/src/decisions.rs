@@ -2,6 +2,7 @@
 //! runs the engine, hands decisions to the log actuator, and keeps the recent ones for the API
 //! and `/metrics`.
 
+use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
 use crate::telemetry::{Clock, lock};
@@ -129,18 +130,30 @@ pub fn save_profiles(db: &StateDb, engine: &Mutex<Engine>) {
     }
 }
 
+/// What the engine driver reads from and hands decisions to.
+#[derive(Debug)]
+pub struct Driver {
+    /// The agent's clock.
+    pub clock: Clock,
+    /// Demand comes from here.
+    pub store: Arc<Mutex<MetricStore>>,
+    /// The engine.
+    pub engine: Arc<Mutex<Engine>>,
+    /// Where each pool's demand comes from.
+    pub sources: Vec<DemandSource>,
+    /// Recent decisions, for the API.
+    pub log: Arc<Mutex<DecisionLog>>,
+    /// The audit trail, when enabled.
+    pub audit: Option<AuditHandle>,
+    /// exec / webhook actuators.
+    pub actuators: Arc<Actuators>,
+    /// Learned profiles are saved here.
+    pub db: Arc<StateDb>,
+}
+
 /// Runs engine rounds until `stop`, saving learned profiles periodically and at the end.
-#[allow(clippy::too_many_arguments)] // each is a distinct shared handle of the agent
-pub async fn drive(
-    clock: Clock,
-    store: Arc<Mutex<MetricStore>>,
-    engine: Arc<Mutex<Engine>>,
-    sources: Vec<DemandSource>,
-    log: Arc<Mutex<DecisionLog>>,
-    audit: Option<AuditHandle>,
-    db: Arc<StateDb>,
-    stop: CancellationToken,
-) {
+pub async fn drive(driver: Driver, stop: CancellationToken) {
+    let Driver { clock, store, engine, sources, log, audit, actuators, db } = driver;
     let interval = lock(&engine).settings().round_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -174,6 +187,10 @@ pub async fn drive(
         for decision in decisions {
             act(&decision);
             let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
+            // Never blocks: a slow actuator sees only the newest decision for its pool.
+            if let Ok(json) = serde_json::to_vec(&served) {
+                actuators.dispatch(&served.decision.pool, &served.decision.id, json);
+            }
             if let Some(audit) = &audit {
                 audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default());
             }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod actuators;
 pub mod agent;
 pub mod api;
 pub mod audit;

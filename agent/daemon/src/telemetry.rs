@@ -176,6 +176,11 @@ impl Telemetry {
         self.registry.register_collector(Box::new(EngineCollector { engine, log }));
     }
 
+    /// Adds the actuators' counters to the exposition.
+    pub fn register_actuators(&mut self, actuators: &crate::actuators::Actuators) {
+        actuators.register(&mut self.registry);
+    }
+
     /// Adds the audit trail's counters to the exposition.
     pub fn register_audit(&mut self, counters: crate::audit::AuditCounters) {
         self.registry.register("wedsync_audit_entries", "Audit entries appended", counters.appended.clone());

@@ -353,13 +353,7 @@ fn daily_noon_profile(base: f64, peak: f64, until_ms: i64) -> WeeklyProfile {
             (t, if (720..750).contains(&minute_of_day) { peak } else { base })
         })
         .collect();
-    WeeklyProfile::fit(
-        &history,
-        forecast::DEFAULT_BUCKET,
-        &TimeZone::UTC,
-        &SeasonalMultipliers::none(),
-    )
-    .unwrap()
+    WeeklyProfile::fit(&history, forecast::DEFAULT_BUCKET, &TimeZone::UTC, &SeasonalMultipliers::none()).unwrap()
 }
 
 fn predictive_engine(profile: &WeeklyProfile) -> Engine {
