@@ -20,6 +20,7 @@ fn engine() -> Engine {
             min: 2,
             max: 500,
             capacity_per_unit: 100.0,
+            class_capacity: [100.0; 5],
             target_utilization: 0.7,
             classes: TrafficClass::ALL.to_vec(),
             provisioning_delay: Duration::from_secs(60),

@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
         min: 5,
         max: 1000,
         capacity_per_unit: 100.0,
+        class_capacity: [100.0; 5],
         target_utilization: 0.7,
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(60),

@@ -20,6 +20,7 @@ fn pool(min: u32, max: u32, delay_s: u64) -> PoolSpec {
         min,
         max,
         capacity_per_unit: 100.0,
+        class_capacity: [100.0; 5],
         target_utilization: 0.7,
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(delay_s),

@@ -120,6 +120,8 @@ pub struct PoolConfig {
     pub max: u32,
     /// Requests/s one unit serves at full utilization.
     pub capacity_per_unit: f64,
+    /// Requests/s of a class one unit serves, where it differs (`{ media = 20.0 }`).
+    pub class_capacity: std::collections::BTreeMap<String, f64>,
     /// Utilization to aim for, in (0, 1].
     pub target_utilization: f64,
     /// Traffic classes the pool serves (all by default).
@@ -134,7 +136,12 @@ pub struct PoolConfig {
     pub cost: UnitCost,
     /// Other regions the pool may run in (`[[pools.placements]]`), with their prices.
     pub placements: Vec<Placement>,
-    /// StatsD counter whose rate is the pool's demand, split by its `class:` tag.
+    /// `requests`: `demand_metric` is a StatsD counter whose rate, split by its `class:` tag, is
+    /// the demand. `cpu`: `demand_metric` is a gauge of the pool's mean CPU utilization (0–1;
+    /// `host.cpu.busy` is this host's), and the pool is sized to hold it at
+    /// `target_utilization`, as `desired = ceil(current × utilization / target)`.
+    pub demand_kind: String,
+    /// The metric the demand is read from (see `demand_kind`).
     pub demand_metric: String,
     /// Tags a series must carry to count toward this pool (e.g. `["service:checkout"]`).
     pub demand_tags: Vec<String>,
@@ -240,6 +247,7 @@ impl Default for PoolConfig {
             min: 1,
             max: 100,
             capacity_per_unit: 100.0,
+            class_capacity: std::collections::BTreeMap::new(),
             target_utilization: 0.7,
             classes: TrafficClass::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
             provisioning_delay: "60s".into(),
@@ -247,6 +255,7 @@ impl Default for PoolConfig {
             time_zone: "UTC".into(),
             cost: UnitCost::default(),
             placements: Vec::new(),
+            demand_kind: "requests".into(),
             demand_metric: "requests".into(),
             demand_tags: Vec::new(),
             untagged_class: TrafficClass::WeddingPlanning.as_str().into(),
@@ -262,8 +271,10 @@ pub struct DemandSource {
     pub metric: String,
     /// Tags a series must carry.
     pub tags: Vec<String>,
-    /// Class of untagged demand.
+    /// Class of untagged demand (all CPU demand is of this class).
     pub untagged_class: TrafficClass,
+    /// Whether the metric is a CPU-utilization gauge rather than a request counter.
+    pub cpu: bool,
 }
 
 /// `[agent]`: who this agent is.
@@ -818,6 +829,20 @@ impl AgentConfig {
             if p.classes.is_empty() {
                 c.fail(at("classes"), "is empty: a pool serves at least one class".into());
             }
+            let mut class_capacity = [p.capacity_per_unit; 5];
+            for (name, rps) in &p.class_capacity {
+                match name.parse::<TrafficClass>() {
+                    Ok(class) if rps.is_finite() && *rps > 0.0 => {
+                        if let Some(i) = TrafficClass::ALL.iter().position(|c| *c == class) {
+                            class_capacity[i] = *rps;
+                        }
+                    }
+                    Ok(_) => {
+                        c.fail(format!("pools[{i}].class_capacity.{name}"), format!("{rps} must be a positive number"))
+                    }
+                    Err(err) => c.fail(format!("pools[{i}].class_capacity.{name}"), err.to_string()),
+                }
+            }
             let provisioning_delay =
                 c.duration(&at("provisioning_delay"), &p.provisioning_delay, Duration::ZERO, Duration::from_secs(3600));
             if p.protected_floor > p.max {
@@ -855,6 +880,7 @@ impl AgentConfig {
                 min: p.min,
                 max: p.max.max(p.min),
                 capacity_per_unit: p.capacity_per_unit,
+                class_capacity,
                 target_utilization: p.target_utilization,
                 classes,
                 provisioning_delay,
@@ -863,7 +889,23 @@ impl AgentConfig {
                 cost: p.cost,
                 placements: p.placements.clone(),
             });
-            demand.push(DemandSource { metric: p.demand_metric.clone(), tags: p.demand_tags.clone(), untagged_class });
+            let cpu = match p.demand_kind.as_str() {
+                "requests" => false,
+                "cpu" => true,
+                other => {
+                    c.fail(
+                        at("demand_kind"),
+                        format!("{other:?} is not a demand kind (expected \"requests\" or \"cpu\")"),
+                    );
+                    false
+                }
+            };
+            demand.push(DemandSource {
+                metric: p.demand_metric.clone(),
+                tags: p.demand_tags.clone(),
+                untagged_class,
+                cpu,
+            });
             actuators.push(validate_actuator(c, i, &p.actuator));
         }
         (pools, demand, actuators)
@@ -1012,6 +1054,7 @@ mod tests {
             min: 5,
             max: 3,
             capacity_per_unit: 0.0,
+            class_capacity: [("vip".to_owned(), 1.0), ("media".to_owned(), -2.0)].into_iter().collect(),
             target_utilization: 1.5,
             classes: vec!["vip".into()],
             provisioning_delay: "later".into(),
@@ -1021,6 +1064,7 @@ mod tests {
             placements: vec![Placement { region: "bad region".into(), cost: UnitCost::default() }],
             demand_metric: String::new(),
             demand_tags: vec![],
+            demand_kind: "bytes".into(),
             untagged_class: "gold".into(),
             region: String::new(),
             actuator: ActuatorConfig::Webhook {
@@ -1050,6 +1094,9 @@ mod tests {
             "engine.tolerance",
             "pools[1].placements[0].region",
             "pools[1].time_zone",
+            "pools[1].class_capacity.vip",
+            "pools[1].demand_kind",
+            "pools[1].class_capacity.media",
             "pools[1].actuator.url",
             "pools[1].actuator.secret",
             "pools[1].actuator.timeout",

@@ -275,18 +275,20 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         // Score this round.
         let total = demand.total();
         report.peak_demand = report.peak_demand.max(total);
+        // Capacity comparisons in "average requests" (per-class costs applied).
+        let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
         report.peak_units = report.peak_units.max(serving);
         let capacity = f64::from(serving) * pool.capacity_per_unit;
-        let needed_full = total / pool.capacity_per_unit;
+        let needed_full = weighted / pool.capacity_per_unit;
         report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
-        let needed_target = (total / pool.target_load_per_unit()).ceil();
+        let needed_target = (weighted / pool.target_load_per_unit()).ceil();
         report.over_provisioned_cost +=
             (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
         report.total_cost += cost_per_hour * round_s / 3600.0;
         for (i, class) in TrafficClass::ALL.iter().enumerate() {
             report.shed_requests[i] += demand.of(*class) * (1.0 - admission[i]) * round_s;
         }
-        let critical = demand.of(TrafficClass::WeddingCritical);
+        let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
         report.wedding_critical_unserved += (critical - capacity).max(0.0) * round_s;
         if report.onset_to_capacity_s.is_none() {
             if let Some(onset) = trace.onset_s.filter(|onset| t >= *onset) {
@@ -322,6 +324,7 @@ mod tests {
             min: 2,
             max: 100,
             capacity_per_unit: 100.0,
+            class_capacity: [100.0; 5],
             target_utilization: 0.7,
             classes: TrafficClass::ALL.to_vec(),
             provisioning_delay: Duration::from_secs(30),

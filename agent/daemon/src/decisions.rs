@@ -74,10 +74,22 @@ pub fn wall_ms() -> i64 {
 /// application must not read as zero demand (that would scale in blind).
 pub const DEMAND_FRESHNESS: Duration = Duration::from_secs(2);
 
-/// A pool's demand: the per-second rate of `source.metric` counters carrying all of
-/// `source.tags`, over the last completed 100 ms, split by their `class:` tag. `None` when no
-/// matching series was written within [`DEMAND_FRESHNESS`].
-pub fn pool_demand(store: &MetricStore, now: Timestamp, source: &DemandSource) -> Option<Demand> {
+/// A pool's demand. Request pools: the per-second rate of `source.metric` counters carrying all
+/// of `source.tags`, over the last completed 100 ms, split by their `class:` tag. CPU pools: the
+/// mean of `source.metric` gauges (utilization 0–1) × the units serving × capacity per unit, so
+/// target tracking computes `ceil(current × utilization / target)`. `None` when no matching
+/// series was written within [`DEMAND_FRESHNESS`] (an idle agent's own `host.cpu.busy` is
+/// always fresh).
+pub fn pool_demand(
+    store: &MetricStore,
+    now: Timestamp,
+    source: &DemandSource,
+    serving_units: u32,
+    capacity_per_unit: f64,
+) -> Option<Demand> {
+    if source.cpu {
+        return cpu_demand(store, now, source, serving_units, capacity_per_unit);
+    }
     let mut demand = Demand::default();
     let mut fresh = false;
     for view in store.iter(now) {
@@ -151,6 +163,36 @@ pub struct Driver {
     pub db: Arc<StateDb>,
 }
 
+fn cpu_demand(
+    store: &MetricStore,
+    now: Timestamp,
+    source: &DemandSource,
+    serving_units: u32,
+    capacity_per_unit: f64,
+) -> Option<Demand> {
+    let (mut sum, mut n) = (0.0, 0u32);
+    for view in store.iter(now) {
+        let info = view.info();
+        if info.kind != MetricKind::Gauge || *info.name != *source.metric {
+            continue;
+        }
+        if !source.tags.iter().all(|t| info.tags.iter().any(|have| **have == **t)) {
+            continue;
+        }
+        if now.saturating_since(info.last_seen) > DEMAND_FRESHNESS {
+            continue;
+        }
+        sum += view.total().clamp(0.0, 1.0);
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    let mut demand = Demand::default();
+    demand.set(source.untagged_class, sum / f64::from(n) * f64::from(serving_units.max(1)) * capacity_per_unit);
+    Some(demand)
+}
+
 /// Runs engine rounds until `stop`, saving learned profiles periodically and at the end.
 pub async fn drive(driver: Driver, stop: CancellationToken) {
     let Driver { clock, store, engine, sources, log, audit, actuators, db } = driver;
@@ -169,9 +211,15 @@ pub async fn drive(driver: Driver, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now = clock.now();
+        let pools: Vec<(u32, f64)> =
+            lock(&engine).status().iter().map(|p| (p.available, p.spec.capacity_per_unit)).collect();
         let demands: Vec<Option<Demand>> = {
             let store = lock(&store);
-            sources.iter().map(|source| pool_demand(&store, now, source)).collect()
+            sources
+                .iter()
+                .zip(pools)
+                .map(|(source, (serving, per_unit))| pool_demand(&store, now, source, serving, per_unit))
+                .collect()
         };
         let wall = wall_ms();
         let decisions: Vec<Decision> = {
@@ -248,15 +296,38 @@ mod tests {
             metric: "requests".into(),
             tags: vec!["service:checkout".into()],
             untagged_class: TrafficClass::Registration,
+            cpu: false,
         };
-        let demand = pool_demand(&store, Timestamp::from_millis(1000), &source).expect("fresh demand");
+        let demand = pool_demand(&store, Timestamp::from_millis(1000), &source, 1, 100.0).expect("fresh demand");
         assert!((demand.of(TrafficClass::WeddingCritical) - 100.0).abs() < 1e-9, "{demand:?}");
         assert!((demand.of(TrafficClass::Registration) - 50.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(demand.of(TrafficClass::Media), 0.0);
         // Ten seconds of silence: demand is missing, not zero.
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &source), None);
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &source, 1, 100.0), None);
         let absent = DemandSource { metric: "nothing".into(), ..source };
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(1000), &absent), None);
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(1000), &absent, 1, 100.0), None);
+    }
+
+    #[test]
+    fn cpu_demand_is_utilization_times_serving_capacity() {
+        let mut store = MetricStore::new(StoreLimits::default());
+        let now = Timestamp::from_millis(500);
+        store.set_internal_gauge(now, "host.cpu.busy", "", 0.9);
+        store.record(now, &parse_line(b"pool.cpu:0.5|g|#service:api").unwrap()).unwrap();
+        store.record(now, &parse_line(b"pool.cpu:0.7|g|#service:api").unwrap()).unwrap();
+        let host = DemandSource {
+            metric: "host.cpu.busy".into(),
+            tags: vec![],
+            untagged_class: TrafficClass::Media,
+            cpu: true,
+        };
+        let demand = pool_demand(&store, now, &host, 4, 1.0).unwrap();
+        assert!((demand.of(TrafficClass::Media) - 3.6).abs() < 1e-9, "{demand:?}");
+        let pool = DemandSource { metric: "pool.cpu".into(), tags: vec!["service:api".into()], ..host };
+        // The last value set wins for a gauge: 0.7 × 10 units.
+        let demand = pool_demand(&store, now, &pool, 10, 1.0).unwrap();
+        assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
     }
 
     #[test]

@@ -419,7 +419,14 @@ struct EngineCollector {
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let pools = lock(&self.engine).status();
+        let (pools, forecasts) = {
+            let engine = lock(&self.engine);
+            let wall = crate::decisions::wall_ms();
+            let horizon = engine.settings().forecast_horizon;
+            let forecasts: Vec<Option<f64>> =
+                (0..engine.pools().count()).map(|i| engine.forecast_peak(i, wall, horizon)).collect();
+            (engine.status(), forecasts)
+        };
         let names: Vec<&str> = pools.iter().map(|p| p.spec.name.as_str()).collect();
         let per_pool = |f: &dyn Fn(&wedsync_core::engine::PoolStatus) -> f64| {
             pools.iter().zip(&names).map(|(p, name)| ([("pool", *name)], f(p))).collect::<Vec<_>>()
@@ -436,6 +443,12 @@ impl Collector for EngineCollector {
             "wedsync_pool_load_rps",
             "Load estimate of the last round, requests/s",
             per_pool(&|p| p.load),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_forecast_peak_rps",
+            "Forecast peak demand over the forecast horizon, from the learned weekly profile",
+            names.iter().zip(&forecasts).filter_map(|(name, f)| f.map(|f| ([("pool", *name)], f))),
         )?;
         gauge(
             &mut encoder,

@@ -272,10 +272,11 @@ impl Engine {
     pub fn handle_demand(&mut self, now: Timestamp, pool: PoolIndex, demand: Demand) {
         let Some(p) = self.pools.get_mut(pool) else { return };
         let mut cleaned = Demand::default();
+        // Demand is kept in "average requests": a class that costs twice as much counts twice.
         for class in TrafficClass::ALL {
             let rps = demand.of(class);
             if p.spec.serves(class) && rps.is_finite() && rps > 0.0 {
-                cleaned.set(class, rps);
+                cleaned.set(class, rps * p.spec.class_weight(class));
             }
         }
         let total = cleaned.total();

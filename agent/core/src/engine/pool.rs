@@ -35,6 +35,9 @@ pub struct PoolSpec {
     pub max: u32,
     /// Requests/s one unit serves at full utilization.
     pub capacity_per_unit: f64,
+    /// Requests/s of each class (in [`TrafficClass::ALL`] order) one unit serves at full
+    /// utilization, where a class costs more or less than the pool's average request.
+    pub class_capacity: [f64; 5],
     /// Utilization to aim for (0, 1].
     pub target_utilization: f64,
     /// Traffic classes the pool serves.
@@ -68,6 +71,13 @@ impl PoolSpec {
     /// Requests/s one unit should carry (capacity × target utilization).
     pub fn target_load_per_unit(&self) -> f64 {
         self.capacity_per_unit * self.target_utilization
+    }
+
+    /// How many "average requests" of capacity one request of `class` takes.
+    pub fn class_weight(&self, class: TrafficClass) -> f64 {
+        let i = TrafficClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        let cap = self.class_capacity[i];
+        if cap.is_finite() && cap > 0.0 { self.capacity_per_unit / cap } else { 1.0 }
     }
 
     /// Whether the pool serves `class`.

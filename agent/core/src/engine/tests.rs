@@ -11,6 +11,7 @@ fn pool(name: &str) -> PoolSpec {
         min: 2,
         max: 1000,
         capacity_per_unit: 100.0,
+        class_capacity: [100.0; 5],
         target_utilization: 0.7,
         classes: TrafficClass::ALL.to_vec(),
         provisioning_delay: Duration::from_secs(0),
@@ -412,4 +413,15 @@ fn profiles_round_trip_through_export() {
     other.import_profile(0, &bytes).unwrap();
     assert_eq!(other.export_profile(0).unwrap().unwrap(), bytes);
     assert!(other.import_profile(0, &[0xff, 1, 2]).is_err());
+}
+
+#[test]
+fn costlier_classes_need_more_capacity() {
+    let mut spec = pool("api");
+    // A media request (upload) takes five times an average request.
+    spec.class_capacity[3] = 20.0;
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    drive(&mut engine, 0, 300, |_| demand(TrafficClass::Media, 200.0));
+    // 200 uploads/s = 1000 average requests/s → 15 units at 70 per unit.
+    assert_eq!(engine.status()[0].target, 15);
 }
