@@ -97,13 +97,11 @@ impl AgentProcess {
         let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "agent ready" {
-                        let _ = ready_tx.send((
-                            event["api"].as_str().map(str::to_owned),
-                            event["statsd"].as_str().map(str::to_owned),
-                        ));
-                    }
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "agent ready"
+                {
+                    let _ = ready_tx
+                        .send((event["api"].as_str().map(str::to_owned), event["statsd"].as_str().map(str::to_owned)));
                 }
                 log_writer.lock().unwrap().push(line);
             }

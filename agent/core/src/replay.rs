@@ -238,11 +238,11 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         let demand = trace.rows[row].1;
         let now = Timestamp::from_nanos((t * 1e9) as u64);
         let wall = trace.start_unix_ms + (t * 1000.0) as i64;
-        if let Some((ready, units)) = arriving {
-            if t >= ready {
-                serving = units;
-                arriving = None;
-            }
+        if let Some((ready, units)) = arriving
+            && t >= ready
+        {
+            serving = units;
+            arriving = None;
         }
         engine.handle_pool_state(now, 0, serving);
         engine.handle_demand(now, 0, demand);
@@ -290,13 +290,12 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         }
         let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
         report.wedding_critical_unserved += (critical - capacity).max(0.0) * round_s;
-        if report.onset_to_capacity_s.is_none() {
-            if let Some(onset) = trace.onset_s.filter(|onset| t >= *onset) {
-                let admitted: f64 =
-                    TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * admission[i]).sum();
-                if capacity >= total || (capacity >= admitted && serving >= pool.max) {
-                    report.onset_to_capacity_s = Some(t - onset);
-                }
+        if report.onset_to_capacity_s.is_none()
+            && let Some(onset) = trace.onset_s.filter(|onset| t >= *onset)
+        {
+            let admitted: f64 = TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * admission[i]).sum();
+            if capacity >= total || (capacity >= admitted && serving >= pool.max) {
+                report.onset_to_capacity_s = Some(t - onset);
             }
         }
         if engine.active_weddings(&pool.region, wall) > 0 {

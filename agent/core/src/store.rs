@@ -658,10 +658,10 @@ impl MetricStore {
         canonical.sort_unstable();
         canonical.dedup();
         let hash = identity_hash(&self.hasher, name, kind, canonical.iter().copied());
-        if canonical.len() != count {
-            if let Some(id) = self.find(hash, name, kind, canonical.len(), canonical.iter().copied()) {
-                return Ok(id);
-            }
+        if canonical.len() != count
+            && let Some(id) = self.find(hash, name, kind, canonical.len(), canonical.iter().copied())
+        {
+            return Ok(id);
         }
         if !internal {
             if self.app_series >= self.limits.max_series {

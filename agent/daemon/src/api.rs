@@ -85,10 +85,10 @@ async fn decisions(
             format!("limit: {limit} is out of range (1 to {})", crate::decisions::KEPT_DECISIONS),
         );
     }
-    if let Some(pool) = &query.pool {
-        if lock(&state.engine).pool_index(pool).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no pool named {pool:?}"));
-        }
+    if let Some(pool) = &query.pool
+        && lock(&state.engine).pool_index(pool).is_none()
+    {
+        return error(StatusCode::NOT_FOUND, format!("no pool named {pool:?}"));
     }
     let decisions = lock(&state.decisions).newest(limit, query.pool.as_deref());
     Json(json!({ "decisions": decisions })).into_response()

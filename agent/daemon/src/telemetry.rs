@@ -84,10 +84,10 @@ pub struct IngestCounters {
 impl IngestCounters {
     /// Counts one parser rejection.
     pub fn reject(&self, kind: ParseErrorKind) {
-        if let Some(i) = ParseErrorKind::ALL.iter().position(|k| *k == kind) {
-            if let Some(counter) = self.rejected_by_parser.get(i) {
-                counter.inc();
-            }
+        if let Some(i) = ParseErrorKind::ALL.iter().position(|k| *k == kind)
+            && let Some(counter) = self.rejected_by_parser.get(i)
+        {
+            counter.inc();
         }
     }
 }

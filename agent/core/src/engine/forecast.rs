@@ -250,11 +250,11 @@ struct Stored {
 
 fn bucket_minutes(bucket: Duration) -> Option<u32> {
     let secs = bucket.as_secs();
-    if bucket.subsec_nanos() != 0 || secs % 60 != 0 {
+    if bucket.subsec_nanos() != 0 || !secs.is_multiple_of(60) {
         return None;
     }
     let minutes = u32::try_from(secs / 60).ok()?;
-    (minutes > 0 && MINUTES_PER_DAY % minutes == 0).then_some(minutes)
+    (minutes > 0 && MINUTES_PER_DAY.is_multiple_of(minutes)).then_some(minutes)
 }
 
 impl WeeklyProfile {
@@ -445,7 +445,7 @@ impl WeeklyProfile {
             return Err(ForecastError::Decode(postcard::Error::DeserializeBadEncoding));
         }
         let minutes = stored.bucket_minutes;
-        if minutes == 0 || MINUTES_PER_DAY % minutes != 0 {
+        if minutes == 0 || !MINUTES_PER_DAY.is_multiple_of(minutes) {
             return Err(ForecastError::Corrupt("bucket width does not divide a day"));
         }
         if stored.buckets.len() != (MINUTES_PER_WEEK / minutes) as usize {

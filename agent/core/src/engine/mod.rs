@@ -414,11 +414,11 @@ impl Engine {
         let s = &self.settings;
         let p = &mut self.pools[index];
         // Capacity that was on its way has arrived.
-        if let Some((ready_at, units)) = p.arriving {
-            if now >= ready_at {
-                p.available = units;
-                p.arriving = None;
-            }
+        if let Some((ready_at, units)) = p.arriving
+            && now >= ready_at
+        {
+            p.available = units;
+            p.arriving = None;
         }
         if p.spike.is_some_and(|(at, _)| now.saturating_since(at) > SPIKE_HOLD) {
             p.spike = None;
