@@ -196,7 +196,10 @@ fn cpu_demand(
 /// Runs engine rounds until `stop`, saving learned profiles periodically and at the end.
 pub async fn drive(driver: Driver, stop: CancellationToken) {
     let Driver { clock, store, engine, sources, log, audit, actuators, db } = driver;
-    let interval = lock(&engine).settings().round_interval;
+    let (interval, capacity_per_unit): (Duration, Vec<f64>) = {
+        let engine = lock(&engine);
+        (engine.settings().round_interval, engine.pools().map(|p| p.capacity_per_unit).collect())
+    };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut save = tokio::time::interval_at(tokio::time::Instant::now() + PROFILE_SAVE_PERIOD, PROFILE_SAVE_PERIOD);
@@ -211,14 +214,16 @@ pub async fn drive(driver: Driver, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now = clock.now();
-        let pools: Vec<(u32, f64)> =
-            lock(&engine).status().iter().map(|p| (p.available, p.spec.capacity_per_unit)).collect();
+        let serving: Vec<u32> = {
+            let engine = lock(&engine);
+            (0..sources.len()).map(|i| engine.serving_units(i).unwrap_or(0)).collect()
+        };
         let demands: Vec<Option<Demand>> = {
             let store = lock(&store);
             sources
                 .iter()
-                .zip(pools)
-                .map(|(source, (serving, per_unit))| pool_demand(&store, now, source, serving, per_unit))
+                .zip(serving.iter().zip(&capacity_per_unit))
+                .map(|(source, (serving, per_unit))| pool_demand(&store, now, source, *serving, *per_unit))
                 .collect()
         };
         let wall = wall_ms();

@@ -36,6 +36,7 @@ use jiff::tz::TimeZone;
 use pool::{PoolSpec, Wedding};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Engine-wide tuning.
@@ -179,7 +180,7 @@ const ADMISSION_EPSILON: f64 = 0.05;
 
 #[derive(Debug, Clone)]
 struct PoolRuntime {
-    spec: PoolSpec,
+    spec: Arc<PoolSpec>, // shared: each round takes a cheap handle, not a deep copy
     detector: SpikeDetector,
     slow_load: Option<f64>,
     recent: VecDeque<f64>,
@@ -246,7 +247,7 @@ impl Engine {
                 decided: false,
                 tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
                 profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
-                spec,
+                spec: Arc::new(spec),
             })
             .collect();
         Engine { settings, pools, weddings: BTreeMap::new(), next_round: None, out: VecDeque::new() }
@@ -259,7 +260,7 @@ impl Engine {
 
     /// The pools, in configuration order.
     pub fn pools(&self) -> impl Iterator<Item = &PoolSpec> {
-        self.pools.iter().map(|p| &p.spec)
+        self.pools.iter().map(|p| p.spec.as_ref())
     }
 
     /// The index of the pool named `name`.
@@ -330,6 +331,11 @@ impl Engine {
         self.weddings.values()
     }
 
+    /// Units believed serving in a pool now (cheap: no copy of the pool).
+    pub fn serving_units(&self, pool: PoolIndex) -> Option<u32> {
+        self.pools.get(pool).map(|p| p.available)
+    }
+
     /// Weddings active in `region` at `wall_ms`.
     pub fn active_weddings(&self, region: &str, wall_ms: i64) -> usize {
         let (lead, trail) = (self.settings.wedding_lead, self.settings.wedding_trail);
@@ -370,7 +376,7 @@ impl Engine {
         self.pools
             .iter()
             .map(|p| PoolStatus {
-                spec: p.spec.clone(),
+                spec: PoolSpec::clone(&p.spec),
                 available: p.available,
                 target: p.target,
                 load: p.last_load,
@@ -423,7 +429,7 @@ impl Engine {
         if p.spike.is_some_and(|(at, _)| now.saturating_since(at) > SPIKE_HOLD) {
             p.spike = None;
         }
-        let spec = p.spec.clone();
+        let spec = Arc::clone(&p.spec);
         let from = p.target;
         let mut reasons = Vec::new();
 
