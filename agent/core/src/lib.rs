@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod content;
 pub mod domain;
 pub mod engine;
 pub mod replay;

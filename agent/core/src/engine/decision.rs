@@ -62,6 +62,15 @@ pub enum Reason {
         /// Units it asked for (with headroom).
         units: u32,
     },
+    /// A failed region's load was added: this pool's region was chosen to take it over.
+    Failover {
+        /// The failover proposal's id (the same on every node that derives it).
+        id: String,
+        /// The failed region.
+        from_region: String,
+        /// Load added (requests/s).
+        added_load: f64,
+    },
     /// One decision may multiply capacity by at most this much.
     ScaleUpCapped {
         /// The cap factor.

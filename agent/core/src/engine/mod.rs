@@ -205,7 +205,26 @@ struct PoolRuntime {
     tz: TimeZone,
     /// Learned weekly demand profile (5-minute buckets always make one; `None` only if not).
     profile: Option<WeeklyProfile>,
+    /// Load taken over from a failed region, while the fleet keeps confirming it.
+    failover: Option<FailoverLoad>,
 }
+
+/// Load a failed region hands to this pool, as the fleet view derives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverLoad {
+    /// The failover proposal's id.
+    pub id: String,
+    /// The failed region.
+    pub from_region: String,
+    /// Its load this pool takes (requests/s, already this node's share).
+    pub load: f64,
+    /// When the fleet view last confirmed it.
+    pub confirmed_at: Timestamp,
+}
+
+/// A failover's load stops counting when the fleet view has not confirmed it for this long
+/// (the region recovered, or another region took it).
+pub const FAILOVER_TTL: Duration = Duration::from_secs(10);
 
 /// The engine. See the module docs.
 #[derive(Debug, Clone)]
@@ -247,6 +266,7 @@ impl Engine {
                 decided: false,
                 tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
                 profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
+                failover: None,
                 spec: Arc::new(spec),
             })
             .collect();
@@ -266,6 +286,24 @@ impl Engine {
     /// The index of the pool named `name`.
     pub fn pool_index(&self, name: &str) -> Option<PoolIndex> {
         self.pools.iter().position(|p| p.spec.name == name)
+    }
+
+    /// The fleet view's input for a pool: the share of a failed region's load this node takes
+    /// (from a failover proposal naming this pool's region). Call again to confirm it; it
+    /// lapses [`FAILOVER_TTL`] after the last confirmation. Non-finite or negative loads are
+    /// ignored.
+    pub fn handle_failover(&mut self, now: Timestamp, pool: PoolIndex, id: &str, from_region: &str, load: f64) {
+        let Some(p) = self.pools.get_mut(pool) else { return };
+        if !(load.is_finite() && load >= 0.0) {
+            return;
+        }
+        p.failover =
+            Some(FailoverLoad { id: id.to_owned(), from_region: from_region.to_owned(), load, confirmed_at: now });
+    }
+
+    /// The failover load a pool carries now, if any.
+    pub fn failover(&self, pool: PoolIndex) -> Option<&FailoverLoad> {
+        self.pools.get(pool).and_then(|p| p.failover.as_ref())
     }
 
     /// A demand sample for a pool (normally every 100 ms). Classes the pool does not serve are
@@ -450,16 +488,29 @@ impl Engine {
             // 2. Load.
             let slow = p.slow_load.unwrap_or(0.0);
             let recent = p.recent.iter().sum::<f64>() / p.recent.len().max(1) as f64;
-            let load = match p.spike {
+            let mut load = match p.spike {
                 Some((_, spike)) if recent > slow => {
                     reasons.push(Reason::Spike { baseline: spike.baseline, recent, sigma: spike.sigma });
                     recent
                 }
                 _ => slow,
             };
+            if p.failover.as_ref().is_some_and(|f| now.saturating_since(f.confirmed_at) > FAILOVER_TTL) {
+                p.failover = None;
+            }
+            // The profile learns this region's own load; a failover's is borrowed.
+            let own_load = load;
+            if let Some(f) = &p.failover {
+                load += f.load;
+                reasons.push(Reason::Failover {
+                    id: f.id.clone(),
+                    from_region: f.from_region.clone(),
+                    added_load: f.load,
+                });
+            }
             p.last_load = load;
             if let Some(profile) = p.profile.as_mut() {
-                profile.observe(wall_ms, &p.tz, load, &s.seasons);
+                profile.observe(wall_ms, &p.tz, own_load, &s.seasons);
             }
             // 3. Target tracking.
             let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);

@@ -70,6 +70,34 @@ fn target_tracking_sizes_the_pool() {
 }
 
 #[test]
+fn a_failed_regions_load_scales_the_pool_that_takes_it_then_lapses() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let settled = drive(&mut engine, 0, 100, |_| demand(TrafficClass::Registration, 700.0));
+    assert_eq!(settled.last().map(|d| d.to), Some(10));
+    // A neighbouring region fails; its 1,400 rps come here while the fleet confirms it.
+    let mut ups = Vec::new();
+    for r in 100..200 {
+        engine.handle_failover(Timestamp::from_millis(r * ROUND_MS), 0, "failover:us:eu-west:1", "us", 1400.0);
+        ups.extend(drive(&mut engine, r, 1, |_| demand(TrafficClass::Registration, 700.0)));
+    }
+    let up = ups.first().expect("the failover scales the pool up");
+    assert_eq!(up.to, 30, "(700 + 1400) / 70 = 30 units");
+    assert!(
+        up.reasons.iter().any(|r| matches!(r, Reason::Failover { from_region, added_load, .. } if from_region == "us" && *added_load == 1400.0)),
+        "{:?}",
+        up.reasons
+    );
+    assert!(engine.failover(0).is_some());
+    // No more confirmations: the load lapses after the TTL and the pool scales back in.
+    let later = drive(&mut engine, 200, 6000, |_| demand(TrafficClass::Registration, 700.0));
+    assert!(engine.failover(0).is_none());
+    assert_eq!(later.last().map(|d| d.to), Some(10), "back to its own load");
+    // Garbage is ignored.
+    engine.handle_failover(Timestamp::from_millis(700_000), 0, "x", "us", f64::NAN);
+    assert!(engine.failover(0).is_none());
+}
+
+#[test]
 fn three_sigma_step_scales_up_within_a_second() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
     let mut noise = Noise(99);
