@@ -55,7 +55,7 @@ fn ingest(c: &mut Criterion) {
         let mut limiter = RateLimiter::new(5);
         b.iter(|| {
             for d in &datagrams {
-                black_box(ingest_datagram(black_box(d), None, &clock, &store, &telemetry.ingest, &mut limiter));
+                black_box(ingest_datagram(black_box(d), None, &clock, &store, &telemetry.ingest, &mut limiter, None));
             }
         });
     });

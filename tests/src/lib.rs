@@ -52,6 +52,8 @@ pub struct AgentProcess {
     pub api: SocketAddr,
     /// Where its StatsD listener is.
     pub statsd: SocketAddr,
+    /// Where its mesh endpoint listens, when the mesh is enabled.
+    pub mesh: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     http: ureq::Agent,
 }
@@ -81,6 +83,7 @@ impl AgentProcess {
             .args(args)
             .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
             .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
+            .env("WEDSYNC__MESH__LISTEN", "127.0.0.1:0")
             .env("WEDSYNC__AGENT__NODE_ID", "test-node")
             .env("WEDSYNC__AGENT__REGION", "test-region")
             .env_remove("RUST_LOG")
@@ -100,14 +103,17 @@ impl AgentProcess {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "agent ready"
                 {
-                    let _ = ready_tx
-                        .send((event["api"].as_str().map(str::to_owned), event["statsd"].as_str().map(str::to_owned)));
+                    let _ = ready_tx.send((
+                        event["api"].as_str().map(str::to_owned),
+                        event["statsd"].as_str().map(str::to_owned),
+                        event["mesh"].as_str().and_then(|m| m.parse::<SocketAddr>().ok()),
+                    ));
                 }
                 log_writer.lock().unwrap().push(line);
             }
         });
         let ready = ready_rx.recv_timeout(Duration::from_secs(30));
-        let Ok((Some(api), Some(statsd))) = ready else {
+        let Ok((Some(api), Some(statsd), mesh)) = ready else {
             let _ = child.kill();
             panic!("agent did not become ready: {:?}\nlog:\n{}", ready, log.lock().unwrap().join("\n"));
         };
@@ -116,7 +122,7 @@ impl AgentProcess {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        AgentProcess { child, api: api.parse().unwrap(), statsd: statsd.parse().unwrap(), log, http }
+        AgentProcess { child, api: api.parse().unwrap(), statsd: statsd.parse().unwrap(), mesh, log, http }
     }
 
     /// `GET path`: the status and body.

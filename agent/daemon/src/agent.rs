@@ -9,7 +9,7 @@ use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
 use crate::process::ProcessSampler;
-use crate::telemetry::{Clock, HostView, Telemetry, lock};
+use crate::telemetry::{Clock, HostView, Telemetry, lock, read};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -53,6 +53,8 @@ pub struct AgentState {
     pub audit: Option<AuditHandle>,
     /// The exec and webhook actuators.
     pub actuators: Arc<Actuators>,
+    /// The fleet mesh, when enabled.
+    pub fleet: Option<Arc<crate::fleet::FleetHandle>>,
 }
 
 /// Why the agent could not start.
@@ -78,6 +80,9 @@ pub enum StartError {
     /// The calendar file could not be loaded.
     #[error(transparent)]
     CalendarFile(#[from] calendar::CalendarFileError),
+    /// The mesh could not start.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// A bound socket could not report its address.
     #[error("cannot read the bound address: {0}")]
     LocalAddr(std::io::Error),
@@ -247,6 +252,15 @@ impl RunningAgent {
             }
             None => None,
         };
+        let fleet = match &settings.mesh {
+            Some(mesh) => {
+                let (handle, driver) =
+                    crate::fleet::start(mesh, &settings.node_id, &settings.region, clock, engine.clone()).await?;
+                telemetry.register_fleet(handle.clone());
+                Some((handle, driver))
+            }
+            None => None,
+        };
         if !api_addr.ip().is_loopback() {
             tracing::warn!(%api_addr, "API listens beyond loopback; anyone who can reach it can read the agent's metrics");
         }
@@ -263,6 +277,7 @@ impl RunningAgent {
             db,
             audit,
             actuators,
+            fleet: fleet.as_ref().map(|(handle, _)| handle.clone()),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -273,8 +288,12 @@ impl RunningAgent {
                 state.store.clone(),
                 state.telemetry.ingest.clone(),
                 state.settings.statsd_log_rejects_per_second,
+                state.fleet.as_ref().map(|f| f.content.clone()),
                 stop.clone(),
             ));
+        }
+        if let Some((_, driver)) = fleet {
+            tasks.spawn(crate::fleet::drive(driver, stop.clone()));
         }
         tasks.spawn(sample_host(state.clone(), stop.clone()));
         tasks.spawn(sample_process(state.clone(), stop.clone()));
@@ -305,6 +324,7 @@ impl RunningAgent {
             region = %state.settings.region,
             api = %api_addr,
             statsd = %state.statsd_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+            mesh = %state.fleet.as_ref().and_then(|f| read(&f.snapshot).addr).map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
             pools = state.settings.pools.len(),
             version = env!("CARGO_PKG_VERSION"),
             "agent ready"

@@ -1,5 +1,5 @@
 //! The local HTTP API: `/healthz`, `/metrics` (OpenMetrics text), `/v1/status`, `/v1/decisions`
-//! `/v1/pools` and `/v1/weddings` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
+//! `/v1/pools`, `/v1/weddings`, `/v1/fleet`, `/v1/cache/hints` and `/v1/mesh/faults` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
 //! Every error is JSON: `{"error": "..."}`.
 
 use crate::agent::AgentState;
@@ -28,6 +28,9 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/pools", get(pools))
         .route("/v1/weddings", get(list_weddings).post(upsert_wedding))
         .route("/v1/weddings/{id}", axum::routing::delete(delete_wedding))
+        .route("/v1/fleet", get(fleet))
+        .route("/v1/cache/hints", get(cache_hints))
+        .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -273,4 +276,69 @@ async fn status(State(state): State<Arc<AgentState>>) -> Response {
         "busiest_series": busiest,
     });
     Json(body).into_response()
+}
+
+fn mesh_disabled() -> Response {
+    error(StatusCode::NOT_FOUND, "the mesh is disabled (mesh.enabled = false)")
+}
+
+async fn fleet(State(state): State<Arc<AgentState>>) -> Response {
+    match &state.fleet {
+        Some(fleet) => Json(read(&fleet.snapshot).clone()).into_response(),
+        None => mesh_disabled(),
+    }
+}
+
+async fn cache_hints(State(state): State<Arc<AgentState>>) -> Response {
+    match &state.fleet {
+        Some(fleet) => Json(read(&fleet.hints).clone()).into_response(),
+        None => mesh_disabled(),
+    }
+}
+
+/// `POST /v1/mesh/faults`: `{"block": ["IP:PORT", ...]}`, `{"block_all": true}` or `{"heal": true}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    #[serde(default)]
+    block: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    unblock: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    block_all: bool,
+    #[serde(default)]
+    heal: bool,
+}
+
+async fn mesh_faults(
+    State(state): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    body: Result<Json<FaultRequest>, JsonRejection>,
+) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+        return denied;
+    }
+    let Some(fleet) = &state.fleet else { return mesh_disabled() };
+    if !fleet.fault_injection {
+        return error(StatusCode::FORBIDDEN, "fault injection is off (set mesh.fault_injection = true)");
+    }
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad fault request: {}", e.body_text())),
+    };
+    let faults = fleet.transport.faults();
+    if request.heal {
+        faults.heal();
+    }
+    if request.block_all {
+        faults.block_all();
+    }
+    for addr in &request.block {
+        faults.block(*addr);
+    }
+    for addr in &request.unblock {
+        faults.unblock(*addr);
+    }
+    tracing::warn!(?request, "mesh fault injection changed");
+    Json(json!({ "ok": true })).into_response()
 }

@@ -70,6 +70,9 @@ pub fn load(sources: &Sources) -> Result<AgentConfig, LoadError> {
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
+        // WEDSYNC__MESH__SEEDS="10.0.0.1:7946,10.0.0.2:7946"
+        .list_separator(",")
+        .with_list_parse_key("mesh.seeds")
         .source(sources.env.clone());
     let merged = builder
         .add_source(env)
@@ -191,6 +194,18 @@ mod tests {
         assert_eq!(config.agent.node_id, host_name());
         assert_eq!(settings.region, "local");
         assert!(settings.api_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn mesh_seeds_come_from_a_comma_separated_variable() {
+        let sources = Sources {
+            file: None,
+            env: env(&[("WEDSYNC__MESH__SEEDS", "127.0.0.1:7001,127.0.0.2:7002"), ("WEDSYNC__MESH__PROFILE", "wan")]),
+        };
+        let (_, settings) = load_settings(&sources).unwrap();
+        let mesh = settings.mesh.unwrap();
+        assert_eq!(mesh.seeds, vec!["127.0.0.1:7001".parse().unwrap(), "127.0.0.2:7002".parse().unwrap()]);
+        assert_eq!(mesh.profile, wedsync_core::config::MeshProfile::Wan);
     }
 
     #[test]

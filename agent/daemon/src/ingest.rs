@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use wedsync_core::statsd::parse_datagram;
+use wedsync_core::content::IntervalSketch;
+use wedsync_core::statsd::{Line, MetricKind, parse_datagram};
 use wedsync_core::store::MetricStore;
+
+/// The tag that names a piece of content (a photo, a post) for viral-content detection.
+pub const CONTENT_TAG: &str = "content";
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -67,7 +71,33 @@ pub struct DatagramOutcome {
     pub refused: u64,
 }
 
+/// Counts a counter line's `content:` key into the sketch and returns its tags without it, so
+/// one series per piece of content never floods the store. `None`: the line has no such tag.
+fn take_content(
+    line: &Line<'_>,
+    wall_ms: u64,
+    content: &Mutex<IntervalSketch>,
+    counters: &IngestCounters,
+) -> Option<String> {
+    if line.kind != MetricKind::Counter {
+        return None;
+    }
+    let key = line.tag_pairs().find(|(k, _)| *k == CONTENT_TAG).map(|(_, v)| v)?;
+    let count = (line.numbers().sum::<f64>() / line.sample_rate).round();
+    if count >= 1.0 {
+        match lock(content).record(wall_ms, key, count as u64) {
+            Ok(()) => counters.content_keys.inc(),
+            Err(_) => counters.content_refused.inc(),
+        };
+    }
+    let rest: Vec<&str> =
+        line.tags.split(',').filter(|t| t.split_once(':').is_none_or(|(k, _)| k != CONTENT_TAG)).collect();
+    Some(rest.join(","))
+}
+
 /// Parses a datagram and records its lines; counts and (rate-limited) logs the bad ones.
+/// Counter lines tagged `content:KEY` also feed `content` (the fleet's viral detection) and are
+/// stored without that tag.
 pub fn ingest_datagram(
     datagram: &[u8],
     from: Option<SocketAddr>,
@@ -75,21 +105,30 @@ pub fn ingest_datagram(
     store: &Mutex<MetricStore>,
     counters: &IngestCounters,
     log_limiter: &mut RateLimiter,
+    content: Option<&Mutex<IntervalSketch>>,
 ) -> DatagramOutcome {
     let now = clock.now();
+    let wall_ms = content.map(|_| u64::try_from(crate::decisions::wall_ms()).unwrap_or(0)).unwrap_or(0);
     let mut outcome = DatagramOutcome::default();
     let mut store = lock(store);
     parse_datagram(datagram, |result| match result {
-        Ok(line) => match store.record(now, &line) {
-            Ok(_) => outcome.stored += 1,
-            Err(e) => {
-                outcome.refused += 1;
-                counters.refused_by_store.get_or_create(&ReasonLabel { reason: e.label() }).inc();
-                if let Some(suppressed) = log_limiter.admit(std::time::Instant::now()) {
-                    tracing::warn!(metric = line.name, kind = %line.kind, from = %Peer(from), suppressed, "statsd line refused: {e}");
+        Ok(line) => {
+            let stripped = content.and_then(|c| take_content(&line, wall_ms, c, counters));
+            let line = match &stripped {
+                Some(tags) => Line { tags, ..line },
+                None => line,
+            };
+            match store.record(now, &line) {
+                Ok(_) => outcome.stored += 1,
+                Err(e) => {
+                    outcome.refused += 1;
+                    counters.refused_by_store.get_or_create(&ReasonLabel { reason: e.label() }).inc();
+                    if let Some(suppressed) = log_limiter.admit(std::time::Instant::now()) {
+                        tracing::warn!(metric = line.name, kind = %line.kind, from = %Peer(from), suppressed, "statsd line refused: {e}");
+                    }
                 }
             }
-        },
+        }
         Err(e) => {
             outcome.rejected += 1;
             counters.reject(e.kind);
@@ -112,6 +151,7 @@ pub async fn serve(
     store: Arc<Mutex<MetricStore>>,
     counters: IngestCounters,
     log_rejects_per_second: u32,
+    content: Option<Arc<Mutex<IntervalSketch>>>,
     stop: CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -125,7 +165,7 @@ pub async fn serve(
         match received {
             Ok((len, from)) => {
                 let datagram = buf.get(..len).unwrap_or_default();
-                ingest_datagram(datagram, Some(from), &clock, &store, &counters, &mut limiter);
+                ingest_datagram(datagram, Some(from), &clock, &store, &counters, &mut limiter, content.as_deref());
             }
             Err(e) => {
                 counters.receive_errors.inc();
@@ -159,6 +199,7 @@ mod tests {
             &store,
             &telemetry.ingest,
             &mut limiter,
+            None,
         );
         assert_eq!(outcome, DatagramOutcome { stored: 2, rejected: 2, refused: 1 });
         let store = lock(&store);
@@ -180,7 +221,7 @@ mod tests {
         let store = Arc::new(Mutex::new(MetricStore::new(StoreLimits::default())));
         let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(socket, clock, store.clone(), telemetry.ingest.clone(), 5, stop.clone()));
+        let task = tokio::spawn(serve(socket, clock, store.clone(), telemetry.ingest.clone(), 5, None, stop.clone()));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.send_to(b"hits:3|c\nhits:4|c", addr).await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod calendar;
 pub mod configuration;
 pub mod decisions;
+pub mod fleet;
 pub mod host;
 pub mod ingest;
 pub mod logging;

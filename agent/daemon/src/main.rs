@@ -48,6 +48,46 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the fleet certificate authority that signs every node's mesh certificate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Issue node certificates from the fleet CA.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Make a new fleet CA: DIR/ca.pem (give it to every node as mesh.ca_cert) and DIR/ca.key
+    /// (keep it off the nodes). Refuses to overwrite an existing CA.
+    Init {
+        /// Directory for the CA files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Issue a certificate for one node: OUT/NODE.pem and OUT/NODE.key (mesh.cert, mesh.key).
+    Issue {
+        /// The node id (agent.node_id of that node).
+        #[arg(long)]
+        node: String,
+        /// The node's region (agent.region).
+        #[arg(long)]
+        region: String,
+        /// Directory of the fleet CA (from `ca init`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Where to write the files; default: the CA directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +173,20 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Ca { command: CaCommand::Init { dir } } => {
+            let paths = wedsync_transport::pki::init_ca(&dir)?;
+            println!("fleet CA certificate: {}", paths.cert.display());
+            println!("fleet CA key:         {} (keep it off the nodes)", paths.key.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cert { command: CertCommand::Issue { node, region, ca_dir, out } } => {
+            let out = out.unwrap_or_else(|| ca_dir.clone());
+            let paths = wedsync_transport::pki::issue_node_cert(&ca_dir, &node, &region, &out)?;
+            println!("node certificate: {} (mesh.cert)", paths.cert.display());
+            println!("node key:         {} (mesh.key)", paths.key.display());
+            println!("fleet CA:         {} (mesh.ca_cert)", ca_dir.join("ca.pem").display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
             Ok(_) => {

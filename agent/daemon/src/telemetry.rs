@@ -79,6 +79,10 @@ pub struct IngestCounters {
     pub refused_by_store: Family<ReasonLabel, Counter>,
     /// Socket receive errors.
     pub receive_errors: Counter,
+    /// Content keys (`content:` tags on counters) counted for the fleet's viral detection.
+    pub content_keys: Counter,
+    /// Content tags refused (empty, longer than 64 bytes, control characters).
+    pub content_refused: Counter,
 }
 
 impl IngestCounters {
@@ -143,7 +147,19 @@ impl Telemetry {
             rejected_by_parser,
             refused_by_store: Family::default(),
             receive_errors: Counter::default(),
+            content_keys: Counter::default(),
+            content_refused: Counter::default(),
         };
+        registry.register(
+            "wedsync_statsd_content_keys",
+            "Counter lines tagged content:KEY counted for viral-content detection",
+            ingest.content_keys.clone(),
+        );
+        registry.register(
+            "wedsync_statsd_content_refused",
+            "content: tags refused (empty, over 64 bytes or with control characters)",
+            ingest.content_refused.clone(),
+        );
         registry.register("wedsync_statsd_datagrams", "StatsD datagrams received", ingest.datagrams.clone());
         registry.register("wedsync_statsd_received_bytes", "StatsD bytes received", ingest.bytes.clone());
         registry.register("wedsync_statsd_lines", "StatsD lines parsed and stored", ingest.lines.clone());
@@ -181,6 +197,11 @@ impl Telemetry {
         actuators.register(&mut self.registry);
     }
 
+    /// Adds the fleet mesh's members, traffic and refusals to the exposition.
+    pub fn register_fleet(&mut self, fleet: Arc<crate::fleet::FleetHandle>) {
+        self.registry.register_collector(Box::new(crate::fleet::FleetCollector { fleet }));
+    }
+
     /// Adds the audit trail's counters to the exposition.
     pub fn register_audit(&mut self, counters: crate::audit::AuditCounters) {
         self.registry.register("wedsync_audit_entries", "Audit entries appended", counters.appended.clone());
@@ -200,7 +221,7 @@ impl Telemetry {
     }
 }
 
-fn gauge<L: EncodeLabelSet>(
+pub(crate) fn gauge<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -209,6 +230,20 @@ fn gauge<L: EncodeLabelSet>(
     let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
     for (labels, value) in rows {
         ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one counter family from constant values.
+pub(crate) fn counter<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -1,0 +1,630 @@
+//! The fleet mesh, driven for real: the sans-IO [`Mesh`] from `wedsync-mesh` over the
+//! mutually-authenticated QUIC [`Transport`], fed this node's state from the engine and the
+//! content keys seen in StatsD, and published to the API (`/v1/fleet`, `/v1/cache/hints`) and
+//! `/metrics`.
+
+use crate::logging::RateLimiter;
+use crate::telemetry::{Clock, lock};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wedsync_core::config::{MeshProfile, MeshSettings};
+use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig};
+use wedsync_core::engine::Engine;
+use wedsync_core::{Timestamp, TrafficClass};
+use wedsync_mesh::content::{ContentExchange, FRAME_CONTENT};
+use wedsync_mesh::{
+    FailoverProposal, FleetView, MemberCounts, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState, PoolFigures,
+    Profile,
+};
+use wedsync_transport::{
+    Inbound, NodeCredentials, PeerIdentity, PkiError, Transport, TransportConfig, TransportError, TransportStats,
+};
+
+/// A node republishes its state at least this often even when nothing changed, so a peer
+/// that missed every broadcast still hears it between anti-entropy rounds.
+const STATE_HEARTBEAT: Duration = Duration::from_secs(30);
+/// How often the published snapshot (what the API serves) is refreshed at most.
+const SNAPSHOT_PERIOD: Duration = Duration::from_millis(250);
+/// Time the goodbye gets to leave the host before the endpoint closes.
+const LEAVE_GRACE: Duration = Duration::from_millis(100);
+/// Most pools described in one node state (the rest are summed into the node totals only).
+const MAX_POOLS_IN_STATE: usize = 16;
+
+/// Why the mesh could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The certificate files could not be loaded or a throwaway CA could not be made.
+    #[error("mesh TLS: {0}")]
+    Pki(#[from] PkiError),
+    /// The certificate names another node or region than this agent's configuration.
+    #[error(
+        "mesh.cert: the certificate is for node {cert_node:?} in region {cert_region:?}, but this agent is \
+         node {node:?} in region {region:?} (issue one with `wedsync-agent cert issue --node {node} --region {region}`)"
+    )]
+    IdentityMismatch {
+        /// Node id in the certificate.
+        cert_node: String,
+        /// Region in the certificate.
+        cert_region: String,
+        /// Configured node id.
+        node: String,
+        /// Configured region.
+        region: String,
+    },
+    /// The QUIC endpoint could not be bound.
+    #[error("mesh.listen: {0}")]
+    Transport(#[from] TransportError),
+    /// Peers could not be told where to reach this node.
+    #[error(
+        "mesh.advertise: mesh.listen {0} is not an address peers can reach; set mesh.advertise to this node's IP:PORT"
+    )]
+    NoAdvertise(SocketAddr),
+}
+
+/// One member as `/v1/fleet` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberReport {
+    /// Node id.
+    pub node: String,
+    /// Region.
+    pub region: String,
+    /// Mesh address.
+    pub addr: SocketAddr,
+    /// Incarnation (grows at every restart).
+    pub incarnation: u64,
+    /// Whether this is the reporting node.
+    pub this_node: bool,
+    /// Its latest state, when known.
+    pub state: Option<NodeState>,
+}
+
+/// A QUIC link to a peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Node id from its certificate.
+    pub node: String,
+    /// Region from its certificate.
+    pub region: String,
+    /// Smoothed round-trip time, milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// What this node knows of the fleet: `/v1/fleet`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FleetSnapshot {
+    /// This node's id.
+    pub node: String,
+    /// This node's region.
+    pub region: String,
+    /// This node's mesh address, as advertised.
+    pub addr: Option<SocketAddr>,
+    /// This node's incarnation.
+    pub incarnation: u64,
+    /// Members believed alive (this node included), by node id.
+    pub members: Vec<MemberReport>,
+    /// Members by state.
+    pub counts: MemberCounts,
+    /// Regions and their aggregates, with each region's coordinator.
+    pub view: FleetView,
+    /// Regions this node coordinates.
+    pub coordinating: Vec<String>,
+    /// Failovers proposed for regions whose every node is down or suspect.
+    pub failovers: Vec<FailoverProposal>,
+    /// QUIC links.
+    pub peers: Vec<PeerReport>,
+    /// Transport counters.
+    pub transport: TransportStats,
+    /// Gossip counters.
+    pub mesh: MeshStats,
+}
+
+/// Cache-warm hints: `/v1/cache/hints`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HintsSnapshot {
+    /// Keys going viral fleet-wide, hottest first.
+    pub hints: Vec<CacheHint>,
+    /// The fleet's heaviest content keys in the last interval.
+    pub top: Vec<KeyEstimate>,
+}
+
+/// Shared between the driver, the API and `/metrics`.
+#[derive(Debug)]
+pub struct FleetHandle {
+    /// What the API serves.
+    pub snapshot: RwLock<FleetSnapshot>,
+    /// Cache hints.
+    pub hints: RwLock<HintsSnapshot>,
+    /// Content keys counted from StatsD, waiting for the next interval.
+    pub content: Arc<Mutex<IntervalSketch>>,
+    /// The transport (stats, fault injection).
+    pub transport: Transport,
+    /// Whether `POST /v1/mesh/faults` is allowed.
+    pub fault_injection: bool,
+}
+
+/// The mesh task's inputs, ready to run.
+#[derive(Debug)]
+pub struct FleetDriver {
+    handle: Arc<FleetHandle>,
+    mesh: Mesh,
+    inbound: mpsc::Receiver<Inbound>,
+    settings: MeshSettings,
+    clock: Clock,
+    engine: Arc<Mutex<Engine>>,
+    content: ContentExchange,
+    /// Failover proposals this node has already announced.
+    announced_failovers: std::collections::BTreeSet<String>,
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(crate::decisions::wall_ms()).unwrap_or(0)
+}
+
+/// Loads (or makes) the certificate, binds the QUIC endpoint and builds the mesh. Nothing
+/// runs until [`drive`] is spawned.
+pub async fn start(
+    settings: &MeshSettings,
+    node_id: &str,
+    region: &str,
+    clock: Clock,
+    engine: Arc<Mutex<Engine>>,
+) -> Result<(Arc<FleetHandle>, FleetDriver), FleetError> {
+    let credentials = match &settings.tls {
+        Some(files) => NodeCredentials::load(files.ca_cert.as_ref(), files.cert.as_ref(), files.key.as_ref())?,
+        None => {
+            tracing::warn!(
+                "mesh: no certificates configured (mesh.ca_cert, mesh.cert, mesh.key); using a throwaway CA that \
+                 only this node trusts, so this node is a fleet of one. Make real ones with `wedsync-agent ca init` \
+                 and `wedsync-agent cert issue`"
+            );
+            NodeCredentials::throwaway(node_id, region)?
+        }
+    };
+    let certified: &PeerIdentity = credentials.identity();
+    if certified.node != node_id || certified.region != region {
+        return Err(FleetError::IdentityMismatch {
+            cert_node: certified.node.clone(),
+            cert_region: certified.region.clone(),
+            node: node_id.to_owned(),
+            region: region.to_owned(),
+        });
+    }
+    if settings.advertise.is_none() && settings.listen.ip().is_unspecified() {
+        return Err(FleetError::NoAdvertise(settings.listen));
+    }
+    let (transport, inbound) = Transport::bind(TransportConfig::new(settings.listen, credentials)).await?;
+    let advertise = settings.advertise.unwrap_or_else(|| transport.local_addr());
+    // The wall clock at start: a restarted node always comes back with a higher incarnation,
+    // so peers replace its old identity instead of listing it twice.
+    let identity =
+        NodeIdentity { id: node_id.to_owned(), region: region.to_owned(), addr: advertise, incarnation: unix_ms() };
+    let profile = match settings.profile {
+        MeshProfile::Lan => Profile::Lan,
+        MeshProfile::Wan => Profile::Wan,
+    };
+    let seed = unix_ms() ^ u64::from(std::process::id()).rotate_left(32);
+    let mesh = Mesh::new(identity.clone(), profile, settings.expected_size, seed);
+    let interval_ms = u64::try_from(settings.content_interval.as_millis()).unwrap_or(1000);
+    let handle = Arc::new(FleetHandle {
+        snapshot: RwLock::new(FleetSnapshot {
+            node: identity.id.clone(),
+            region: identity.region.clone(),
+            addr: Some(advertise),
+            incarnation: identity.incarnation,
+            ..FleetSnapshot::default()
+        }),
+        hints: RwLock::new(HintsSnapshot::default()),
+        content: Arc::new(Mutex::new(IntervalSketch::new(interval_ms))),
+        transport,
+        fault_injection: settings.fault_injection,
+    });
+    tracing::info!(node = %identity.id, region = %identity.region, addr = %advertise, seeds = settings.seeds.len(), "mesh endpoint ready");
+    let content = ContentExchange::new(ViralConfig {
+        interval_ms,
+        min_rate_per_s: settings.viral_min_rate,
+        growth_factor: settings.viral_growth,
+        ..ViralConfig::default()
+    });
+    let driver = FleetDriver {
+        handle: handle.clone(),
+        mesh,
+        inbound,
+        settings: settings.clone(),
+        clock,
+        engine,
+        content,
+        announced_failovers: Default::default(),
+    };
+    Ok((handle, driver))
+}
+
+/// This node's state as the engine sees it now.
+fn own_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
+    let status = engine.status();
+    let mut pools = Vec::with_capacity(status.len().min(MAX_POOLS_IN_STATE));
+    let (mut capacity, mut load, mut healthy) = (0.0, 0.0, true);
+    for pool in &status {
+        let pool_capacity = f64::from(pool.available) * pool.spec.capacity_per_unit;
+        capacity += pool_capacity;
+        load += pool.load.max(0.0);
+        healthy &= !pool.holding_stale;
+        if pools.len() < MAX_POOLS_IN_STATE {
+            let mut class_load = [0f32; TrafficClass::ALL.len()];
+            for (slot, class) in class_load.iter_mut().zip(TrafficClass::ALL) {
+                *slot = pool.demand.of(class).max(0.0) as f32;
+            }
+            pools.push(PoolFigures {
+                pool: pool.spec.name.clone(),
+                capacity: pool_capacity,
+                load: pool.load.max(0.0),
+                class_load,
+            });
+        }
+    }
+    NodeState {
+        node: String::new(),
+        region: String::new(),
+        version: 0,
+        capacity,
+        load,
+        healthy,
+        active_weddings: u32::try_from(engine.active_weddings(region, wall_ms)).unwrap_or(u32::MAX),
+        pools,
+    }
+}
+
+/// Whether two states differ enough to be worth gossiping (1% of load or capacity, or any
+/// change in health, weddings or pools).
+fn changed(old: &NodeState, new: &NodeState) -> bool {
+    let moved = |a: f64, b: f64| (a - b).abs() > 0.01 * a.abs().max(b.abs()).max(1.0);
+    moved(old.capacity, new.capacity)
+        || moved(old.load, new.load)
+        || old.healthy != new.healthy
+        || old.active_weddings != new.active_weddings
+        || old.pools.len() != new.pools.len()
+        || old.pools.iter().zip(&new.pools).any(|(a, b)| a.pool != b.pool || moved(a.capacity, b.capacity))
+}
+
+impl FleetDriver {
+    fn flush(&mut self) {
+        while let Some((to, frame)) = self.mesh.poll_transmit() {
+            self.handle.transport.send(to, frame);
+        }
+        while let Some(event) = self.mesh.poll_event() {
+            match &event {
+                MeshEvent::MemberUp(id) => {
+                    tracing::info!(node = %id.id, region = %id.region, addr = %id.addr, "mesh: member up")
+                }
+                MeshEvent::MemberDown(id) => {
+                    tracing::warn!(node = %id.id, region = %id.region, addr = %id.addr, "mesh: member down")
+                }
+                MeshEvent::Renamed { from, to } => tracing::info!(
+                    node = %to.id, from = from.incarnation, to = to.incarnation, "mesh: member restarted"
+                ),
+                MeshEvent::Joined => tracing::info!("mesh: joined the fleet"),
+                MeshEvent::Rejoined => tracing::warn!("mesh: was declared down; rejoined with a new incarnation"),
+            }
+        }
+    }
+
+    fn publish_snapshot(&mut self) {
+        let me = self.mesh.identity();
+        let mut members: Vec<MemberReport> = std::iter::once((me, true))
+            .chain(self.mesh.alive_members().map(|m| (m, false)))
+            .map(|(id, this_node)| MemberReport {
+                node: id.id.clone(),
+                region: id.region.clone(),
+                addr: id.addr,
+                incarnation: id.incarnation,
+                this_node,
+                state: self.mesh.state_of(&id.id),
+            })
+            .collect();
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        let view = self.mesh.fleet_view();
+        let coordinating =
+            view.regions.iter().filter(|(_, r)| r.coordinator == me.id).map(|(name, _)| name.clone()).collect();
+        let peers = self
+            .handle
+            .transport
+            .peers()
+            .into_iter()
+            .map(|p| PeerReport {
+                addr: p.addr,
+                node: p.identity.node,
+                region: p.identity.region,
+                rtt_ms: p.rtt.as_secs_f64() * 1e3,
+            })
+            .collect();
+        let snapshot = FleetSnapshot {
+            node: me.id.clone(),
+            region: me.region.clone(),
+            addr: Some(me.addr),
+            incarnation: me.incarnation,
+            members,
+            counts: self.mesh.member_counts(),
+            failovers: wedsync_mesh::failover_proposals(&self.mesh),
+            view,
+            coordinating,
+            peers,
+            transport: self.handle.transport.stats(),
+            mesh: self.mesh.stats(),
+        };
+        for proposal in snapshot.failovers.iter().filter(|p| p.issued_here) {
+            if self.announced_failovers.insert(proposal.id.clone()) {
+                tracing::warn!(
+                    id = %proposal.id,
+                    failed_region = %proposal.failed_region,
+                    target_region = %proposal.target_region,
+                    load_to_move = proposal.load_to_move,
+                    "mesh: region failed; this coordinator proposes failing its traffic over"
+                );
+            }
+        }
+        *self.handle.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+        let hints = HintsSnapshot { hints: self.content.hints(), top: self.content.top(100) };
+        *self.handle.hints.write().unwrap_or_else(std::sync::PoisonError::into_inner) = hints;
+    }
+
+    /// Hands this node's share of a failed region's load to the engine, for every failover
+    /// proposal targeting this node's region: per pool name, the failed members' last known
+    /// load of that pool, split over this region's alive members that run the pool.
+    fn apply_failovers(&self, now: Timestamp) {
+        let me = self.mesh.identity();
+        let proposals: Vec<FailoverProposal> =
+            wedsync_mesh::failover_proposals(&self.mesh).into_iter().filter(|p| p.target_region == me.region).collect();
+        if proposals.is_empty() {
+            return;
+        }
+        let members: Vec<NodeState> =
+            self.mesh.member_states().filter_map(|(m, _)| self.mesh.state_of(&m.id)).collect();
+        let mut engine = lock(&self.engine);
+        for proposal in proposals {
+            let failed = members.iter().filter(|s| s.region == proposal.failed_region);
+            let mut per_pool: BTreeMap<&str, f64> = BTreeMap::new();
+            for state in failed {
+                for pool in &state.pools {
+                    *per_pool.entry(pool.pool.as_str()).or_default() += pool.load;
+                }
+            }
+            for (pool, load) in per_pool {
+                let Some(index) = engine.pool_index(pool) else { continue };
+                let sharers = self
+                    .mesh
+                    .alive_members()
+                    .filter(|m| m.region == me.region)
+                    .filter(|m| self.mesh.state_of(&m.id).is_some_and(|s| s.pools.iter().any(|p| p.pool == pool)))
+                    .count()
+                    + 1;
+                engine.handle_failover(now, index, &proposal.id, &proposal.failed_region, load / sharers as f64);
+            }
+        }
+    }
+
+    fn join_seeds(&mut self, now: Timestamp) {
+        let me = self.mesh.identity().addr;
+        for seed in self.settings.seeds.clone() {
+            if seed == me {
+                continue;
+            }
+            if let Err(e) = self.mesh.join_addr(now, seed) {
+                tracing::warn!(%seed, error = %e, "mesh: cannot announce to seed");
+            }
+        }
+    }
+}
+
+fn instant_of(clock: &Clock, at: Timestamp) -> tokio::time::Instant {
+    let wait = Duration::from_nanos(at.as_nanos().saturating_sub(clock.now().as_nanos()));
+    tokio::time::Instant::now() + wait
+}
+
+/// Runs the mesh until `stop`, then leaves the fleet gracefully and closes the endpoint.
+pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
+    let clock = driver.clock;
+    driver.join_seeds(clock.now());
+    driver.flush();
+    let mut state_tick = tokio::time::interval(driver.settings.state_interval);
+    state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut content_tick = tokio::time::interval(driver.settings.content_interval);
+    content_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Seeds are retried while this node knows nobody (they may start after it).
+    let mut seed_retry = tokio::time::interval(Duration::from_secs(2));
+    seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut published: Option<(NodeState, Instant)> = None;
+    let mut last_snapshot = Instant::now() - SNAPSHOT_PERIOD;
+    let mut refusals_logged = RateLimiter::new(2);
+    loop {
+        let wake = driver.mesh.poll_timeout().map(|at| instant_of(&clock, at));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            inbound = driver.inbound.recv() => {
+                let Some(inbound) = inbound else { break };
+                let peer = (inbound.peer.node.as_str(), inbound.peer.region.as_str());
+                if inbound.frame.first() == Some(&FRAME_CONTENT) {
+                    if let Err(e) = driver.content.handle(unix_ms(), &inbound.frame) {
+                        log_refusal(&mut refusals_logged, inbound.from, &inbound.peer, &e);
+                    }
+                } else if let Err(e) = driver.mesh.handle_datagram_from(clock.now(), Some(peer), &inbound.frame) {
+                    log_refusal(&mut refusals_logged, inbound.from, &inbound.peer, &e);
+                }
+            }
+            () = async { if let Some(at) = wake { tokio::time::sleep_until(at).await } else { std::future::pending().await } } => {
+                if let Err(e) = driver.mesh.handle_timeout(clock.now()) {
+                    tracing::debug!(error = %e, "mesh timer");
+                }
+            }
+            _ = state_tick.tick() => {
+                let state = {
+                    let engine = lock(&driver.engine);
+                    own_state(&engine, crate::decisions::wall_ms(), &driver.mesh.identity().region)
+                };
+                let due = published.as_ref().is_none_or(|(old, at)| changed(old, &state) || at.elapsed() >= STATE_HEARTBEAT);
+                if due {
+                    match driver.mesh.set_own_state(state.clone()) {
+                        Ok(()) => published = Some((state, Instant::now())),
+                        Err(e) => tracing::warn!(error = %e, "mesh: cannot publish this node's state"),
+                    }
+                }
+            }
+            _ = content_tick.tick() => {
+                let closed = lock(&driver.handle.content).take_closed(unix_ms());
+                let sketch = closed.map(|(_, sketch)| sketch).unwrap_or_default();
+                for (to, frame) in driver.content.tick(unix_ms(), sketch, &driver.mesh) {
+                    driver.handle.transport.send(to, frame);
+                }
+                driver.apply_failovers(clock.now());
+            }
+            _ = seed_retry.tick() => {
+                if driver.mesh.alive_members().next().is_none() {
+                    driver.join_seeds(clock.now());
+                }
+            }
+        }
+        driver.flush();
+        if last_snapshot.elapsed() >= SNAPSHOT_PERIOD {
+            driver.publish_snapshot();
+            last_snapshot = Instant::now();
+        }
+    }
+    if let Err(e) = driver.mesh.leave(clock.now()) {
+        tracing::debug!(error = %e, "mesh: leave");
+    }
+    driver.flush();
+    tokio::time::sleep(LEAVE_GRACE).await;
+    driver.handle.transport.close().await;
+    tracing::info!("mesh: left the fleet");
+}
+
+fn log_refusal(limiter: &mut RateLimiter, from: SocketAddr, peer: &PeerIdentity, error: &dyn std::fmt::Display) {
+    if let Some(suppressed) = limiter.admit(Instant::now()) {
+        tracing::warn!(%from, node = %peer.node, region = %peer.region, %error, suppressed, "mesh: refused a frame");
+    }
+}
+
+/// `/metrics` for the mesh: members by state, traffic, refusals, probe round trips, regions.
+#[derive(Debug)]
+pub struct FleetCollector {
+    /// The mesh's shared state.
+    pub fleet: Arc<FleetHandle>,
+}
+
+impl prometheus_client::collector::Collector for FleetCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use crate::telemetry::{counter, gauge, read};
+        let snapshot = read(&self.fleet.snapshot).clone();
+        let t = self.fleet.transport.stats();
+        let c = &snapshot.counts;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_members",
+            "Fleet members this node knows, by state (alive includes this node)",
+            [
+                ([("state", "alive")], (c.alive + 1) as f64),
+                ([("state", "suspect")], c.suspect as f64),
+                ([("state", "down")], c.down as f64),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_frames",
+            "Mesh frames by direction and carrier (QUIC datagram or stream)",
+            [
+                ([("direction", "out"), ("carrier", "datagram")], t.datagrams_out),
+                ([("direction", "in"), ("carrier", "datagram")], t.datagrams_in),
+                ([("direction", "out"), ("carrier", "stream")], t.streams_out),
+                ([("direction", "in"), ("carrier", "stream")], t.streams_in),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_bytes",
+            "Mesh frame bytes by direction",
+            [([("direction", "out")], t.bytes_out), ([("direction", "in")], t.bytes_in)],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_dropped_frames",
+            "Mesh frames dropped before delivery, by reason",
+            [
+                ([("reason", "send_queue_full")], t.dropped_queue_full),
+                ([("reason", "oversized")], t.dropped_oversized),
+                ([("reason", "inbound_queue_full")], t.dropped_inbound_full),
+                ([("reason", "fault_injection")], t.dropped_fault),
+                ([("reason", "unreachable")], t.dropped_unreachable),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_refused_handshakes",
+            "QUIC handshakes refused: certificate not from the fleet CA, or no node identity in it",
+            [([("reason", "tls")], t.refused_handshakes)],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_connect_failures",
+            "Connections to peers that failed",
+            [(none(), t.connect_failures)],
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_connections",
+            "Open QUIC connections",
+            [(none(), t.connections_open as f64)],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_refused_frames",
+            "Mesh frames refused after delivery, by reason",
+            snapshot.mesh.refusals().into_iter().map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_peer_rtt_seconds",
+            "Smoothed QUIC round-trip time to each connected peer",
+            snapshot.peers.iter().map(|p| ([("peer", p.node.as_str())], p.rtt_ms / 1e3)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_region_members",
+            "Alive members per region",
+            snapshot.view.regions.iter().map(|(name, r)| ([("region", name.as_str())], r.members as f64)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_region_load",
+            "Load per region (requests/s), from members' gossiped state",
+            snapshot.view.regions.iter().map(|(name, r)| ([("region", name.as_str())], r.load)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_region_capacity",
+            "Capacity per region (requests/s), from members' gossiped state",
+            snapshot.view.regions.iter().map(|(name, r)| ([("region", name.as_str())], r.capacity)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_coordinator",
+            "1 for each region this node coordinates",
+            snapshot.coordinating.iter().map(|region| ([("region", region.as_str())], 1.0)),
+        )?;
+        let hints = read(&self.fleet.hints).hints.len();
+        gauge(
+            &mut encoder,
+            "wedsync_mesh_cache_hints",
+            "Viral content keys hinted for cache warming",
+            [(none(), hints as f64)],
+        )
+    }
+}
+
+fn none() -> [(&'static str, &'static str); 0] {
+    []
+}
