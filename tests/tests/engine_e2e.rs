@@ -116,7 +116,10 @@ timeout = "5s"
         file.display()
     );
     let agent = AgentProcess::start_with_config(&config, &[]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: this checks what reaches the command, not how fast the engine is (the engine's
+    // tests and the replay bench do that); on a loaded CI machine the test's own 10 Hz sending
+    // jitters and the load estimate takes longer to converge.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let decision = loop {
         agent.send(b"requests:100|c|#class:registration");
         std::thread::sleep(Duration::from_millis(100));
