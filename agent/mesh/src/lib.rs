@@ -8,19 +8,28 @@
 //! [`sim`] drives many of them in virtual time.
 //!
 //! Around foca the mesh adds (see [`MeshConfig`]):
+//! - **direct probe retries**: when a probed member does not answer in time, the mesh retries
+//!   it directly while SWIM asks others, and holds the end of the probe a little while retries
+//!   are out; an answer counts as the probe's ack. Random loss then rarely turns into a
+//!   suspicion (each suspicion costs a cluster-wide dissemination);
 //! - **direct refutation**: a member whose probe failed tells the suspected member so at once
 //!   and again every [`MeshConfig::refute_retry`]; the suspect refutes (new incarnation) and
-//!   answers the suspecter directly. A live member therefore refutes within a round trip and
-//!   the suspicion timeout can be short;
+//!   answers the suspecter directly, so the suspicion timeout can be short;
 //! - **local health** (Lifeguard): a node whose suspicions prove wrong, or that must refute
 //!   suspicions about itself, stretches its probe period, probe timeout and suspicion timeout
 //!   by `1 + multiplier`; every successful probe brings the multiplier back down;
-//! - **immediate forwarding** of "member down", so every node learns it within a few hops;
+//! - **immediate forwarding** of "member down" (SWIM gossip) and of node states (the mesh's
+//!   own frames, to a few random members), so news reaches every node within a few hops;
+//! - **membership digests**: every second a member tells another a hash of its view; two
+//!   settled views that differ start a full exchange, so a member that missed an update
+//!   catches up in seconds;
 //! - **anti-entropy** (push-pull with digests): members, "down" corrections and the node
 //!   states a peer lacks; frequent right after joining, then at an interval that grows with
 //!   the fleet so its traffic stays flat;
 //! - a **state budget**: a node's own state is passed on at most as often as the fleet's
-//!   node-state traffic budget allows.
+//!   node-state traffic budget allows;
+//! - a work-around for foca 2.0 telling a member "you are down" when its suspicion timer
+//!   fires although it refuted in time (which made every refuted suspicion a rejoin).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -187,6 +196,7 @@ impl Runtime<NodeIdentity> for Outbox {
             }
             Notification::Rejoin(_) => {
                 self.members_changed = true;
+                self.stats.rejoins += 1;
                 MeshEvent::Rejoined
             }
             Notification::DataSent(header) => {
@@ -668,6 +678,28 @@ impl Mesh {
         }
     }
 
+    /// foca 2.0 tells a suspected member "you are down" when its suspicion timer fires even
+    /// if it refuted in time (the member then renews its identity for nothing: a flap at
+    /// every refuted suspicion). Unless the member at `addr` really is down now, the notice
+    /// queued since `queued` is dropped.
+    fn retract_spurious_turn_undead(&mut self, addr: SocketAddr, queued: usize) {
+        let down = self.foca.iter_membership_state().any(|m| m.id().addr == addr && m.state() == State::Down);
+        if down || self.outbox.transmits.len() <= queued {
+            return;
+        }
+        let mut kept = self.outbox.transmits.split_off(queued);
+        kept.retain(|(to, data)| {
+            let spurious =
+                *to == addr && data.first() == Some(&FRAME_SWIM) && wire::swim_message_is_turn_undead(&data[1..]);
+            if spurious {
+                self.outbox.stats.frames_out.turn_undead = self.outbox.stats.frames_out.turn_undead.saturating_sub(1);
+                self.outbox.stats.bytes_out = self.outbox.stats.bytes_out.saturating_sub(data.len() as u64);
+            }
+            !spurious
+        });
+        self.outbox.transmits.extend(kept);
+    }
+
     /// A suspicion's timer fired: the member is down (by us or by someone else) or refuted.
     fn finish_suspicion(&mut self, addr: SocketAddr, incarnation: Incarnation) {
         let Some(at) = self.suspicions.iter().position(|s| s.member.addr == addr && s.incarnation == incarnation)
@@ -726,20 +758,6 @@ impl Mesh {
         let settled = now.saturating_since(self.members_changed_at) >= settle
             && Duration::from_millis(digest.settled_ms) >= settle;
         let recently = self.last_digest_sync.is_some_and(|at| now.saturating_since(at) < settle);
-        if std::env::var("DIGDBG").is_ok()
-            && differ
-            && (digest.settled_ms > 3000 || now.saturating_since(self.members_changed_at) > settle)
-        {
-            eprintln!(
-                "DIG at {:?} me {} members {} their {} my settled {:?} theirs {} recently {recently}",
-                now,
-                self.base.id,
-                members,
-                digest.members,
-                now.saturating_since(self.members_changed_at),
-                digest.settled_ms
-            );
-        }
         if differ && settled && !recently {
             self.last_digest_sync = Some(now);
             self.outbox.stats.digest_syncs += 1;
@@ -929,7 +947,8 @@ impl Mesh {
     fn probe_held_until(&self, now: Timestamp) -> Option<Timestamp> {
         let probe = self.outbox.probe.as_ref().filter(|p| !p.answered)?;
         let until = probe.hold_until.filter(|until| *until > now)?;
-        Some(probe.next_retry.map_or(until, |retry| retry.max(now).min(until)))
+        // Strictly later than now, so the held timer is not looked at again in this call.
+        Some(probe.next_retry.filter(|retry| *retry > now).map_or(until, |retry| retry.min(until)))
     }
 
     fn handle_probe(&mut self, peer: Option<(&str, &str)>, bytes: &[u8]) -> Result<(), MeshError> {
@@ -1188,10 +1207,12 @@ impl Mesh {
                 _ => None,
             };
             let indirect = matches!(timer, Timer::SendIndirectProbe { .. });
+            let queued = self.outbox.transmits.len();
             if let Err(e) = self.foca.handle_timer(timer, &mut self.outbox) {
                 first_error.get_or_insert(e);
             }
             if let Some((addr, incarnation)) = suspicion {
+                self.retract_spurious_turn_undead(addr, queued);
                 self.finish_suspicion(addr, incarnation);
             }
             if indirect {

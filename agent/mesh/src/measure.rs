@@ -355,8 +355,13 @@ pub struct Plan {
     pub loss_window: Duration,
     /// Time between kills during a loss level.
     pub loss_spacing: Duration,
-    /// Fleet sizes whose traffic is measured (membership only and with states).
+    /// Fleet sizes whose traffic is measured (membership only and with states; the large
+    /// fleet's is measured in its long run).
     pub traffic_sizes: Vec<usize>,
+    /// Long runs without kills, (nodes, loss): false downs over a simulated hour.
+    pub long_loss: Vec<(usize, f64)>,
+    /// Virtual time of each long run.
+    pub long_loss_window: Duration,
 }
 
 impl Plan {
@@ -390,7 +395,9 @@ impl Plan {
             loss: vec![0.0, 0.05, 0.10, 0.20],
             loss_window: Duration::from_secs(120),
             loss_spacing: Duration::from_secs(15),
-            traffic_sizes: vec![100, 1000],
+            traffic_sizes: vec![10, 100],
+            long_loss: vec![(100, 0.10), (100, 0.20)],
+            long_loss_window: Duration::from_secs(3600),
         }
     }
 
@@ -407,7 +414,9 @@ impl Plan {
         }
         plan.loss = vec![0.0, 0.10];
         plan.loss_window = Duration::from_secs(30);
-        plan.traffic_sizes = vec![50, 200];
+        plan.traffic_sizes = vec![50];
+        plan.long_loss = vec![(50, 0.10)];
+        plan.long_loss_window = Duration::from_secs(300);
         plan
     }
 }
@@ -443,6 +452,29 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
         plan.workload.every.unwrap_or_default(),
         crate::sim::FRAME_OVERHEAD
     )?;
+    for (label, n) in [("LAN", 10), ("LAN", 1000), ("WAN", 1000)] {
+        let profile = if label == "LAN" { Lan } else { Wan };
+        let c = MeshConfig::new(profile, n);
+        writeln!(
+            out,
+            "tuned {label} N={n}: probe every {:?} (direct timeout {:?}, {} indirect, {} direct retries, hold {:?}), \
+             suspicion {:?}, {} transmissions, gossip {:?}×{}, forward fan-out {}, digest {:?}, anti-entropy {:?}, \
+             state budget {} B/s",
+            c.probe_period,
+            c.probe_rtt,
+            c.indirect_probes,
+            c.probe_retries,
+            c.probe_hold,
+            c.suspicion,
+            c.max_transmissions,
+            c.gossip_period,
+            c.gossip_fanout,
+            c.forward_fanout,
+            c.digest_interval.unwrap_or_default(),
+            c.steady_sync(n as usize),
+            c.state_budget.unwrap_or(0)
+        )?;
+    }
     let first_seed = plan.seeds.first().copied().unwrap_or(1);
 
     // The large fleet: cold start, a long run (CPU, traffic), state dissemination.
@@ -497,6 +529,22 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
             st.states_deferred,
             sim.false_downs(Timestamp::ZERO)
         )?;
+        let s = scenario(plan, plan.fleet, Lan, false, first_seed);
+        let (mut bare, _) = cold_start(&s, Duration::from_secs(60));
+        let cpu = thread_cpu();
+        bare.run_for(head);
+        let b = traffic(&mut bare, plan.fleet_run - head, Workload::NONE, &mut rng);
+        let used = (thread_cpu() - cpu).as_secs_f64();
+        writeln!(
+            out,
+            "    membership only (no node states): CPU {used:.1} s ({:.1} s per 10 virtual minutes); traffic per \
+             node mean {:.2} KiB/s, p99 {:.2}, max {:.2}",
+            used * 600.0 / plan.fleet_run.as_secs_f64().max(1e-9),
+            b.mean / 1024.0,
+            b.p99 / 1024.0,
+            b.max / 1024.0
+        )?;
+        drop(bare);
         writeln!(out, "\n[4] node-state dissemination, {} nodes, LAN, states flowing", plan.fleet)?;
         let lat = state_latency(
             &mut sim,
@@ -573,8 +621,8 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
     )?;
     writeln!(
         out,
-        "    {:>5} {:>9} {:>9} {:>10} {:>13} {:>11} {:>11} {:>10}",
-        "loss", "detect50", "detect99", "falsedn/h", "suspicions/h", "refuted/h", "refutes/h", "KiB/s/node"
+        "    {:>5} {:>9} {:>9} {:>10} {:>13} {:>11} {:>8} {:>10}",
+        "loss", "detect50", "detect99", "falsedn/h", "suspicions/h", "refuted/h", "flaps/h", "KiB/s/node"
     )?;
     for loss in &plan.loss {
         let s = scenario(plan, plan.fleet, Lan, false, first_seed);
@@ -601,15 +649,39 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
         let sent: u64 = (0..sim.len()).map(|i| sim.bytes_sent(i)).sum::<u64>() - bytes;
         writeln!(
             out,
-            "    {:>4.0}% {:>9} {:>9} {:>10.1} {:>13.0} {:>11.0} {:>11.0} {:>10.1}",
+            "    {:>4.0}% {:>9} {:>9} {:>10.1} {:>13.0} {:>11.0} {:>8.1} {:>10.1}",
             loss * 100.0,
             secs(d.all_p(50.0)),
             secs(d.all_p(99.0)),
             false_downs_per_hour(&sim, since),
             (after.suspicions_raised - before.suspicions_raised) as f64 / hours,
             (after.suspicions_refuted - before.suspicions_refuted) as f64 / hours,
-            (after.refutations - before.refutations) as f64 / hours,
+            (after.rejoins - before.rejoins) as f64 / hours,
             sent as f64 / sim.len() as f64 / elapsed / 1024.0
+        )?;
+    }
+
+    for (nodes, loss) in &plan.long_loss {
+        let s = scenario(plan, *nodes, Lan, false, first_seed);
+        let (mut sim, _) = cold_start(&s, Duration::from_secs(60));
+        let mut rng = rng_for(first_seed ^ 0x10c6);
+        run_with_workload(&mut sim, Duration::from_secs(20), plan.workload, &[], &mut rng);
+        sim.set_network(Network::LAN.with_loss(*loss));
+        let since = sim.now();
+        let before = sim.total_stats();
+        run_with_workload(&mut sim, plan.long_loss_window, plan.workload, &[], &mut rng);
+        let after = sim.total_stats();
+        let hours = plan.long_loss_window.as_secs_f64() / 3600.0;
+        writeln!(
+            out,
+            "    {nodes} nodes, {:.0}% loss, {:.1} simulated hours without kills: {} false downs; {:.0} suspicions/h, \
+             {:.0} refuted/h, {} flaps",
+            loss * 100.0,
+            hours,
+            sim.false_downs(since),
+            (after.suspicions_raised - before.suspicions_raised) as f64 / hours,
+            (after.suspicions_refuted - before.suspicions_refuted) as f64 / hours,
+            after.rejoins - before.rejoins
         )?;
     }
 

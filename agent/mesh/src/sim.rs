@@ -617,6 +617,7 @@ impl Simulator {
             total.declared_down += s.declared_down;
             total.digest_syncs += s.digest_syncs;
             total.refutations += s.refutations;
+            total.rejoins += s.rejoins;
             total.local_health_max = total.local_health_max.max(s.local_health_max);
             total.states_published += s.states_published;
             total.states_deferred += s.states_deferred;
@@ -639,6 +640,7 @@ impl Simulator {
             o.states += i.states;
             o.digest += i.digest;
             total.frames_in.sync += s.frames_in.sync;
+            total.frames_in.turn_undead += s.frames_in.turn_undead;
             total.refused.identity_mismatch += s.refused.identity_mismatch;
             total.refused.malformed += s.refused.malformed;
             total.refused.bad_state += s.refused.bad_state;
@@ -661,11 +663,6 @@ impl Simulator {
     pub fn state_holders(&self, node: usize, version: u64) -> usize {
         let id = &self.nodes[node].base.id;
         self.nodes.iter().filter_map(|n| n.mesh.as_ref()).filter(|m| m.state_version_of(id) >= version).count()
-    }
-
-    /// A random number generator seeded from the simulation's own (for scenario choices).
-    pub fn fork_rng(&mut self) -> SmallRng {
-        SmallRng::seed_from_u64(self.rng.random())
     }
 }
 

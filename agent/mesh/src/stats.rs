@@ -116,6 +116,9 @@ pub struct MeshStats {
     pub digest_syncs: u64,
     /// Times this node refuted a suspicion about itself.
     pub refutations: u64,
+    /// Times this node learned it had been declared down and rejoined under a renewed
+    /// identity.
+    pub rejoins: u64,
     /// Local health multiplier now (0 = healthy): probe period, probe timeout and suspicion
     /// timeout are scaled by `1 + local_health`.
     pub local_health: u32,

@@ -157,6 +157,12 @@ impl PeekIdentity<'_> {
     }
 }
 
+/// Whether a SWIM packet is a "you are down" notice.
+pub(crate) fn swim_message_is_turn_undead(packet: &[u8]) -> bool {
+    postcard::take_from_bytes::<foca::Header<PeekIdentity<'_>>>(packet)
+        .is_ok_and(|(header, _)| matches!(header.message, foca::Message::TurnUndead))
+}
+
 /// The sender a SWIM packet claims, read before foca handles the packet.
 pub(crate) fn swim_sender(packet: &[u8]) -> Result<PeekIdentity<'_>, postcard::Error> {
     let (header, _): (foca::Header<PeekIdentity<'_>>, _) = postcard::take_from_bytes(packet)?;
