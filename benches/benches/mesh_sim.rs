@@ -5,7 +5,8 @@
 //! simulator, seeded, so a run is reproducible.
 //!
 //! `cargo bench -p wedsync-benches --bench mesh_sim` runs the full plan (several minutes of
-//! CPU); `MESH_SIM_PLAN=quick` runs a small version.
+//! CPU); `MESH_SIM_PLAN=quick` runs a small version, `MESH_SIM_PLAN=content` only the
+//! viral-content part at 1,000 nodes.
 
 fn main() -> std::io::Result<()> {
     // `cargo bench` passes `--bench`; under `cargo test --benches` there is nothing quick to
@@ -14,11 +15,11 @@ fn main() -> std::io::Result<()> {
         println!("mesh_sim: run with `cargo bench -p wedsync-benches --bench mesh_sim`");
         return Ok(());
     }
-    let plan = match std::env::var("MESH_SIM_PLAN").as_deref() {
-        Ok("quick") => wedsync_mesh::measure::Plan::quick(),
-        _ => wedsync_mesh::measure::Plan::full(),
-    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    wedsync_mesh::measure::run_report(&plan, &mut out)
+    match std::env::var("MESH_SIM_PLAN").as_deref() {
+        Ok("quick") => wedsync_mesh::measure::run_report(&wedsync_mesh::measure::Plan::quick(), &mut out),
+        Ok("content") => wedsync_mesh::measure::content_report(&wedsync_mesh::measure::Plan::full(), &mut out),
+        _ => wedsync_mesh::measure::run_report(&wedsync_mesh::measure::Plan::full(), &mut out),
+    }
 }

@@ -256,10 +256,19 @@ impl ContentSketch {
         if bytes.len() <= MAX_SKETCH_BYTES {
             return bytes;
         }
-        self.encode_trimmed()
+        self.encode_trimmed(usize::MAX)
     }
 
-    fn encode_trimmed(&self) -> Vec<u8> {
+    /// Like [`ContentSketch::encode`], keeping at most the `keys` heaviest keys (a summary for
+    /// peers that only need the heavy hitters); bounds stay valid the same way.
+    pub fn encode_heaviest(&self, keys: usize) -> Vec<u8> {
+        if self.inner.num_active_items() <= keys {
+            return self.encode();
+        }
+        self.encode_trimmed(keys)
+    }
+
+    fn encode_trimmed(&self, max_keys: usize) -> Vec<u8> {
         let mut rows: Vec<(String, u64)> = self
             .inner
             .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
@@ -268,8 +277,8 @@ impl ContentSketch {
             .collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut size = PREAMBLE_BYTES;
-        let mut keep = rows.len();
-        for (i, (key, _)) in rows.iter().enumerate() {
+        let mut keep = rows.len().min(max_keys);
+        for (i, (key, _)) in rows.iter().enumerate().take(keep) {
             let item = ITEM_OVERHEAD_BYTES + key.len();
             if size + item > MAX_SKETCH_BYTES {
                 keep = i;
@@ -549,6 +558,10 @@ impl IntervalSketch {
     }
 }
 
+/// Intervals a key's baseline must rest on (at least; all of them while warming up) before it can
+/// become a hint.
+pub const MIN_KNOWN_INTERVALS: usize = 3;
+
 /// Settings of the [`ViralDetector`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ViralConfig {
@@ -653,7 +666,9 @@ pub struct CacheHint {
 #[derive(Debug, Clone)]
 pub struct ViralDetector {
     config: ViralConfig,
-    history: VecDeque<BTreeMap<String, u64>>,
+    /// Per past interval: each key's count, and whether that list is complete (an unlisted key
+    /// counted zero) or a seed (an unlisted key's count is unknown).
+    history: VecDeque<(BTreeMap<String, u64>, bool)>,
     last_start: Option<u64>,
     last_top: Vec<KeyEstimate>,
     hints: BTreeMap<String, CacheHint>,
@@ -690,18 +705,19 @@ impl ViralDetector {
             if rate < config.min_rate_per_s {
                 continue;
             }
-            let baseline_count: u64 = self
+            let (known, baseline_count) = self
                 .history
                 .iter()
-                .map(|counts| counts.get(&row.key).copied().unwrap_or(0))
-                .fold(0, u64::saturating_add);
-            let baseline_rate = baseline_count as f64 / self.history.len().max(1) as f64 / interval_s;
+                .filter_map(|(counts, complete)| counts.get(&row.key).copied().or(complete.then_some(0)))
+                .fold((0usize, 0u64), |(n, sum), count| (n + 1, sum.saturating_add(count)));
+            let baseline_rate = baseline_count as f64 / known.max(1) as f64 / interval_s;
             let growth = rate / baseline_rate.max(BASELINE_FLOOR_PER_S);
+            let known_enough = known >= config.baseline_intervals.min(MIN_KNOWN_INTERVALS);
             if let Some(hint) = self.hints.get_mut(&row.key) {
                 hint.rate_per_s = rate;
                 hint.growth = hint.growth.max(growth);
                 hint.last_seen_ms = interval_end;
-            } else if warmed_up && growth >= config.growth_factor {
+            } else if warmed_up && known_enough && growth >= config.growth_factor {
                 let hint = CacheHint {
                     key: row.key.clone(),
                     rate_per_s: rate,
@@ -721,12 +737,34 @@ impl ViralDetector {
             }
         }
 
-        self.history.push_back(rows.iter().map(|row| (row.key.clone(), row.lower_bound)).collect());
+        self.history.push_back((rows.iter().map(|row| (row.key.clone(), row.lower_bound)).collect(), true));
         while self.history.len() > config.baseline_intervals {
             self.history.pop_front();
         }
         self.last_top = rows;
         self.last_start = Some(interval_start_ms);
+    }
+
+    /// Starts a detector from what another one last published, so a node taking over as
+    /// coordinator hints at once instead of after its warm-up: `top` (the fleet's heaviest keys
+    /// of an interval) stands for every baseline interval, and `hints` stay live. Keys `top`
+    /// lists have that baseline at once; the others are unknown until
+    /// [`MIN_KNOWN_INTERVALS`] intervals have been observed (never a false hint from missing
+    /// knowledge).
+    pub fn seed(&mut self, interval_start_ms: u64, top: &[KeyEstimate], hints: &[CacheHint]) {
+        let counts: BTreeMap<String, u64> = top.iter().map(|k| (k.key.clone(), k.lower_bound)).collect();
+        self.history.clear();
+        for _ in 0..self.config.baseline_intervals {
+            self.history.push_back((counts.clone(), false));
+        }
+        self.hints = hints.iter().take(self.config.max_hints).map(|h| (h.key.clone(), h.clone())).collect();
+        self.last_top = top.to_vec();
+        self.last_start = Some(interval_start_ms);
+    }
+
+    /// Whether enough intervals were observed (or seeded) for hints to be given.
+    pub fn is_warm(&self) -> bool {
+        self.history.len() >= self.config.baseline_intervals
     }
 
     /// Hints live at `now_ms`, hottest (highest rate) first, at most [`ViralConfig::max_hints`].
@@ -1252,6 +1290,31 @@ mod tests {
         assert_eq!((hint.since_ms, hint.last_seen_ms), (12_000, 13_000));
         assert_eq!(detector.top(3)[0].key, "post/42");
         assert_eq!(detector.top(100).len(), 12);
+    }
+
+    #[test]
+    fn a_seeded_detector_hints_listed_keys_at_once_and_unknown_keys_after_a_few_intervals() {
+        let mut previous = ViralDetector::new(config());
+        for i in 0..12u64 {
+            previous.observe(i * 1_000, &interval(&[("post/7", 2)]));
+        }
+        // A new coordinator starts from the previous one's published top and hints.
+        let mut detector = ViralDetector::new(config());
+        assert!(!detector.is_warm());
+        detector.seed(11_000, &previous.top(100), &previous.hints(12_000));
+        assert!(detector.is_warm());
+        detector.observe(12_000, &interval(&[("post/7", 300), ("never-seen", 300)]));
+        let keys: Vec<String> = detector.hints(13_000).into_iter().map(|h| h.key).collect();
+        assert_eq!(keys, ["post/7"], "a listed key's baseline is known; an unlisted one's is not");
+        detector.observe(13_000, &interval(&[("post/7", 300), ("never-seen", 300)]));
+        detector.observe(14_000, &interval(&[("post/7", 300), ("never-seen", 300)]));
+        assert_eq!(detector.hints(15_000).len(), 1, "steady at 300/s for the intervals it was watched");
+        detector.observe(15_000, &interval(&[("post/7", 300), ("never-seen", 300), ("late-riser", 300)]));
+        detector.observe(16_000, &interval(&[("post/7", 300), ("never-seen", 300)]));
+        detector.observe(17_000, &interval(&[("post/7", 300), ("never-seen", 300)]));
+        detector.observe(18_000, &interval(&[("post/7", 300), ("never-seen", 300), ("late-riser", 3_000)]));
+        let keys: Vec<String> = detector.hints(19_000).into_iter().map(|h| h.key).collect();
+        assert_eq!(keys, ["late-riser", "post/7"], "known for {MIN_KNOWN_INTERVALS} intervals, it can be hinted");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use wedsync_core::config::{MeshProfile, MeshSettings};
 use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig};
 use wedsync_core::engine::Engine;
 use wedsync_core::{Timestamp, TrafficClass};
-use wedsync_mesh::content::{ContentExchange, FRAME_CONTENT};
+use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{
     FailoverProposal, FleetView, MemberCounts, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState, PoolFigures,
     Profile,
@@ -130,8 +130,12 @@ pub struct FleetSnapshot {
 pub struct HintsSnapshot {
     /// Keys going viral fleet-wide, hottest first.
     pub hints: Vec<CacheHint>,
-    /// The fleet's heaviest content keys in the last interval.
+    /// The fleet's heaviest content keys in the last interval (the top 100 on a region
+    /// coordinator, the heaviest few elsewhere).
     pub top: Vec<KeyEstimate>,
+    /// Counters of the content exchange (for `/metrics`).
+    #[serde(skip)]
+    pub stats: ContentStats,
 }
 
 /// Shared between the driver, the API and `/metrics`.
@@ -369,7 +373,8 @@ impl FleetDriver {
             }
         }
         *self.handle.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
-        let hints = HintsSnapshot { hints: self.content.hints(), top: self.content.top(100) };
+        let hints =
+            HintsSnapshot { hints: self.content.hints(), top: self.content.top(100), stats: self.content.stats() };
         *self.handle.hints.write().unwrap_or_else(std::sync::PoisonError::into_inner) = hints;
     }
 
@@ -433,8 +438,6 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
     driver.flush();
     let mut state_tick = tokio::time::interval(driver.settings.state_interval);
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut content_tick = tokio::time::interval(driver.settings.content_interval);
-    content_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Seeds are retried while this node knows nobody (they may start after it).
     let mut seed_retry = tokio::time::interval(Duration::from_secs(2));
     seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -443,6 +446,10 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
     let mut refusals_logged = RateLimiter::new(2);
     loop {
         let wake = driver.mesh.poll_timeout().map(|at| instant_of(&clock, at));
+        let content_wake = {
+            let now = unix_ms();
+            tokio::time::Instant::now() + Duration::from_millis(driver.content.next_tick(now).saturating_sub(now))
+        };
         tokio::select! {
             () = stop.cancelled() => break,
             inbound = driver.inbound.recv() => {
@@ -474,10 +481,13 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
                     }
                 }
             }
-            _ = content_tick.tick() => {
-                let closed = lock(&driver.handle.content).take_closed(unix_ms());
-                let sketch = closed.map(|(_, sketch)| sketch).unwrap_or_default();
-                for (to, frame) in driver.content.tick(unix_ms(), sketch, &driver.mesh) {
+            () = tokio::time::sleep_until(content_wake) => {
+                let now = unix_ms();
+                let closed: Vec<_> = {
+                    let mut sketch = lock(&driver.handle.content);
+                    std::iter::from_fn(|| sketch.take_closed(now)).collect()
+                };
+                for (to, frame) in driver.content.tick(now, closed, &driver.mesh) {
                     driver.handle.transport.send(to, frame);
                 }
                 driver.apply_failovers(clock.now());
@@ -615,7 +625,26 @@ impl prometheus_client::collector::Collector for FleetCollector {
             "1 for each region this node coordinates",
             snapshot.coordinating.iter().map(|region| ([("region", region.as_str())], 1.0)),
         )?;
-        let hints = read(&self.fleet.hints).hints.len();
+        let (hints, content) = {
+            let snapshot = read(&self.fleet.hints);
+            (snapshot.hints.len(), snapshot.stats)
+        };
+        counter(
+            &mut encoder,
+            "wedsync_mesh_content_frames",
+            "Viral-content exchange frames: sent, refused (malformed), late (after their interval was merged)",
+            [
+                ([("outcome", "sent")], content.frames_out),
+                ([("outcome", "refused")], content.refused),
+                ([("outcome", "late")], content.late),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "wedsync_mesh_content_bytes_out",
+            "Bytes of viral-content exchange frames sent",
+            [(none(), content.bytes_out)],
+        )?;
         gauge(
             &mut encoder,
             "wedsync_mesh_cache_hints",

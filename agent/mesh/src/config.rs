@@ -117,8 +117,10 @@ impl MeshConfig {
             Profile::Lan => MeshConfig {
                 profile,
                 expected_size: n,
-                // Some member probes a dead one within ≈ 4.6 periods (p99): 0.9 s.
-                probe_period: Duration::from_millis(200),
+                // Some member probes a dead one within ≈ 4.6 periods (p99): 0.9 s up to 100
+                // nodes. Larger fleets have a looser goal (5 s at 1,000) and every message costs
+                // each receiver a scan of its member list, so the period grows to 0.4 s there.
+                probe_period: Duration::from_secs_f64(0.2 * (log_n - 1.0).clamp(1.0, 2.0)),
                 // A generous LAN round trip (the indirect cycle and retries get the rest).
                 probe_rtt: Duration::from_millis(80),
                 indirect_probes: 3,
@@ -133,7 +135,8 @@ impl MeshConfig {
                 // A fallback only: "down" and node states are forwarded at once, suspicions are
                 // told to the suspect directly; a node state keeps the backlog busy, so a
                 // fast period would send a message every period.
-                gossip_period: Duration::from_secs(1),
+                // Like the probe period, it grows to 2 s at 1,000 nodes.
+                gossip_period: Duration::from_secs_f64((log_n - 1.0).clamp(1.0, 2.0)),
                 gossip_fanout: 2,
                 announce_period: Duration::from_secs(30),
                 announce_down_period: Duration::from_secs(10),
@@ -147,7 +150,7 @@ impl MeshConfig {
                 digest_interval: Some(Duration::from_secs(1)),
                 settle: Duration::from_secs(2),
                 fast_sync_interval: Duration::from_secs(1),
-                state_budget: Some(8 * 1024),
+                state_budget: Some(4 * 1024),
                 min_state_interval: Duration::from_secs(1),
                 max_packet_size: DEFAULT_MAX_PACKET,
             },
@@ -175,7 +178,7 @@ impl MeshConfig {
                 digest_interval: Some(Duration::from_secs(2)),
                 settle: Duration::from_secs(4),
                 fast_sync_interval: Duration::from_secs(3),
-                state_budget: Some(8 * 1024),
+                state_budget: Some(4 * 1024),
                 min_state_interval: Duration::from_secs(5),
                 max_packet_size: DEFAULT_MAX_PACKET,
             },

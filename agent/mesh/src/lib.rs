@@ -68,6 +68,8 @@ use wire::{
 pub const MAX_SYNC_STATES: usize = 4096;
 /// Most members one anti-entropy message lists.
 pub const MAX_SYNC_MEMBERS: usize = 4096;
+/// Node states waiting to be piggybacked beyond which this node holds its own back.
+const STATE_BACKLOG_LIMIT: usize = 16;
 /// Anti-entropy rounds at the fast interval after joining.
 const FAST_SYNC_ROUNDS: u32 = 2;
 
@@ -1258,6 +1260,14 @@ impl Mesh {
     }
 
     fn pass_on_own_state(&mut self, now: Timestamp) {
+        if self.foca.custom_broadcast_backlog() >= STATE_BACKLOG_LIMIT {
+            // The fleet's states already fill what SWIM messages can carry: adding more would
+            // only grow every node's backlog (and the work each message costs). Try again soon.
+            self.outbox.stats.states_deferred += 1;
+            let retry = self.config.min_state_interval.max(self.config.probe_period);
+            self.next_state_at = Some(now.saturating_add(retry));
+            return;
+        }
         let bytes = {
             let table = self.states.lock().unwrap_or_else(PoisonError::into_inner);
             table.get(&self.base.id).and_then(|s| postcard::to_allocvec(s).ok())
@@ -1344,6 +1354,11 @@ impl Mesh {
             }
         }
         counts
+    }
+
+    /// Membership updates and node states waiting to be piggybacked on SWIM messages.
+    pub fn broadcast_backlog(&self) -> (usize, usize) {
+        (self.foca.updates_backlog(), self.foca.custom_broadcast_backlog())
     }
 
     /// What the mesh counted since it started.

@@ -1,13 +1,15 @@
 //! Scenarios measured in the simulator: cold start, crash detection, false downs under loss,
-//! state dissemination and traffic. The bench (`benches/benches/mesh_sim.rs`) runs them at
+//! state dissemination, traffic and viral-content detection. The bench (`benches/benches/mesh_sim.rs`) runs them at
 //! 1,000 nodes; the tests run them on small fleets.
 
 use crate::sim::{Network, Simulator, percentile};
 use crate::{CLASSES, MeshConfig, NodeState, PoolFigures};
 use rand::RngExt;
 use rand::rngs::SmallRng;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use wedsync_core::Timestamp;
+use wedsync_core::content::ViralConfig;
 
 /// A fleet to simulate.
 #[derive(Debug, Clone)]
@@ -39,6 +41,63 @@ pub struct Workload {
 impl Workload {
     /// No node-state traffic.
     pub const NONE: Workload = Workload { every: None, pools: 0 };
+}
+
+/// The detector settings the content measurements use (the daemon's defaults).
+pub fn viral_config() -> ViralConfig {
+    ViralConfig {
+        interval_ms: 1000,
+        min_rate_per_s: 50.0,
+        growth_factor: 3.0,
+        baseline_intervals: 10,
+        hint_ttl_ms: 30_000,
+        max_hints: 100,
+    }
+}
+
+/// Content traffic of a generation of keys: key `k` (`{generation}-{k}`, 300 keys) is asked for
+/// `per_node × (300 − k)` times a second on each of four nodes, so fleet-wide rates are distinct
+/// and the true top 100 is keys 0–99. `per_node` 0 stops the generation.
+pub fn set_key_generation(sim: &mut Simulator, generation: &str, per_node: u64) {
+    let n = sim.len().max(1);
+    for k in 0..300usize {
+        for j in 0..4 {
+            let node = (k * 7 + j * 53) % n;
+            sim.set_content_rate(node, &format!("{generation}-{k}"), per_node * (300 - k as u64));
+        }
+    }
+}
+
+/// The true top 100 of a generation set by [`set_key_generation`].
+pub fn generation_top(generation: &str) -> BTreeSet<String> {
+    (0..100).map(|k| format!("{generation}-{k}")).collect()
+}
+
+/// The fleet top 100 as node `i` knows it.
+pub fn known_top(sim: &Simulator, i: usize) -> BTreeSet<String> {
+    sim.content(i).map(|c| c.top(100).into_iter().map(|k| k.key).collect()).unwrap_or_default()
+}
+
+/// Virtual time until `check` holds for every running node, polling every 50 ms; `None` if not
+/// within `limit`.
+pub fn time_until_all(
+    sim: &mut Simulator,
+    limit: Duration,
+    check: impl Fn(&Simulator, usize) -> bool,
+) -> Option<Duration> {
+    let start = sim.now();
+    while sim.now().saturating_since(start) <= limit {
+        if sim.running().all(|i| check(sim, i)) {
+            return Some(sim.now().saturating_since(start));
+        }
+        sim.run_for(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Whether node `i` hints `key`.
+pub fn hints_key(sim: &Simulator, i: usize, key: &str) -> bool {
+    sim.content(i).is_some_and(|c| c.hints().iter().any(|h| h.key == key))
 }
 
 /// A node state as a busy node would publish it.
@@ -362,6 +421,8 @@ pub struct Plan {
     pub long_loss: Vec<(usize, f64)>,
     /// Virtual time of each long run.
     pub long_loss_window: Duration,
+    /// Changes of the content distribution and viral keys measured (on the large fleet).
+    pub content_events: usize,
 }
 
 impl Plan {
@@ -398,6 +459,7 @@ impl Plan {
             traffic_sizes: vec![10, 100],
             long_loss: vec![(100, 0.10), (100, 0.20)],
             long_loss_window: Duration::from_secs(3600),
+            content_events: 10,
         }
     }
 
@@ -417,6 +479,7 @@ impl Plan {
         plan.traffic_sizes = vec![50];
         plan.long_loss = vec![(50, 0.10)];
         plan.long_loss_window = Duration::from_secs(300);
+        plan.content_events = 3;
         plan
     }
 }
@@ -685,6 +748,8 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
         )?;
     }
 
+    content_report(plan, out)?;
+
     writeln!(out, "\n[5] traffic per node (KiB/s, frame overhead included): membership only, then with states")?;
     for n in &plan.traffic_sizes {
         let s = scenario(plan, *n, Lan, false, first_seed);
@@ -707,5 +772,121 @@ pub fn run_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<
         )?;
     }
     writeln!(out, "\nreport CPU: {:.0} s", (thread_cpu() - started).as_secs_f64())?;
+    Ok(())
+}
+
+/// The region coordinators as node `i` sees them (simulator indices).
+pub fn coordinators(sim: &Simulator, i: usize) -> Vec<usize> {
+    let Some(mesh) = sim.mesh(i) else { return Vec::new() };
+    let view = mesh.fleet_view();
+    let ids: BTreeSet<&str> = view.regions.values().map(|r| r.coordinator.as_str()).collect();
+    (0..sim.len()).filter(|j| ids.contains(sim.node_id(*j))).collect()
+}
+
+/// Whether node `i` knows the fleet's heaviest keys of `generation` (see
+/// [`set_key_generation`]): the top 100 on a region coordinator, the top
+/// [`crate::content::MEMBER_TOP_KEYS`] elsewhere.
+pub fn knows_generation_top(sim: &Simulator, i: usize, generation: &str, coordinators: &[usize]) -> bool {
+    let want = if coordinators.contains(&i) { 100 } else { crate::content::MEMBER_TOP_KEYS };
+    let expected: BTreeSet<String> = (0..want).map(|k| format!("{generation}-{k}")).collect();
+    let known: BTreeSet<String> =
+        sim.content(i).map(|c| c.top(want).into_iter().map(|k| k.key).collect()).unwrap_or_default();
+    known == expected
+}
+
+/// [7] of the report, alone: a viral key hinted on every node; the fleet top after the whole key distribution
+/// changes (top 100 on every region coordinator, top 10 on every node); content traffic.
+pub fn content_report(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let n = plan.fleet;
+    writeln!(
+        out,
+        "\n[7] viral content, {n} nodes, LAN, 1 s intervals: 300 keys, each seen by 4 nodes; {} viral keys, then {} \
+         changes of the whole distribution",
+        plan.content_events, plan.content_events
+    )?;
+    let seed = plan.seeds.first().copied().unwrap_or(1);
+    let s = scenario(plan, n, crate::Profile::Lan, false, seed);
+    let (mut sim, _) = cold_start(&s, Duration::from_secs(60));
+    sim.enable_content(viral_config());
+    set_key_generation(&mut sim, "g0", 5);
+    sim.run_for(Duration::from_millis(12_300));
+    let before: Vec<(u64, u64)> = (0..n).map(|i| sim.content_bytes(i)).collect();
+    let measured_from = sim.now();
+    let mut rng = rng_for(seed ^ 0xc0de);
+    let mut viral_times = Vec::new();
+    for event in 0..plan.content_events {
+        let key = format!("post-{event}");
+        let region = format!("region-{}", event % plan.regions.max(1));
+        let nodes: Vec<usize> = (0..n).filter(|i| sim.region_of(*i) == region).take(20).collect();
+        sim.run_for(Duration::from_millis(rng.random_range(0..1000)));
+        for i in &nodes {
+            sim.set_content_rate(*i, &key, 20);
+        }
+        let took = time_until_all(&mut sim, Duration::from_secs(20), |sim, i| hints_key(sim, i, &key));
+        viral_times.push(took.map_or(f64::INFINITY, |d| d.as_secs_f64()));
+        sim.run_for(Duration::from_secs(3));
+        for i in &nodes {
+            sim.set_content_rate(*i, &key, 0);
+        }
+        sim.run_for(Duration::from_secs(10));
+    }
+    let mut top_times = Vec::new();
+    for event in 0..plan.content_events {
+        // Mid-interval, at a different phase each time.
+        sim.run_for(Duration::from_millis(rng.random_range(0..1000)));
+        set_key_generation(&mut sim, &format!("g{event}"), 0);
+        let next = format!("g{}", event + 1);
+        set_key_generation(&mut sim, &next, 5);
+        let coordinators = coordinators(&sim, 0);
+        let took = time_until_all(&mut sim, Duration::from_secs(20), |sim, i| {
+            knows_generation_top(sim, i, &next, &coordinators)
+        });
+        top_times.push(took.map_or(f64::INFINITY, |d| d.as_secs_f64()));
+        sim.run_for(Duration::from_secs(5));
+    }
+    let elapsed = sim.now().saturating_since(measured_from).as_secs_f64().max(1e-9);
+    let kib = |bytes: u64| bytes as f64 / elapsed / 1024.0;
+    let coordinators = coordinators(&sim, 0);
+    let (mut member_out, mut member_in, mut coord_out, mut coord_in) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (sent_before, received_before)) in before.iter().enumerate() {
+        let (sent, received) = sim.content_bytes(i);
+        let (sent, received) = (kib(sent - sent_before), kib(received - received_before));
+        if coordinators.contains(&i) {
+            coord_out.push(sent);
+            coord_in.push(received);
+        } else {
+            member_out.push(sent);
+            member_in.push(received);
+        }
+    }
+    let refused: u64 = (0..n).filter_map(|i| sim.content(i)).map(|c| c.stats().refused).sum();
+    let p = |v: &[f64], q: f64| percentile(v, q).unwrap_or(0.0);
+    writeln!(
+        out,
+        "    viral key hinted at every node: p50 {} s, p99 {} s, max {} s",
+        secs(percentile_with_misses(&viral_times, 50.0)),
+        secs(percentile_with_misses(&viral_times, 99.0)),
+        secs(percentile_with_misses(&viral_times, 100.0))
+    )?;
+    writeln!(
+        out,
+        "    new fleet top (100 on coordinators, {} on members) at every node: p50 {} s, p99 {} s, max {} s   goal ≤ 2 s",
+        crate::content::MEMBER_TOP_KEYS,
+        secs(percentile_with_misses(&top_times, 50.0)),
+        secs(percentile_with_misses(&top_times, 99.0)),
+        secs(percentile_with_misses(&top_times, 100.0))
+    )?;
+    writeln!(
+        out,
+        "    content traffic KiB/s: members out p50 {:.2} max {:.2}, in p50 {:.2} max {:.2}; coordinators out max {:.2}, in \
+         max {:.2}; sketches ≤ {} B; refused frames {refused}",
+        p(&member_out, 50.0),
+        p(&member_out, 100.0),
+        p(&member_in, 50.0),
+        p(&member_in, 100.0),
+        p(&coord_out, 100.0),
+        p(&coord_in, 100.0),
+        wedsync_core::content::MAX_SKETCH_BYTES
+    )?;
     Ok(())
 }

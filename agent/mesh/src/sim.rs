@@ -7,6 +7,7 @@
 //! identity, as the QUIC transport does. Byte counts add [`FRAME_OVERHEAD`] per frame for
 //! QUIC, UDP and IP headers.
 
+use crate::content::{ContentExchange, FRAME_CONTENT};
 use crate::{Mesh, MeshConfig, MeshEvent, MeshStats, NodeIdentity, NodeState, Profile};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -15,6 +16,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use wedsync_core::Timestamp;
+use wedsync_core::content::{IntervalSketch, ViralConfig};
 
 /// Bytes of QUIC, UDP and IP headers counted per frame on top of its payload.
 pub const FRAME_OVERHEAD: u64 = 60;
@@ -81,12 +83,66 @@ struct SimNode {
     wake_gen: u32,
     /// Stats of meshes this node ran before it was killed.
     past_stats: Vec<MeshStats>,
+    /// Its part in viral-content detection, when the content layer is on.
+    content: Option<SimContent>,
+}
+
+/// A node's content exchange and the traffic its clients make.
+#[derive(Debug)]
+struct SimContent {
+    exchange: ContentExchange,
+    window: IntervalSketch,
+    /// Requests per second this node sees for each content key.
+    rates: HashMap<String, u64>,
+    /// Until when (ms) its traffic has been counted.
+    fed_ms: u64,
+    /// Bytes of content frames sent and received, overhead included.
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+impl SimContent {
+    fn new(config: ViralConfig, rates: HashMap<String, u64>, now_ms: u64) -> Self {
+        SimContent {
+            exchange: ContentExchange::new(config),
+            window: IntervalSketch::new(config.interval_ms),
+            rates,
+            fed_ms: now_ms,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// Counts the traffic since the last feed, in the interval it happened in.
+    fn feed(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.fed_ms);
+        if elapsed == 0 {
+            return;
+        }
+        for (key, per_s) in &self.rates {
+            let count = per_s.saturating_mul(elapsed) / 1000;
+            if count > 0 {
+                // Keys are the simulator's own and valid; a refusal would only lose a count.
+                let _ = self.window.record(now_ms - 1, key, count);
+            }
+        }
+        self.fed_ms = now_ms;
+    }
 }
 
 #[derive(Debug)]
 enum Kind {
-    Deliver { from: usize, to: usize, data: Vec<u8> },
-    Wake { node: usize, generation: u32 },
+    Deliver {
+        from: usize,
+        to: usize,
+        data: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+        generation: u32,
+    },
+    /// A stage of the content exchange on every running node.
+    ContentStage,
 }
 
 #[derive(Debug)]
@@ -131,12 +187,19 @@ pub struct Simulator {
     /// Inputs the meshes refused.
     pub refused: u64,
     /// Bytes sent by frame type (SWIM, sync, suspect, alive), overhead included.
-    pub bytes_by_frame: [u64; 4],
+    pub bytes_by_frame: [u64; 8],
+    /// Detector settings of the content layer, when it is on.
+    content: Option<ViralConfig>,
 }
 
 fn addr(i: usize) -> SocketAddr {
     let i = u32::try_from(i).unwrap_or(u32::MAX);
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 7946)
+}
+
+/// Milliseconds since the simulation began.
+fn ms(t: Timestamp) -> u64 {
+    t.as_nanos() / 1_000_000
 }
 
 /// Percentile `p` (0–100) of `values` (nearest rank); `None` when empty.
@@ -182,6 +245,7 @@ impl Simulator {
                     wake: None,
                     wake_gen: 0,
                     past_stats: Vec::new(),
+                    content: None,
                 }
             })
             .collect();
@@ -198,7 +262,8 @@ impl Simulator {
             delivered: 0,
             dropped: 0,
             refused: 0,
-            bytes_by_frame: [0; 4],
+            bytes_by_frame: [0; 8],
+            content: None,
         };
         for i in 0..n {
             sim.touch(i);
@@ -322,6 +387,12 @@ impl Simulator {
         node.base.incarnation += 1;
         node.mesh = Some(Mesh::with_config(node.base.clone(), self.config.clone(), mesh_seed));
         node.lifetimes.push((now, None, node.base.incarnation));
+        if let (Some(config), Some(content)) = (self.content, node.content.as_mut()) {
+            let rates = std::mem::take(&mut content.rates);
+            let (sent, received) = (content.bytes_sent, content.bytes_received);
+            *content = SimContent::new(config, rates, ms(now));
+            (content.bytes_sent, content.bytes_received) = (sent, received);
+        }
         let seed = self.nodes[seed].base.addr;
         self.join_by_addr(i, &[seed]);
     }
@@ -400,25 +471,96 @@ impl Simulator {
             }
         }
         for (to, data) in out {
-            self.nodes[i].bytes_sent += data.len() as u64 + FRAME_OVERHEAD;
-            self.nodes[i].frames_sent += 1;
-            if let Some(slot) = data.first().and_then(|t| self.bytes_by_frame.get_mut(usize::from(*t))) {
-                *slot += data.len() as u64 + FRAME_OVERHEAD;
-            }
-            let Some(&j) = self.by_addr.get(&to) else {
-                self.dropped += 1;
-                continue;
-            };
-            let cut = self.nodes[i].group != self.nodes[j].group;
-            let loss = 1.0 - (1.0 - self.network.loss) * (1.0 - self.nodes[i].loss) * (1.0 - self.nodes[j].loss);
-            if cut || (loss > 0.0 && self.rng.random_bool(loss.clamp(0.0, 1.0))) {
-                self.dropped += 1;
-                continue;
-            }
-            let at = now.saturating_add(self.delay());
-            self.push(at, Kind::Deliver { from: i, to: j, data });
+            self.transmit(i, to, data);
         }
         self.touch(i);
+    }
+
+    /// Sends one frame from node `i` through the simulated network.
+    fn transmit(&mut self, i: usize, to: SocketAddr, data: Vec<u8>) {
+        let size = data.len() as u64 + FRAME_OVERHEAD;
+        self.nodes[i].bytes_sent += size;
+        self.nodes[i].frames_sent += 1;
+        if let Some(slot) = data.first().and_then(|t| self.bytes_by_frame.get_mut(usize::from(*t))) {
+            *slot += size;
+        }
+        if data.first() == Some(&FRAME_CONTENT)
+            && let Some(content) = self.nodes[i].content.as_mut()
+        {
+            content.bytes_sent += size;
+        }
+        let Some(&j) = self.by_addr.get(&to) else {
+            self.dropped += 1;
+            return;
+        };
+        let cut = self.nodes[i].group != self.nodes[j].group;
+        let loss = 1.0 - (1.0 - self.network.loss) * (1.0 - self.nodes[i].loss) * (1.0 - self.nodes[j].loss);
+        if cut || (loss > 0.0 && self.rng.random_bool(loss.clamp(0.0, 1.0))) {
+            self.dropped += 1;
+            return;
+        }
+        let at = self.now.saturating_add(self.delay());
+        self.push(at, Kind::Deliver { from: i, to: j, data });
+    }
+
+    /// Turns the content layer on: every node counts the content keys its clients ask for (see
+    /// [`Simulator::set_content_rate`]) and runs a [`ContentExchange`] with `config`.
+    pub fn enable_content(&mut self, config: ViralConfig) {
+        if self.content.is_some() {
+            return;
+        }
+        self.content = Some(config);
+        let now_ms = ms(self.now);
+        for node in &mut self.nodes {
+            node.content = Some(SimContent::new(config, HashMap::new(), now_ms));
+        }
+        self.schedule_content_stage();
+    }
+
+    fn schedule_content_stage(&mut self) {
+        let Some(exchange) = self.nodes.iter().find_map(|n| n.content.as_ref()) else { return };
+        let next = exchange.exchange.next_tick(ms(self.now));
+        self.push(Timestamp::from_millis(next), Kind::ContentStage);
+    }
+
+    /// Node `i`'s clients ask for `key` `per_second` times a second from now on (0: no more).
+    pub fn set_content_rate(&mut self, i: usize, key: &str, per_second: u64) {
+        let now_ms = ms(self.now);
+        if let Some(content) = self.nodes.get_mut(i).and_then(|n| n.content.as_mut()) {
+            content.feed(now_ms);
+            if per_second == 0 {
+                content.rates.remove(key);
+            } else {
+                content.rates.insert(key.to_owned(), per_second);
+            }
+        }
+    }
+
+    /// Node `i`'s content exchange (hints, fleet top), when it runs and the layer is on.
+    pub fn content(&self, i: usize) -> Option<&ContentExchange> {
+        let node = self.nodes.get(i)?;
+        node.mesh.as_ref()?;
+        node.content.as_ref().map(|c| &c.exchange)
+    }
+
+    /// Bytes of content frames node `i` sent and received, overhead included.
+    pub fn content_bytes(&self, i: usize) -> (u64, u64) {
+        self.nodes.get(i).and_then(|n| n.content.as_ref()).map_or((0, 0), |c| (c.bytes_sent, c.bytes_received))
+    }
+
+    fn run_content_stage(&mut self) {
+        let now_ms = ms(self.now);
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            let (Some(mesh), Some(content)) = (node.mesh.as_ref(), node.content.as_mut()) else { continue };
+            content.feed(now_ms);
+            let closed: Vec<_> = std::iter::from_fn(|| content.window.take_closed(now_ms)).collect();
+            let out = content.exchange.tick(now_ms, closed, mesh);
+            for (to, data) in out {
+                self.transmit(i, to, data);
+            }
+        }
+        self.schedule_content_stage();
     }
 
     /// Runs the fleet until `until` (virtual time).
@@ -440,6 +582,18 @@ impl Simulator {
                         self.refused += 1;
                     }
                     self.flush(to);
+                }
+                Kind::Deliver { to, data, .. } if data.first() == Some(&FRAME_CONTENT) => {
+                    let node = &mut self.nodes[to];
+                    let (Some(_), Some(content)) = (node.mesh.as_ref(), node.content.as_mut()) else {
+                        self.dropped += 1;
+                        continue;
+                    };
+                    self.delivered += 1;
+                    content.bytes_received += data.len() as u64 + FRAME_OVERHEAD;
+                    if content.exchange.handle(ms(now), &data).is_err() {
+                        self.refused += 1;
+                    }
                 }
                 Kind::Deliver { from, to, data } => {
                     let (sender, rest) = if from < to {
@@ -472,6 +626,7 @@ impl Simulator {
                     }
                     self.flush(node);
                 }
+                Kind::ContentStage => self.run_content_stage(),
             }
         }
         self.now = self.now.max(until);

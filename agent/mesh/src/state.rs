@@ -101,13 +101,24 @@ struct StatePrefix<'a> {
 /// dissemination backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateKey {
+    /// Hash of `node`: the backlog is scanned at every new broadcast, so most keys are told
+    /// apart without comparing strings.
+    node_hash: u64,
     node: String,
     version: u64,
 }
 
+impl StateKey {
+    fn new(node: &str, version: u64) -> Self {
+        use std::hash::BuildHasher;
+        let node_hash = foldhash::fast::FixedState::with_seed(0x7374_6174).hash_one(node);
+        StateKey { node_hash, node: node.to_owned(), version }
+    }
+}
+
 impl Invalidates for StateKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.node == other.node && self.version >= other.version
+        self.node_hash == other.node_hash && self.version >= other.version && self.node == other.node
     }
 }
 
@@ -208,7 +219,7 @@ impl BroadcastHandler<NodeIdentity> for StateBroadcasts {
         }
         let state: NodeState = postcard::from_bytes(data)?;
         state.validate()?;
-        let key = StateKey { node: state.node.clone(), version: state.version };
+        let key = StateKey::new(&state.node, state.version);
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         table.by_node.insert(state.node.clone(), state);
         if !local && table.fresh.len() < MAX_FRESH {
@@ -281,9 +292,10 @@ mod tests {
         assert!(accept_state(&table, state(5, 2.0)).unwrap());
         assert!(handler.receive_item(&enc(&state(5, 2.0)), None).unwrap().is_some());
         assert!(handler.receive_item(&enc(&state(5, 2.0)), from).unwrap().is_none());
-        let key = StateKey { node: "n1".into(), version: 3 };
-        assert!(key.invalidates(&StateKey { node: "n1".into(), version: 2 }));
-        assert!(!key.invalidates(&StateKey { node: "n2".into(), version: 2 }));
+        let key = StateKey::new("n1", 3);
+        assert!(key.invalidates(&StateKey::new("n1", 2)));
+        assert!(!key.invalidates(&StateKey::new("n1", 4)));
+        assert!(!key.invalidates(&StateKey::new("n2", 2)));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Fleet behaviour in the simulator (virtual time): joining, failure detection, partitions,
-//! restarts, loss, state dissemination, local health. Timing assertions are in virtual
+//! restarts, loss, state dissemination, local health, viral content, region failover. Timing assertions are in virtual
 //! seconds; the 1,000-node measurements are in `benches/benches/mesh_sim.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::time::Duration;
-use wedsync_mesh::measure::{Scenario, Workload, cold_start, crash_detection, run_with_workload, state_latency};
+use wedsync_mesh::content::MEMBER_TOP_KEYS;
+use wedsync_mesh::failover::failover_proposals;
+use wedsync_mesh::measure::{
+    Scenario, Workload, cold_start, coordinators, crash_detection, generation_top, hints_key, known_top,
+    knows_generation_top, run_with_workload, set_key_generation, state_latency, time_until_all, viral_config,
+};
 use wedsync_mesh::sim::{Network, Simulator};
 use wedsync_mesh::{MemberHealth, MeshConfig, Profile};
 
@@ -175,4 +180,117 @@ fn a_node_with_a_bad_link_raises_its_local_health_and_recovers() {
     sim.run_for(Duration::from_secs(30));
     assert_eq!(sim.mesh(5).unwrap().stats().local_health, 0);
     assert!(sim.run_until_converged(Duration::from_millis(500), Duration::from_secs(60)).is_some());
+}
+
+#[test]
+fn the_fleet_top_and_a_viral_key_reach_every_node_within_two_seconds() {
+    let mut sim = converged_fleet(200, 11);
+    sim.enable_content(viral_config());
+    set_key_generation(&mut sim, "a", 5);
+    // The detector needs its baseline intervals before it hints anything.
+    sim.run_for(Duration::from_millis(12_300));
+    let coordinators = coordinators(&sim, 0);
+    assert_eq!(coordinators.len(), 4);
+    assert!(coordinators.iter().all(|i| known_top(&sim, *i) == generation_top("a")), "coordinators know the top 100");
+    assert!(
+        sim.running().all(|i| knows_generation_top(&sim, i, "a", &coordinators)),
+        "members know the heaviest {MEMBER_TOP_KEYS}"
+    );
+    assert!(sim.running().all(|i| sim.content(i).unwrap().hints().is_empty()), "steady traffic is not viral");
+
+    // A post goes viral in one region: 20 of its nodes see 20 requests/s each.
+    let region_0: Vec<usize> = (0..200).filter(|i| sim.region_of(*i) == "region-0").take(20).collect();
+    for i in &region_0 {
+        sim.set_content_rate(*i, "post-8812", 20);
+    }
+    let took = time_until_all(&mut sim, Duration::from_secs(10), |sim, i| hints_key(sim, i, "post-8812"))
+        .expect("every node hints the viral key");
+    assert!(took <= Duration::from_secs(2), "viral key hinted everywhere after {took:?}");
+    for i in sim.running() {
+        let hints = sim.content(i).unwrap().hints();
+        assert_eq!(hints.len(), 1, "only the viral key is hinted on node {i}: {hints:?}");
+        assert!((50.0..=400.0).contains(&hints[0].rate_per_s), "{hints:?}");
+    }
+
+    // The whole distribution moves to new keys mid-interval.
+    sim.run_for(Duration::from_millis(2_300));
+    set_key_generation(&mut sim, "a", 0);
+    set_key_generation(&mut sim, "b", 5);
+    let took =
+        time_until_all(&mut sim, Duration::from_secs(10), |sim, i| knows_generation_top(sim, i, "b", &coordinators))
+            .expect("every node learns the new top");
+    assert!(took <= Duration::from_secs(2), "new top everywhere after {took:?}");
+    assert!(coordinators.iter().all(|i| known_top(&sim, *i) == generation_top("b")));
+    let refused: u64 = (0..200).filter_map(|i| sim.content(i)).map(|c| c.stats().refused).sum();
+    assert_eq!(refused, 0);
+}
+
+#[test]
+fn the_content_exchange_survives_a_coordinator_crash() {
+    let mut sim = converged_fleet(60, 12);
+    sim.enable_content(viral_config());
+    set_key_generation(&mut sim, "a", 5);
+    sim.run_for(Duration::from_secs(12));
+    let coordinator = sim.mesh(0).unwrap().fleet_view().regions["region-1"].coordinator.clone();
+    let victim = (0..60).find(|i| sim.node_id(*i) == coordinator).unwrap();
+    sim.kill(victim);
+    sim.run_for(Duration::from_secs(5));
+    for i in 0..60 {
+        if sim.region_of(i) == "region-1" && i != victim {
+            sim.set_content_rate(i, "post-77", 30);
+        }
+    }
+    let took = time_until_all(&mut sim, Duration::from_secs(10), |sim, i| hints_key(sim, i, "post-77"))
+        .expect("hinted after the coordinator died");
+    assert!(took <= Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn a_dead_region_gets_one_failover_that_every_node_derives_the_same() {
+    let mut sim = converged_fleet(120, 13);
+    let mut rng = SmallRng::seed_from_u64(13);
+    run_with_workload(&mut sim, Duration::from_secs(5), STATES, &[], &mut rng);
+    let region_2: Vec<usize> = (0..120).filter(|i| sim.region_of(*i) == "region-2").collect();
+    assert!(sim.running().all(|i| failover_proposals(sim.mesh(i).unwrap()).is_empty()));
+    for i in &region_2 {
+        sim.kill(*i);
+    }
+    let survivors: Vec<usize> = sim.running().collect();
+    let agreed = |sim: &Simulator| {
+        let first = failover_proposals(sim.mesh(survivors[0]).unwrap());
+        first.len() == 1
+            && survivors.iter().all(|i| {
+                let p = failover_proposals(sim.mesh(*i).unwrap());
+                p.len() == 1 && p[0].id == first[0].id && p[0].target_region == first[0].target_region
+            })
+    };
+    let start = sim.now();
+    let mut took = None;
+    for _ in 0..200 {
+        run_with_workload(&mut sim, Duration::from_millis(50), STATES, &region_2, &mut rng);
+        if agreed(&sim) {
+            took = Some(sim.now().saturating_since(start));
+            break;
+        }
+    }
+    let took = took.expect("every survivor derives the same failover");
+    // A quarter of the fleet dying at once slows SWIM down (probes and indirect probes through
+    // dead members fail, local health stretches timeouts): measured 7.5 s with this seed.
+    assert!(took <= Duration::from_secs(10), "took {took:?}");
+    let proposals: Vec<_> = survivors.iter().map(|i| failover_proposals(sim.mesh(*i).unwrap())).collect();
+    let p = &proposals[0][0];
+    assert_eq!(p.failed_region, "region-2");
+    assert_eq!(p.failed_members, region_2.len());
+    assert_ne!(p.target_region, "region-2");
+    assert!(p.load_to_move > 0.0, "the dead region's last load is known: {p:?}");
+    let issuers: Vec<usize> =
+        survivors.iter().zip(&proposals).filter(|(_, p)| p[0].issued_here).map(|(i, _)| *i).collect();
+    assert_eq!(issuers.len(), 1, "exactly one coordinator issues it");
+    assert_eq!(sim.node_id(issuers[0]), p.proposer);
+    assert_eq!(sim.region_of(issuers[0]), p.target_region);
+
+    // One member of the region comes back: the failover is withdrawn everywhere.
+    sim.restart(region_2[0], survivors[0]);
+    run_with_workload(&mut sim, Duration::from_secs(5), STATES, &region_2[1..], &mut rng);
+    assert!(sim.running().all(|i| failover_proposals(sim.mesh(i).unwrap()).is_empty()));
 }
