@@ -71,6 +71,15 @@ pub enum Reason {
         /// Load added (requests/s).
         added_load: f64,
     },
+    /// A policy (a WASM plugin in the daemon) changed the proposal.
+    Policy {
+        /// The policy's name.
+        policy: String,
+        /// Its version tag (for a plugin, the SHA-256 of its component).
+        version: String,
+        /// What it changed, in a short sentence.
+        change: String,
+    },
     /// One decision may multiply capacity by at most this much.
     ScaleUpCapped {
         /// The cap factor.

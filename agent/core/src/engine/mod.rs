@@ -15,6 +15,11 @@
 //! 4. *Scale-up cap*: at most `max_scale_up_factor` × current per decision.
 //! 5. *Scale-down*: only to the highest desired over the stabilization window, at most
 //!    `max_scale_down_fraction` per step, at most once per cooldown.
+//!
+//! Then every pool's proposal (target, placement, spot units, admission) goes to the round's
+//! [`policy::RoundPolicy`] at once ([`Engine::handle_timeout_with`]; the daemon's policies are
+//! the WASM plugins). Their changes apply in order and each is a [`Reason::Policy`] naming the
+//! policy and its version; then:
 //! 6. *Protection*: while a wedding is active in the region, never below the protected floor.
 //! 7. *Clamp* to [min, max].
 //! 8. *Admission*: when demand exceeds what available capacity serves, degrade classes in the
@@ -25,6 +30,7 @@
 pub mod decision;
 pub mod detector;
 pub mod forecast;
+pub mod policy;
 pub mod pool;
 
 use crate::TrafficClass;
@@ -33,6 +39,7 @@ use decision::{Admission, Decision, PurchaseMix, Reason};
 use detector::{DetectorTuning, Spike, SpikeDetector};
 use forecast::{ForecastError, SeasonalMultipliers, WeeklyProfile};
 use jiff::tz::TimeZone;
+use policy::{NoPolicy, PolicyAction, PolicyRound, PolicyVerdict, PoolProposal, RoundPolicy, VetoKind};
 use pool::{PoolSpec, Wedding};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -207,7 +214,12 @@ struct PoolRuntime {
     profile: Option<WeeklyProfile>,
     /// Load taken over from a failed region, while the fleet keeps confirming it.
     failover: Option<FailoverLoad>,
+    /// Failovers a policy vetoed: confirmations of them are ignored.
+    vetoed_failovers: VecDeque<String>,
 }
+
+/// Vetoed failover ids a pool remembers.
+const MAX_VETOED_FAILOVERS: usize = 16;
 
 /// Load a failed region hands to this pool, as the fleet view derives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +279,7 @@ impl Engine {
                 tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
                 profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
                 failover: None,
+                vetoed_failovers: VecDeque::new(),
                 spec: Arc::new(spec),
             })
             .collect();
@@ -294,7 +307,7 @@ impl Engine {
     /// ignored.
     pub fn handle_failover(&mut self, now: Timestamp, pool: PoolIndex, id: &str, from_region: &str, load: f64) {
         let Some(p) = self.pools.get_mut(pool) else { return };
-        if !(load.is_finite() && load >= 0.0) {
+        if !(load.is_finite() && load >= 0.0) || p.vetoed_failovers.iter().any(|v| v == id) {
             return;
         }
         p.failover =
@@ -394,15 +407,28 @@ impl Engine {
     /// The first call schedules the rounds. Missed rounds are not replayed: the round runs on
     /// the freshest inputs, once.
     pub fn handle_timeout(&mut self, now: Timestamp, wall_ms: i64) {
+        self.handle_timeout_with(now, wall_ms, &mut NoPolicy);
+    }
+
+    /// [`Engine::handle_timeout`] with policies: `policy` sees every pool's proposal once per
+    /// round and its changes apply before protection and clamps (see [`policy`]).
+    pub fn handle_timeout_with(&mut self, now: Timestamp, wall_ms: i64, policy: &mut dyn RoundPolicy) {
         match self.next_round {
             None => self.next_round = Some(now),
             Some(due) if now < due => return,
             Some(_) => {}
         }
         let epoch = now.as_nanos() / duration_nanos(self.settings.round_interval).max(1);
-        for index in 0..self.pools.len() {
-            let active = self.active_weddings(&self.pools[index].spec.region, wall_ms);
-            if let Some(decision) = self.round(index, now, wall_ms, epoch, active) {
+        let pending: Vec<Pending> = (0..self.pools.len())
+            .map(|index| {
+                let active = self.active_weddings(&self.pools[index].spec.region, wall_ms);
+                self.propose(index, now, wall_ms, active)
+            })
+            .collect();
+        let proposals: Vec<PoolProposal> = pending.iter().map(|p| p.proposal.clone()).collect();
+        let verdicts = policy.review(&PolicyRound { epoch, now, wall_ms, pools: &proposals });
+        for pending in pending {
+            if let Some(decision) = self.finish(pending, &verdicts, now, wall_ms, epoch) {
                 self.out.push_back(decision);
             }
         }
@@ -447,14 +473,10 @@ impl Engine {
         p.profile.as_ref()?.peak_over(wall_ms, horizon, &p.tz, &self.settings.seasons)
     }
 
-    fn round(
-        &mut self,
-        index: PoolIndex,
-        now: Timestamp,
-        wall_ms: i64,
-        epoch: u64,
-        active_weddings: usize,
-    ) -> Option<Decision> {
+    /// Phase one of a round for one pool: everything up to the proposal (freshness, load,
+    /// target tracking, the scale-up cap, scale-down stabilization, prediction, admission and
+    /// the purchase split), without committing the target.
+    fn propose(&mut self, index: PoolIndex, now: Timestamp, wall_ms: i64, active_weddings: usize) -> Pending {
         let s = &self.settings;
         let p = &mut self.pools[index];
         // Capacity that was on its way has arrived.
@@ -480,15 +502,16 @@ impl Engine {
         p.fresh = false;
         let was_holding = p.holding;
         p.holding = p.stale_rounds >= s.stale_rounds || p.latest.is_none();
+        p.protected = active_weddings > 0;
 
-        let mut to = from;
+        let mut own_load = None;
         if p.holding {
             reasons.push(Reason::StaleMetrics { rounds: p.stale_rounds });
         } else {
             // 2. Load.
             let slow = p.slow_load.unwrap_or(0.0);
             let recent = p.recent.iter().sum::<f64>() / p.recent.len().max(1) as f64;
-            let mut load = match p.spike {
+            let load = match p.spike {
                 Some((_, spike)) if recent > slow => {
                     reasons.push(Reason::Spike { baseline: spike.baseline, recent, sigma: spike.sigma });
                     recent
@@ -499,93 +522,163 @@ impl Engine {
                 p.failover = None;
             }
             // The profile learns this region's own load; a failover's is borrowed.
-            let own_load = load;
-            if let Some(f) = &p.failover {
-                load += f.load;
-                reasons.push(Reason::Failover {
-                    id: f.id.clone(),
-                    from_region: f.from_region.clone(),
-                    added_load: f.load,
-                });
-            }
-            p.last_load = load;
             if let Some(profile) = p.profile.as_mut() {
-                profile.observe(wall_ms, &p.tz, own_load, &s.seasons);
+                profile.observe(wall_ms, &p.tz, load, &s.seasons);
             }
-            // 3. Target tracking.
-            let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);
-            let needed = (load / per_unit).ceil();
-            let desired = if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 };
-            let utilization = load / (f64::from(from.max(1)) * per_unit);
-            let outside_tolerance = (utilization - 1.0).abs() > s.tolerance;
-            let mut desired = if outside_tolerance || from == 0 { desired } else { from };
-            if desired != from {
-                reasons.push(Reason::TargetTracking { load, utilization_vs_target: utilization, desired });
-            }
-            // 4. Scale-up cap.
-            let cap = from.max(1).saturating_mul(s.max_scale_up_factor.max(1));
-            if desired > cap {
-                reasons.push(Reason::ScaleUpCapped { factor: s.max_scale_up_factor, wanted: desired });
-                desired = cap;
-            }
-            p.desired_history.push_back((now, desired));
-            while p
-                .desired_history
-                .front()
-                .is_some_and(|(at, _)| now.saturating_since(*at) > s.scale_down_stabilization)
-            {
-                p.desired_history.pop_front();
-            }
-            to = desired;
-            // 5. Scale-down.
-            if desired < from {
-                let highest = p.desired_history.iter().map(|(_, d)| *d).max().unwrap_or(desired);
-                let mut allowed = highest.min(from);
-                if allowed < from {
-                    let cooled = p.last_scale_down.is_none_or(|at| now.saturating_since(at) >= s.scale_down_cooldown);
-                    let step_floor =
-                        from.saturating_sub((f64::from(from) * s.max_scale_down_fraction).floor().max(1.0) as u32);
-                    if !cooled {
-                        reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
-                        allowed = from;
-                    } else if allowed < step_floor {
-                        reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
-                        allowed = step_floor;
-                    }
-                }
-                if highest > desired {
-                    reasons.push(Reason::Stabilized {
-                        window_seconds: s.scale_down_stabilization.as_secs(),
-                        highest_desired: highest,
-                    });
-                }
-                to = allowed;
-            }
+            own_load = Some(load);
         }
+        let failover = if p.holding { None } else { p.failover.clone() };
+        let target = plan_target(p, s, now, wall_ms, own_load, failover.as_ref());
 
-        // Prediction: pre-scale for the forecast peak over the provisioning delay plus the horizon.
-        // It only ever raises the target: never a scale-in on a forecast alone. The window starts
-        // at the next profile bucket, so it rests on past weeks only: the bucket being filled now
-        // is the reactive path's business (counting it would just add headroom to today's load).
-        if !p.holding {
-            let horizon = spec.provisioning_delay + s.forecast_horizon;
-            let bucket_ms = i64::try_from(PROFILE_BUCKET.as_millis()).unwrap_or(i64::MAX);
-            let ahead = wall_ms - wall_ms.rem_euclid(bucket_ms) + bucket_ms;
-            let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
-            let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
-            if let Some(peak) = forecast {
-                let wanted = peak * (1.0 + s.forecast_headroom) / spec.target_load_per_unit().max(f64::MIN_POSITIVE);
-                let units = if wanted >= f64::from(u32::MAX) { u32::MAX } else { wanted.ceil().max(0.0) as u32 };
-                let units = units.min(from.max(1).saturating_mul(s.max_scale_up_factor.max(1)));
-                if units > to {
-                    reasons.push(Reason::Predictive { forecast_peak: peak, horizon_seconds: horizon.as_secs(), units });
-                    to = units;
+        // 8. Admission against what serves now.
+        let demand = p.latest.unwrap_or_default();
+        let servable = f64::from(p.available) * spec.capacity_per_unit;
+        let (admission, degraded) = admit(&spec, s, demand, servable, p.protected);
+        let wc_units =
+            (demand.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
+        let proposal = PoolProposal {
+            pool: index,
+            from,
+            to: target.to,
+            serving: p.available,
+            load: target.load,
+            demand,
+            protected: p.protected,
+            spike: p.spike.is_some(),
+            stale: p.holding,
+            placement: placement_of(&spec, p.protected, purchase_mix(target.to, p.typical_units, wc_units, s)).0,
+            admission: admission_levels(&admission),
+            spot_units: purchase_mix(target.to, p.typical_units, wc_units, s).spot,
+            failover,
+        };
+        Pending {
+            proposal,
+            own_load,
+            target,
+            reasons,
+            admission,
+            degraded,
+            was_holding,
+            servable,
+            wc_units,
+            active_weddings,
+        }
+    }
+
+    /// Phase two: applies the policies' changes to the proposal, then protection, clamps,
+    /// admission and cost, and commits the pool's new state. Returns the decision, if any.
+    fn finish(
+        &mut self,
+        pending: Pending,
+        verdicts: &[PolicyVerdict],
+        now: Timestamp,
+        wall_ms: i64,
+        epoch: u64,
+    ) -> Option<Decision> {
+        let Pending {
+            proposal,
+            own_load,
+            mut target,
+            mut reasons,
+            mut admission,
+            degraded,
+            was_holding,
+            servable,
+            wc_units,
+            active_weddings,
+        } = pending;
+        let index = proposal.pool;
+        let s = &self.settings;
+        let p = &mut self.pools[index];
+        let spec = Arc::clone(&p.spec);
+        let from = proposal.from;
+
+        // A vetoed failover does not count: plan again on this region's own load.
+        if let Some(failover) = &proposal.failover
+            && let Some((verdict, reason)) = verdicts.iter().find_map(|v| {
+                v.actions.iter().find_map(|a| match a {
+                    PolicyAction::VetoFailover { id, reason } if *id == failover.id => Some((v, reason)),
+                    _ => None,
+                })
+            })
+        {
+            target = plan_target(p, s, now, wall_ms, own_load, None);
+            reasons.push(Reason::Policy {
+                policy: verdict.policy.clone(),
+                version: verdict.version.clone(),
+                change: format!("vetoed failover {}: {reason}", failover.id),
+            });
+            p.vetoed_failovers.push_back(failover.id.clone());
+            while p.vetoed_failovers.len() > MAX_VETOED_FAILOVERS {
+                p.vetoed_failovers.pop_front();
+            }
+            p.failover = None;
+        }
+        reasons.append(&mut target.reasons);
+        if let Some(desired) = target.desired {
+            p.desired_history.push_back((now, desired));
+        }
+        while p.desired_history.front().is_some_and(|(at, _)| now.saturating_since(*at) > s.scale_down_stabilization) {
+            p.desired_history.pop_front();
+        }
+        let mut to = target.to;
+        let mut home_only = false;
+        let mut spot_cap: Option<u32> = None;
+
+        // Policies, in order. Each change that takes effect is a reason naming the policy.
+        for verdict in verdicts {
+            for action in verdict.actions.iter().filter(|a| a.pool() == Some(index)) {
+                let change = match action {
+                    PolicyAction::RaiseTarget { units, .. } if *units > to => {
+                        to = *units;
+                        Some(format!("raised the target to {units}"))
+                    }
+                    PolicyAction::PrescaleFloor { units, .. } if *units > to => {
+                        to = *units;
+                        Some(format!("pre-scale floor of {units}"))
+                    }
+                    PolicyAction::LowerTarget { units, .. } if *units < to => {
+                        to = *units;
+                        Some(format!("lowered the target to {units}"))
+                    }
+                    PolicyAction::Admit { class, share, .. }
+                        if *class != TrafficClass::WeddingCritical && share.is_finite() =>
+                    {
+                        let share = share.clamp(0.0, 1.0);
+                        admission.iter_mut().find(|a| a.class == *class && a.admit > share).map(|a| {
+                            a.admit = share;
+                            format!("admits at most {share:.2} of {class}")
+                        })
+                    }
+                    PolicyAction::SpotCap { units, .. } => {
+                        spot_cap = Some(spot_cap.map_or(*units, |cap| cap.min(*units)));
+                        Some(format!("at most {units} units on spot"))
+                    }
+                    PolicyAction::Veto { kind: VetoKind::ScaleDown, reason, .. } if to < from => {
+                        to = from;
+                        Some(format!("vetoed the scale-down: {reason}"))
+                    }
+                    PolicyAction::Veto { kind: VetoKind::ScaleUp, reason, .. } if to > from && !p.protected => {
+                        to = from;
+                        Some(format!("vetoed the scale-up: {reason}"))
+                    }
+                    PolicyAction::Veto { kind: VetoKind::Placement, reason, .. } if !home_only => {
+                        home_only = true;
+                        Some(format!("kept the capacity in {}: {reason}", spec.region))
+                    }
+                    _ => None,
+                };
+                if let Some(change) = change {
+                    reasons.push(Reason::Policy {
+                        policy: verdict.policy.clone(),
+                        version: verdict.version.clone(),
+                        change,
+                    });
                 }
             }
         }
 
         // 6. Protection.
-        p.protected = active_weddings > 0;
         if p.protected {
             let floor = spec.protected_floor.max(spec.min);
             if to < floor {
@@ -605,11 +698,7 @@ impl Engine {
             reasons.push(Reason::ClampedToMax { max: spec.max, wanted: to });
             to = spec.max;
         }
-
-        // 8. Admission against what serves now.
-        let demand = p.latest.unwrap_or_default();
-        let servable = f64::from(p.available) * spec.capacity_per_unit;
-        let (admission, degraded) = admit(&spec, s, demand, servable, p.protected);
+        p.last_load = target.load;
         if let Some(reason) = degraded {
             reasons.push(reason);
         }
@@ -617,30 +706,21 @@ impl Engine {
         // 9. Cost.
         let typical_alpha = 1.0 - 0.5f64.powf(1.0 / TYPICAL_HALF_LIFE_ROUNDS);
         p.typical_units += typical_alpha * (f64::from(to) - p.typical_units);
-        let wc_units =
-            (demand.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
-        let mix = purchase_mix(to, p.typical_units, wc_units, s);
-        let price = |cost: &pool::UnitCost| {
-            f64::from(mix.reserved) * cost.reserved
-                + f64::from(mix.on_demand) * cost.on_demand
-                + f64::from(mix.spot) * cost.spot
-        };
-        // Cheapest allowed placement; a protected home region keeps its capacity (no disruptive moves).
-        let (placement, cost_per_hour) = if p.protected {
-            (spec.region.clone(), price(&spec.cost))
-        } else {
-            spec.placements.iter().fold((spec.region.clone(), price(&spec.cost)), |best, alt| {
-                let cost = price(&alt.cost);
-                if cost < best.1 { (alt.region.clone(), cost) } else { best }
-            })
-        };
+        let mut mix = purchase_mix(to, p.typical_units, wc_units, s);
+        if let Some(cap) = spot_cap
+            && mix.spot > cap
+        {
+            mix.on_demand += mix.spot - cap;
+            mix.spot = cap;
+        }
+        let (placement, cost_per_hour) = placement_of(&spec, p.protected || home_only, mix);
 
         let admission_changed = admission
             .iter()
             .zip(&p.admission)
             .any(|(a, b)| (a.admit - b.admit).abs() > ADMISSION_EPSILON || (a.admit == 1.0) != (b.admit == 1.0));
         if admission_changed && !admission.iter().any(|a| a.admit < 1.0) {
-            reasons.push(Reason::FullAdmission { demand: demand.total(), servable });
+            reasons.push(Reason::FullAdmission { demand: proposal.demand.total(), servable });
         }
         let hold_started = p.holding && !was_holding;
         if to == from && !admission_changed && !hold_started {
@@ -674,6 +754,152 @@ impl Engine {
             reasons,
         })
     }
+}
+
+/// A pool's round between its proposal and its decision.
+#[derive(Debug)]
+struct Pending {
+    proposal: PoolProposal,
+    own_load: Option<f64>,
+    target: TargetPlan,
+    reasons: Vec<Reason>,
+    admission: Vec<Admission>,
+    degraded: Option<Reason>,
+    was_holding: bool,
+    servable: f64,
+    wc_units: f64,
+    active_weddings: usize,
+}
+
+/// The target steps 2–5 and prediction arrive at.
+#[derive(Debug)]
+struct TargetPlan {
+    to: u32,
+    /// Desired units to remember for scale-down stabilization (none while holding).
+    desired: Option<u32>,
+    load: f64,
+    reasons: Vec<Reason>,
+}
+
+/// Steps 2–5 and prediction for a pool on `own_load` (plus a failover's), without changing the
+/// pool: a policy's failover veto plans again without the failover.
+fn plan_target(
+    p: &PoolRuntime,
+    s: &EngineSettings,
+    now: Timestamp,
+    wall_ms: i64,
+    own_load: Option<f64>,
+    failover: Option<&FailoverLoad>,
+) -> TargetPlan {
+    let spec = &p.spec;
+    let from = p.target;
+    let mut reasons = Vec::new();
+    let mut to = from;
+    let mut desired_kept = None;
+    let mut load_used = p.last_load;
+    if let Some(own_load) = own_load {
+        let mut load = own_load;
+        if let Some(f) = failover {
+            load += f.load;
+            reasons.push(Reason::Failover { id: f.id.clone(), from_region: f.from_region.clone(), added_load: f.load });
+        }
+        load_used = load;
+        // 3. Target tracking.
+        let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);
+        let needed = (load / per_unit).ceil();
+        let desired = if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 };
+        let utilization = load / (f64::from(from.max(1)) * per_unit);
+        let outside_tolerance = (utilization - 1.0).abs() > s.tolerance;
+        let mut desired = if outside_tolerance || from == 0 { desired } else { from };
+        if desired != from {
+            reasons.push(Reason::TargetTracking { load, utilization_vs_target: utilization, desired });
+        }
+        // 4. Scale-up cap.
+        let cap = from.max(1).saturating_mul(s.max_scale_up_factor.max(1));
+        if desired > cap {
+            reasons.push(Reason::ScaleUpCapped { factor: s.max_scale_up_factor, wanted: desired });
+            desired = cap;
+        }
+        desired_kept = Some(desired);
+        to = desired;
+        // 5. Scale-down, against the desired capacity over the stabilization window.
+        if desired < from {
+            let highest = p
+                .desired_history
+                .iter()
+                .filter(|(at, _)| now.saturating_since(*at) <= s.scale_down_stabilization)
+                .map(|(_, d)| *d)
+                .chain(std::iter::once(desired))
+                .max()
+                .unwrap_or(desired);
+            let mut allowed = highest.min(from);
+            if allowed < from {
+                let cooled = p.last_scale_down.is_none_or(|at| now.saturating_since(at) >= s.scale_down_cooldown);
+                let step_floor =
+                    from.saturating_sub((f64::from(from) * s.max_scale_down_fraction).floor().max(1.0) as u32);
+                if !cooled {
+                    reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
+                    allowed = from;
+                } else if allowed < step_floor {
+                    reasons.push(Reason::ScaleDownRateLimited { wanted: allowed });
+                    allowed = step_floor;
+                }
+            }
+            if highest > desired {
+                reasons.push(Reason::Stabilized {
+                    window_seconds: s.scale_down_stabilization.as_secs(),
+                    highest_desired: highest,
+                });
+            }
+            to = allowed;
+        }
+
+        // Prediction: pre-scale for the forecast peak over the provisioning delay plus the
+        // horizon. It only ever raises the target: never a scale-in on a forecast alone. The
+        // window starts at the next profile bucket, so it rests on past weeks only: the bucket
+        // being filled now is the reactive path's business.
+        let horizon = spec.provisioning_delay + s.forecast_horizon;
+        let bucket_ms = i64::try_from(PROFILE_BUCKET.as_millis()).unwrap_or(i64::MAX);
+        let ahead = wall_ms - wall_ms.rem_euclid(bucket_ms) + bucket_ms;
+        let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
+        let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
+        if let Some(peak) = forecast {
+            let wanted = peak * (1.0 + s.forecast_headroom) / spec.target_load_per_unit().max(f64::MIN_POSITIVE);
+            let units = if wanted >= f64::from(u32::MAX) { u32::MAX } else { wanted.ceil().max(0.0) as u32 };
+            let units = units.min(from.max(1).saturating_mul(s.max_scale_up_factor.max(1)));
+            if units > to {
+                reasons.push(Reason::Predictive { forecast_peak: peak, horizon_seconds: horizon.as_secs(), units });
+                to = units;
+            }
+        }
+    }
+    TargetPlan { to, desired: desired_kept, load: load_used, reasons }
+}
+
+/// Admission levels per class in [`TrafficClass::ALL`] order (1.0 for classes not served).
+fn admission_levels(admission: &[Admission]) -> [f64; 5] {
+    let mut levels = [1.0; 5];
+    for a in admission {
+        levels[class_index(a.class)] = a.admit;
+    }
+    levels
+}
+
+/// Where `mix` goes and what it costs per hour: the cheapest allowed region, or the home region
+/// when `home_only` (a protected region keeps its capacity: no disruptive moves).
+fn placement_of(spec: &PoolSpec, home_only: bool, mix: PurchaseMix) -> (String, f64) {
+    let price = |cost: &pool::UnitCost| {
+        f64::from(mix.reserved) * cost.reserved
+            + f64::from(mix.on_demand) * cost.on_demand
+            + f64::from(mix.spot) * cost.spot
+    };
+    if home_only {
+        return (spec.region.clone(), price(&spec.cost));
+    }
+    spec.placements.iter().fold((spec.region.clone(), price(&spec.cost)), |best, alt| {
+        let cost = price(&alt.cost);
+        if cost < best.1 { (alt.region.clone(), cost) } else { best }
+    })
 }
 
 /// Per-class admission levels for `demand` against `servable` requests/s.

@@ -458,3 +458,173 @@ fn costlier_classes_need_more_capacity() {
     // 200 uploads/s = 1000 average requests/s → 15 units at 70 per unit.
     assert_eq!(engine.status()[0].target, 15);
 }
+
+/// A policy that returns the same actions every round, and remembers what it saw.
+struct Scripted {
+    actions: Vec<PolicyAction>,
+    seen: Vec<Vec<PoolProposal>>,
+}
+
+impl RoundPolicy for Scripted {
+    fn review(&mut self, round: &PolicyRound<'_>) -> Vec<PolicyVerdict> {
+        self.seen.push(round.pools.to_vec());
+        vec![PolicyVerdict { policy: "scripted".into(), version: "abc123".into(), actions: self.actions.clone() }]
+    }
+}
+
+fn drive_with(
+    engine: &mut Engine,
+    policy: &mut dyn RoundPolicy,
+    start_round: u64,
+    rounds: u64,
+    demand_at: impl Fn(u64) -> Demand,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for r in start_round..start_round + rounds {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_demand(now, 0, demand_at(r));
+        engine.handle_timeout_with(now, wall(r), policy);
+        out.extend(std::iter::from_fn(|| engine.poll_decision()));
+    }
+    out
+}
+
+fn policy_changes(decision: &Decision) -> Vec<String> {
+    decision
+        .reasons
+        .iter()
+        .filter_map(|r| match r {
+            Reason::Policy { policy, version, change } => Some(format!("{policy}@{version}: {change}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_policy_sees_the_proposals_and_its_changes_are_named_in_the_reasons() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut policy = Scripted { actions: vec![PolicyAction::RaiseTarget { pool: 0, units: 40 }], seen: Vec::new() };
+    let decisions = drive_with(&mut engine, &mut policy, 0, 10, |_| demand(TrafficClass::Registration, 1000.0));
+    let first = &decisions[0];
+    assert_eq!((first.from, first.to), (2, 40));
+    assert_eq!(policy_changes(first), ["scripted@abc123: raised the target to 40"]);
+    // The policy saw the engine's own proposal (15 units), not its result.
+    let proposal = &policy.seen[0][0];
+    assert_eq!((proposal.pool, proposal.from, proposal.to, proposal.serving), (0, 2, 15, 2));
+    assert_eq!(proposal.placement, "eu-west");
+    assert!(proposal.admission[class_index(TrafficClass::Registration)] < 1.0, "degraded until capacity serves");
+    assert_eq!(engine.status()[0].target, 40);
+}
+
+#[test]
+fn a_policy_cannot_push_a_pool_outside_its_bounds_or_below_its_protected_floor() {
+    let mut spec = pool("api");
+    spec.max = 30;
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    let mut raise = Scripted { actions: vec![PolicyAction::RaiseTarget { pool: 0, units: 5000 }], seen: Vec::new() };
+    let decisions = drive_with(&mut engine, &mut raise, 0, 5, |_| demand(TrafficClass::Registration, 1000.0));
+    assert_eq!(decisions[0].to, 30);
+    assert!(decisions[0].reasons.iter().any(|r| matches!(r, Reason::ClampedToMax { max: 30, wanted: 5000 })));
+
+    // Lowering to nothing during a wedding: the protected floor holds, then the minimum.
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    engine
+        .handle_wedding_upsert(Wedding {
+            id: "w1".into(),
+            region: "eu-west".into(),
+            time_zone: "UTC".into(),
+            start_unix_ms: wall(0),
+            end_unix_ms: wall(0) + 3_600_000,
+            guests: 150,
+        })
+        .unwrap();
+    let mut lower = Scripted { actions: vec![PolicyAction::LowerTarget { pool: 0, units: 0 }], seen: Vec::new() };
+    let decisions = drive_with(&mut engine, &mut lower, 0, 5, |_| demand(TrafficClass::Registration, 1000.0));
+    assert_eq!(decisions[0].to, 20, "{:?}", decisions[0].reasons);
+    assert!(decisions[0].reasons.iter().any(|r| matches!(r, Reason::Protected { floor: 20, .. })));
+}
+
+#[test]
+fn a_policy_never_sheds_wedding_critical_but_may_shed_other_classes() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut policy = Scripted {
+        actions: vec![
+            PolicyAction::Admit { pool: 0, class: TrafficClass::WeddingCritical, share: 0.0 },
+            PolicyAction::Admit { pool: 0, class: TrafficClass::Media, share: 0.25 },
+        ],
+        seen: Vec::new(),
+    };
+    let mixed = |_| {
+        let mut d = demand(TrafficClass::WeddingCritical, 50.0);
+        d.set(TrafficClass::Media, 50.0);
+        d
+    };
+    let decisions = drive_with(&mut engine, &mut policy, 0, 3, mixed);
+    let admission = &decisions[0].admission;
+    let of = |class| admission.iter().find(|a| a.class == class).map(|a| a.admit);
+    assert_eq!(of(TrafficClass::WeddingCritical), Some(1.0));
+    assert_eq!(of(TrafficClass::Media), Some(0.25));
+    assert_eq!(policy_changes(&decisions[0]), ["scripted@abc123: admits at most 0.25 of media"]);
+}
+
+#[test]
+fn vetoes_keep_a_scale_down_a_placement_and_spot_in_check() {
+    let mut spec = pool("api");
+    spec.placements = vec![pool::Placement {
+        region: "us-east".into(),
+        cost: pool::UnitCost { reserved: 0.01, on_demand: 0.01, spot: 0.01 },
+    }];
+    let mut engine =
+        Engine::new(EngineSettings { scale_down_stabilization: Duration::ZERO, ..Default::default() }, vec![spec]);
+    let up = drive(&mut engine, 0, 10, |_| demand(TrafficClass::Registration, 2000.0));
+    let peak = up.last().map(|d| d.to).unwrap();
+    assert_eq!(up.last().map(|d| d.placement.as_str()), Some("us-east"), "the cheaper region");
+    let mut policy = Scripted {
+        actions: vec![
+            PolicyAction::Veto { pool: 0, kind: VetoKind::ScaleDown, reason: "a wedding tomorrow".into() },
+            PolicyAction::Veto { pool: 0, kind: VetoKind::Placement, reason: "GDPR".into() },
+            PolicyAction::SpotCap { pool: 0, units: 0 },
+        ],
+        seen: Vec::new(),
+    };
+    let decisions = drive_with(&mut engine, &mut policy, 10, 600, |_| demand(TrafficClass::Registration, 100.0));
+    assert!(decisions.iter().all(|d| d.to >= peak), "no scale-down while vetoed");
+    assert!(engine.status()[0].target >= peak);
+    // Without the veto the same demand scales down.
+    let mut free = engine.clone();
+    let down = drive(&mut free, 610, 600, |_| demand(TrafficClass::Registration, 100.0));
+    assert!(down.iter().any(|d| d.to < peak));
+    assert!(down.iter().all(|d| d.placement == "us-east"));
+    // The vetoed engine's decisions (admission changes) stay home and off spot.
+    let mut policy2 = Scripted { actions: policy.actions.clone(), seen: Vec::new() };
+    let later = drive_with(&mut engine, &mut policy2, 610, 10, |_| demand(TrafficClass::Registration, 90_000.0));
+    let d = later.first().expect("demand far above capacity changes admission");
+    assert_eq!(d.placement, "eu-west");
+    assert_eq!(d.mix.spot, 0);
+    assert!(policy_changes(d).iter().any(|c| c.contains("kept the capacity in eu-west: GDPR")), "{:?}", d.reasons);
+}
+
+#[test]
+fn a_vetoed_failover_adds_no_load_this_round_nor_later() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 100, |_| demand(TrafficClass::Registration, 700.0));
+    assert_eq!(engine.status()[0].target, 10);
+    let mut policy = Scripted {
+        actions: vec![PolicyAction::VetoFailover { id: "failover:us:eu-west:1".into(), reason: "CCPA".into() }],
+        seen: Vec::new(),
+    };
+    let mut decisions = Vec::new();
+    for r in 100..200 {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_failover(now, 0, "failover:us:eu-west:1", "us", 1400.0);
+        engine.handle_demand(now, 0, demand(TrafficClass::Registration, 700.0));
+        engine.handle_timeout_with(now, wall(r), &mut policy);
+        decisions.extend(std::iter::from_fn(|| engine.poll_decision()));
+    }
+    assert!(decisions.iter().all(|d| d.to == 10), "{decisions:?}");
+    assert!(engine.failover(0).is_none());
+    // The first round saw it proposed with the failover; later rounds do not see it again.
+    assert!(policy.seen[0][0].failover.is_some());
+    assert!(policy.seen[0][0].to > 10);
+    assert!(policy.seen[1..].iter().all(|round| round[0].failover.is_none()));
+}
