@@ -86,6 +86,8 @@ impl AgentProcess {
             .env("WEDSYNC__MESH__LISTEN", "127.0.0.1:0")
             .env("WEDSYNC__AGENT__NODE_ID", "test-node")
             .env("WEDSYNC__AGENT__REGION", "test-region")
+            // Every agent loads the bundled plugins: share their compiled cache across tests.
+            .env("WEDSYNC__PLUGINS__CACHE_DIR", std::env::temp_dir().join("wedsync-e2e-plugin-cache"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@ use crate::engine::forecast::{SeasonalMultipliers, time_zone};
 use crate::engine::pool::{Placement, PoolSpec, UnitCost};
 use crate::store::StoreLimits;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub engine: EngineSection,
     /// The fleet mesh (gossip with peers over QUIC).
     pub mesh: MeshSection,
+    /// WASM policy plugins.
+    pub plugins: PluginsSection,
     /// The pools the engine decides for (`[[pools]]`); none by default.
     pub pools: Vec<PoolConfig>,
 }
@@ -123,7 +126,7 @@ pub struct PoolConfig {
     /// Requests/s one unit serves at full utilization.
     pub capacity_per_unit: f64,
     /// Requests/s of a class one unit serves, where it differs (`{ media = 20.0 }`).
-    pub class_capacity: std::collections::BTreeMap<String, f64>,
+    pub class_capacity: BTreeMap<String, f64>,
     /// Utilization to aim for, in (0, 1].
     pub target_utilization: f64,
     /// Traffic classes the pool serves (all by default).
@@ -249,7 +252,7 @@ impl Default for PoolConfig {
             min: 1,
             max: 100,
             capacity_per_unit: 100.0,
-            class_capacity: std::collections::BTreeMap::new(),
+            class_capacity: BTreeMap::new(),
             target_utilization: 0.7,
             classes: TrafficClass::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
             provisioning_delay: "60s".into(),
@@ -404,6 +407,77 @@ impl Default for MeshSection {
             fault_injection: false,
         }
     }
+}
+
+/// The policy plugins bundled with the agent, in their default order.
+pub const BUNDLED_PLUGINS: [&str; 4] = ["wedding-day-guard", "regional-seasons", "data-residency", "cost-guard"];
+
+/// `[plugins]`: WASM policy plugins run on every decision round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Whether to run plugins at all.
+    pub enabled: bool,
+    /// Bundled plugins to load (compiled into the agent, trusted by their digest).
+    pub bundled: Vec<String>,
+    /// A directory of plugin components (`NAME.wasm`, signed by `NAME.wasm.sig`). Empty: none.
+    pub dir: String,
+    /// Plugin names in the order they run; plugins not listed run after, by name.
+    pub order: Vec<String>,
+    /// Public keys whose signatures are trusted (`wedsync-plugin-pub-v1 <hex>` lines, as
+    /// `wedsync-agent plugin keygen` writes them).
+    pub trusted_keys: Vec<String>,
+    /// Load unsigned or badly signed plugins from `dir` (a warning at every load).
+    pub allow_unsigned: bool,
+    /// Most time one plugin call may take.
+    pub call_budget: String,
+    /// Most memory one plugin instance may use, MiB.
+    pub memory_limit_mib: u32,
+    /// Where compiled plugins are cached. Empty: `plugin-cache` in the state directory.
+    pub cache_dir: String,
+    /// Each plugin's own settings (`[plugins.config.<name>]`), handed to it as JSON.
+    pub config: BTreeMap<String, toml::Table>,
+}
+
+impl Default for PluginsSection {
+    fn default() -> Self {
+        PluginsSection {
+            enabled: true,
+            bundled: BUNDLED_PLUGINS.iter().map(|s| (*s).to_owned()).collect(),
+            dir: String::new(),
+            order: Vec::new(),
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+            call_budget: "5ms".into(),
+            memory_limit_mib: 16,
+            cache_dir: String::new(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// The checked `[plugins]` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginSettings {
+    /// Bundled plugins to load.
+    pub bundled: Vec<String>,
+    /// Directory of plugin components, when set.
+    pub dir: Option<String>,
+    /// Call order (by name).
+    pub order: Vec<String>,
+    /// Trusted public keys, as configured.
+    pub trusted_keys: Vec<String>,
+    /// Whether unsigned plugins load.
+    pub allow_unsigned: bool,
+    /// Per-call time budget.
+    #[serde(with = "humantime_serde")]
+    pub call_budget: Duration,
+    /// Per-instance memory cap, bytes.
+    pub memory_limit: usize,
+    /// Compiled cache directory, when set (else the daemon uses its state directory).
+    pub cache_dir: Option<String>,
+    /// Each plugin's own settings, as JSON text.
+    pub config: BTreeMap<String, String>,
 }
 
 /// Gossip timing profile.
@@ -614,6 +688,8 @@ pub struct Settings {
     pub actuators: Vec<ActuatorSpec>,
     /// The fleet mesh, when enabled.
     pub mesh: Option<MeshSettings>,
+    /// Policy plugins, when enabled.
+    pub plugins: Option<PluginSettings>,
 }
 
 /// One bad field: its dotted path and why it is bad.
@@ -773,6 +849,7 @@ impl AgentConfig {
         let engine = self.validate_engine(&mut c);
         let (pools, demand, actuators) = self.validate_pools(&mut c);
         let mesh = self.validate_mesh(&mut c);
+        let plugins = self.validate_plugins(&mut c);
         match (api_listen, statsd_listen, c.0.is_empty()) {
             (Some(api_listen), Some(statsd_listen), true) => Ok(Settings {
                 node_id: self.agent.node_id.clone(),
@@ -803,6 +880,7 @@ impl AgentConfig {
                 demand,
                 actuators,
                 mesh,
+                plugins,
             }),
             _ => Err(ConfigErrors(c.0)),
         }
@@ -810,6 +888,59 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
+    fn validate_plugins(&self, c: &mut Checker) -> Option<PluginSettings> {
+        let p = &self.plugins;
+        if !p.enabled {
+            return None;
+        }
+        for (i, name) in p.bundled.iter().enumerate() {
+            if !BUNDLED_PLUGINS.contains(&name.as_str()) {
+                c.fail(
+                    format!("plugins.bundled[{i}]"),
+                    format!("{name:?} is not a bundled plugin (expected one of {})", BUNDLED_PLUGINS.join(", ")),
+                );
+            }
+        }
+        if !p.dir.is_empty() && !p.dir.starts_with('/') {
+            c.fail("plugins.dir", format!("{:?} is not an absolute path", p.dir));
+        }
+        if !p.cache_dir.is_empty() && !p.cache_dir.starts_with('/') {
+            c.fail("plugins.cache_dir", format!("{:?} is not an absolute path", p.cache_dir));
+        }
+        for (i, key) in p.trusted_keys.iter().enumerate() {
+            let hex = key.trim().strip_prefix("wedsync-plugin-pub-v1").unwrap_or(key).trim();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                c.fail(
+                    format!("plugins.trusted_keys[{i}]"),
+                    format!("{key:?} is not a public key (expected \"wedsync-plugin-pub-v1 <64 hex digits>\")"),
+                );
+            }
+        }
+        let call_budget =
+            c.duration("plugins.call_budget", &p.call_budget, Duration::from_millis(1), Duration::from_secs(1));
+        let memory = c.range("plugins.memory_limit_mib", u64::from(p.memory_limit_mib), 1, 4096);
+        let mut config = BTreeMap::new();
+        for (name, table) in &p.config {
+            match serde_json::to_string(table) {
+                Ok(json) => {
+                    config.insert(name.clone(), json);
+                }
+                Err(e) => c.fail(format!("plugins.config.{name}"), format!("cannot be handed over as JSON: {e}")),
+            }
+        }
+        Some(PluginSettings {
+            bundled: p.bundled.clone(),
+            dir: (!p.dir.is_empty()).then(|| p.dir.clone()),
+            order: p.order.clone(),
+            trusted_keys: p.trusted_keys.clone(),
+            allow_unsigned: p.allow_unsigned,
+            call_budget,
+            memory_limit: usize::try_from(memory << 20).unwrap_or(usize::MAX),
+            cache_dir: (!p.cache_dir.is_empty()).then(|| p.cache_dir.clone()),
+            config,
+        })
+    }
+
     fn validate_mesh(&self, c: &mut Checker) -> Option<MeshSettings> {
         let m = &self.mesh;
         if !m.enabled {

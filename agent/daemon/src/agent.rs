@@ -55,6 +55,8 @@ pub struct AgentState {
     pub actuators: Arc<Actuators>,
     /// The fleet mesh, when enabled.
     pub fleet: Option<Arc<crate::fleet::FleetHandle>>,
+    /// What `/v1/plugins` serves, when plugins are enabled.
+    pub plugins: Option<Arc<RwLock<crate::plugins::PluginsSnapshot>>>,
 }
 
 /// Why the agent could not start.
@@ -83,6 +85,12 @@ pub enum StartError {
     /// The mesh could not start.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    /// The plugin host could not start.
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginStartError),
+    /// The thread loading plugins failed.
+    #[error("plugins: the loading thread failed: {0}")]
+    PluginThread(String),
     /// A bound socket could not report its address.
     #[error("cannot read the bound address: {0}")]
     LocalAddr(std::io::Error),
@@ -261,6 +269,22 @@ impl RunningAgent {
             }
             None => None,
         };
+        let plugin_stage = match &settings.plugins {
+            Some(plugins) => {
+                let state_dir = crate::configuration::state_dir(&settings.storage_dir);
+                let fleet_handle = fleet.as_ref().map(|(handle, _)| handle.clone());
+                let lines = telemetry.ingest.lines.clone();
+                let (settings, plugins, host) = (settings.clone(), plugins.clone(), host.clone());
+                // Compiling components takes a while on a cold cache: off the async reactor.
+                let stage = tokio::task::spawn_blocking(move || {
+                    crate::plugins::PluginStage::start(&settings, &plugins, &state_dir, host, fleet_handle, lines)
+                })
+                .await
+                .map_err(|e| StartError::PluginThread(e.to_string()))??;
+                Some(stage)
+            }
+            None => None,
+        };
         if !api_addr.ip().is_loopback() {
             tracing::warn!(%api_addr, "API listens beyond loopback; anyone who can reach it can read the agent's metrics");
         }
@@ -278,6 +302,7 @@ impl RunningAgent {
             audit,
             actuators,
             fleet: fleet.as_ref().map(|(handle, _)| handle.clone()),
+            plugins: plugin_stage.as_ref().map(crate::plugins::PluginStage::snapshot),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -298,7 +323,7 @@ impl RunningAgent {
         tasks.spawn(sample_host(state.clone(), stop.clone()));
         tasks.spawn(sample_process(state.clone(), stop.clone()));
         tasks.spawn(expire_series(state.clone(), stop.clone()));
-        if !state.settings.pools.is_empty() {
+        if !state.settings.pools.is_empty() || plugin_stage.is_some() {
             let driver = decisions::Driver {
                 clock,
                 store: state.store.clone(),
@@ -309,7 +334,13 @@ impl RunningAgent {
                 actuators: state.actuators.clone(),
                 db: state.db.clone(),
             };
-            tasks.spawn(decisions::drive(driver, stop.clone()));
+            let stop = stop.clone();
+            // Rounds (and the plugins they call) run on their own thread, never on the reactor.
+            tasks.spawn(async move {
+                if let Err(e) = tokio::task::spawn_blocking(move || decisions::run(driver, plugin_stage, stop)).await {
+                    tracing::error!(error = %e, "the decision thread failed");
+                }
+            });
         }
         let app = api::router(state.clone());
         let api_stop = stop.clone();

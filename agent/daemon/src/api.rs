@@ -30,6 +30,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/weddings/{id}", axum::routing::delete(delete_wedding))
         .route("/v1/fleet", get(fleet))
         .route("/v1/cache/hints", get(cache_hints))
+        .route("/v1/plugins", get(plugins))
         .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -286,6 +287,13 @@ async fn fleet(State(state): State<Arc<AgentState>>) -> Response {
     match &state.fleet {
         Some(fleet) => Json(read(&fleet.snapshot).clone()).into_response(),
         None => mesh_disabled(),
+    }
+}
+
+async fn plugins(State(state): State<Arc<AgentState>>) -> Response {
+    match &state.plugins {
+        Some(plugins) => Json(read(plugins).clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "plugins are disabled (plugins.enabled = false)"),
     }
 }
 

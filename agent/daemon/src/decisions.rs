@@ -193,25 +193,28 @@ fn cpu_demand(
     Some(demand)
 }
 
-/// Runs engine rounds until `stop`, saving learned profiles periodically and at the end.
-pub async fn drive(driver: Driver, stop: CancellationToken) {
+/// Runs engine rounds (and the plugins they call) until `stop`, on the calling thread: the
+/// daemon gives it a thread of its own, never the async reactor. Learned profiles are saved
+/// periodically and at the end. Missed ticks are skipped, not replayed.
+pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
     let Driver { clock, store, engine, sources, log, audit, actuators, db } = driver;
     let (interval, capacity_per_unit): (Duration, Vec<f64>) = {
         let engine = lock(&engine);
         (engine.settings().round_interval, engine.pools().map(|p| p.capacity_per_unit).collect())
     };
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut save = tokio::time::interval_at(tokio::time::Instant::now() + PROFILE_SAVE_PERIOD, PROFILE_SAVE_PERIOD);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = save.tick() => {
-                let (db, engine) = (db.clone(), engine.clone());
-                let _ = tokio::task::spawn_blocking(move || save_profiles(&db, &engine)).await;
-                continue;
-            }
-            _ = ticker.tick() => {}
+    let mut next_round = std::time::Instant::now();
+    let mut next_save = next_round + PROFILE_SAVE_PERIOD;
+    while !stop.is_cancelled() {
+        let started = std::time::Instant::now();
+        if started < next_round {
+            // Short naps so a stop is noticed quickly.
+            std::thread::sleep((next_round - started).min(Duration::from_millis(50)));
+            continue;
+        }
+        next_round = (next_round + interval).max(started);
+        if started >= next_save {
+            save_profiles(&db, &engine);
+            next_save = started + PROFILE_SAVE_PERIOD;
         }
         let now = clock.now();
         let serving: Vec<u32> = {
@@ -234,7 +237,10 @@ pub async fn drive(driver: Driver, stop: CancellationToken) {
                     engine.handle_demand(now, pool, demand);
                 }
             }
-            engine.handle_timeout(now, wall);
+            match plugins.as_mut() {
+                Some(stage) => engine.handle_timeout_with(now, wall, stage),
+                None => engine.handle_timeout(now, wall),
+            }
             std::iter::from_fn(|| engine.poll_decision()).collect()
         };
         for decision in decisions {
@@ -249,9 +255,12 @@ pub async fn drive(driver: Driver, stop: CancellationToken) {
             }
             lock(&log).push(served);
         }
+        if let Some(stage) = plugins.as_mut() {
+            stage.round_finished(started.elapsed(), interval);
+        }
     }
     // What was learned must survive the stop.
-    let _ = tokio::task::spawn_blocking(move || save_profiles(&db, &engine)).await;
+    save_profiles(&db, &engine);
 }
 
 /// The `log` actuator: every decision as one structured log line.

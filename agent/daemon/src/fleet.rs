@@ -18,8 +18,8 @@ use wedsync_core::engine::Engine;
 use wedsync_core::{Timestamp, TrafficClass};
 use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{
-    FailoverProposal, FleetView, MemberCounts, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState, PoolFigures,
-    Profile,
+    FailoverProposal, FleetView, MemberCounts, MemberHealth, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState,
+    PoolFigures, Profile,
 };
 use wedsync_transport::{
     Inbound, NodeCredentials, PeerIdentity, PkiError, Transport, TransportConfig, TransportError, TransportStats,
@@ -64,6 +64,15 @@ pub enum FleetError {
         "mesh.advertise: mesh.listen {0} is not an address peers can reach; set mesh.advertise to this node's IP:PORT"
     )]
     NoAdvertise(SocketAddr),
+}
+
+/// Members of a region that are not alive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RegionHealth {
+    /// Suspected.
+    pub suspect: u32,
+    /// Declared down.
+    pub down: u32,
 }
 
 /// One member as `/v1/fleet` shows it.
@@ -111,6 +120,8 @@ pub struct FleetSnapshot {
     pub members: Vec<MemberReport>,
     /// Members by state.
     pub counts: MemberCounts,
+    /// Per region, members suspected and members declared down.
+    pub unhealthy: BTreeMap<String, RegionHealth>,
     /// Regions and their aggregates, with each region's coordinator.
     pub view: FleetView,
     /// Regions this node coordinates.
@@ -318,6 +329,20 @@ impl FleetDriver {
         }
     }
 
+    fn unhealthy_by_region(&self) -> BTreeMap<String, RegionHealth> {
+        let mut out: BTreeMap<String, RegionHealth> = BTreeMap::new();
+        for (member, health) in self.mesh.member_states() {
+            let entry = out.entry(member.region.clone()).or_default();
+            match health {
+                MemberHealth::Suspect => entry.suspect += 1,
+                MemberHealth::Down => entry.down += 1,
+                MemberHealth::Alive => {}
+            }
+        }
+        out.retain(|_, h| h.suspect + h.down > 0);
+        out
+    }
+
     fn publish_snapshot(&mut self) {
         let me = self.mesh.identity();
         let mut members: Vec<MemberReport> = std::iter::once((me, true))
@@ -354,6 +379,7 @@ impl FleetDriver {
             incarnation: me.incarnation,
             members,
             counts: self.mesh.member_counts(),
+            unhealthy: self.unhealthy_by_region(),
             failovers: wedsync_mesh::failover_proposals(&self.mesh),
             view,
             coordinating,

@@ -18,5 +18,6 @@ pub mod fleet;
 pub mod host;
 pub mod ingest;
 pub mod logging;
+pub mod plugins;
 pub mod process;
 pub mod telemetry;

@@ -58,6 +58,46 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Sign, verify and inspect policy plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Make a signing key pair: OUT/plugin.key (secret; keep it off the agents) and OUT/plugin.pub
+    /// (one line for plugins.trusted_keys). Refuses to overwrite an existing key.
+    Keygen {
+        /// Directory for the key files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Sign a component: writes FILE.sig (an ed25519 signature over the component's SHA-256).
+    Sign {
+        /// The secret key (from `plugin keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The component.
+        file: PathBuf,
+    },
+    /// Check a component's signature (FILE.sig unless --sig) against a public key.
+    Verify {
+        /// The public key (`plugin.pub`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The signature file; default FILE.sig.
+        #[arg(long, value_name = "FILE")]
+        sig: Option<PathBuf>,
+        /// The component.
+        file: PathBuf,
+    },
+    /// Print what a component is: its world, name, version, hooks, imports, exports, size, SHA-256.
+    Inspect {
+        /// The component.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +228,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("fleet CA:         {} (mesh.ca_cert)", ca_dir.join("ca.pem").display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { command } => plugin_command(command),
         Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -226,4 +267,105 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> anyhow::Res
         tracing::info!(clean, "stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn signature_path(file: &std::path::Path) -> PathBuf {
+    let mut sig = file.as_os_str().to_owned();
+    sig.push(".sig");
+    PathBuf::from(sig)
+}
+
+fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    use wedsync_plugin_host::signing;
+    match command {
+        PluginCommand::Keygen { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let (secret_path, public_path) = (out.join("plugin.key"), out.join("plugin.pub"));
+            if secret_path.exists() {
+                anyhow::bail!("{} exists; refusing to overwrite a signing key", secret_path.display());
+            }
+            let key = signing::generate_keypair()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file =
+                options.open(&secret_path).with_context(|| format!("cannot create {}", secret_path.display()))?;
+            std::io::Write::write_all(&mut file, format!("{}\n", signing::encode_secret_key(&key)).as_bytes())
+                .with_context(|| format!("cannot write {}", secret_path.display()))?;
+            let public = signing::encode_public_key(&key.verifying_key());
+            std::fs::write(&public_path, format!("{public}\n"))
+                .with_context(|| format!("cannot write {}", public_path.display()))?;
+            println!("secret key: {} (keep it off the agents)", secret_path.display());
+            println!("public key: {} (key id {})", public_path.display(), signing::key_id(&key.verifying_key()));
+            println!("trust it:   plugins.trusted_keys = [\"{public}\"]");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Sign { key, file } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let secret = signing::decode_secret_key(&text).with_context(|| format!("{}", key.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let signature = signing::sign(&secret, &bytes);
+            let sig_path = signature_path(&file);
+            std::fs::write(&sig_path, format!("{}\n", signing::encode_signature(&signature)))
+                .with_context(|| format!("cannot write {}", sig_path.display()))?;
+            println!("{}: signed (sha256 {}) -> {}", file.display(), hex_digest(&bytes), sig_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Verify { key, sig, file } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let public = signing::decode_public_key(&text).with_context(|| format!("{}", key.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let sig_path = sig.unwrap_or_else(|| signature_path(&file));
+            let sig_bytes = std::fs::read(&sig_path).with_context(|| format!("cannot read {}", sig_path.display()))?;
+            let verified = signing::decode_signature(&sig_bytes)
+                .and_then(|signature| signing::verify(&[public], &bytes, &signature));
+            match verified {
+                Ok(_) => {
+                    println!("{}: signature OK (key id {})", file.display(), signing::key_id(&public));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: signature does NOT verify: {e}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PluginCommand::Inspect { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let inspection = wedsync_plugin_host::inspect(&bytes)?;
+            let info = inspection.info.as_ref().map(|info| {
+                serde_json::json!({
+                    "name": info.name,
+                    "version": info.version,
+                    "description": info.description,
+                    "hooks": {
+                        "decide": info.hooks.contains(wedsync_plugin_host::policy::Hooks::DECIDE),
+                        "failover": info.hooks.contains(wedsync_plugin_host::policy::Hooks::FAILOVER),
+                    },
+                })
+            });
+            let report = serde_json::json!({
+                "file": file.display().to_string(),
+                "size": inspection.size,
+                "sha256": inspection.sha256,
+                "world": match &inspection.world {
+                    Ok(()) => "wedsync:policy/policy@0.1.0".to_owned(),
+                    Err(why) => format!("does not fit wedsync:policy/policy@0.1.0: {why}"),
+                },
+                "plugin": info,
+                "describe_error": inspection.describe_error,
+                "imports": inspection.imports,
+                "forbidden_imports": inspection.forbidden_imports,
+                "exports": inspection.exports,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let fits = inspection.world.is_ok() && inspection.forbidden_imports.is_empty();
+            Ok(if fits { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    hex::encode(wedsync_plugin_host::signing::sha256(bytes))
 }

@@ -426,7 +426,14 @@ impl Engine {
             })
             .collect();
         let proposals: Vec<PoolProposal> = pending.iter().map(|p| p.proposal.clone()).collect();
-        let verdicts = policy.review(&PolicyRound { epoch, now, wall_ms, pools: &proposals });
+        let (lead, trail) = (self.settings.wedding_lead, self.settings.wedding_trail);
+        let weddings: Vec<Wedding> = self
+            .weddings
+            .values()
+            .filter(|w| w.is_active(wall_ms, lead, trail) && self.pools.iter().any(|p| p.spec.region == w.region))
+            .cloned()
+            .collect();
+        let verdicts = policy.review(&PolicyRound { epoch, now, wall_ms, pools: &proposals, weddings: &weddings });
         for pending in pending {
             if let Some(decision) = self.finish(pending, &verdicts, now, wall_ms, epoch) {
                 self.out.push_back(decision);

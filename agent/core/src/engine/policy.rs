@@ -8,6 +8,7 @@
 //!
 //! The daemon's policies are the WASM plugins (`wedsync-plugin-host`); tests use plain Rust.
 
+use super::pool::Wedding;
 use super::{Demand, FailoverLoad, PoolIndex};
 use crate::TrafficClass;
 use crate::time::Timestamp;
@@ -55,6 +56,8 @@ pub struct PolicyRound<'a> {
     pub wall_ms: i64,
     /// A proposal per pool, in configuration order.
     pub pools: &'a [PoolProposal],
+    /// Weddings active now in the pools' regions.
+    pub weddings: &'a [Wedding],
 }
 
 /// What a veto stops.
