@@ -153,7 +153,8 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
         plugins.display(),
         public.trim()
     );
-    let agent = AgentProcess::start_with_config(&config, &[]);
+    let state = dir.join("state");
+    let mut agent = AgentProcess::start_with_config(&config, &[("WEDSYNC__STORAGE__DIR", state.to_str().unwrap())]);
     let body = agent.get_json("/v1/plugins");
     let loaded = body["plugins"].as_array().unwrap();
     assert_eq!(loaded.len(), 1, "{body}");
@@ -162,4 +163,17 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
     assert_eq!(refused.len(), 1, "{body}");
     assert!(refused[0]["origin"].as_str().unwrap().ends_with("unsigned.wasm"));
     assert!(refused[0]["error"].as_str().unwrap().contains("unsigned"), "{body}");
+
+    // Both outcomes are in the audit trail.
+    let (exit, _) = agent.signal_and_wait("TERM", Duration::from_secs(5)).unwrap();
+    assert!(exit.success());
+    let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    let loaded = audit.lines().find(|l| l.contains("\"kind\":\"plugin.loaded\"")).expect("plugin.loaded audited");
+    assert!(loaded.contains(loaded_sha(&body)), "{loaded}");
+    let refused = audit.lines().find(|l| l.contains("\"kind\":\"plugin.refused\"")).expect("plugin.refused audited");
+    assert!(refused.contains("unsigned.wasm"), "{refused}");
+}
+
+fn loaded_sha(body: &serde_json::Value) -> &str {
+    body["plugins"][0]["sha256"].as_str().unwrap()
 }

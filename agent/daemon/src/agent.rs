@@ -274,10 +274,18 @@ impl RunningAgent {
                 let state_dir = crate::configuration::state_dir(&settings.storage_dir);
                 let fleet_handle = fleet.as_ref().map(|(handle, _)| handle.clone());
                 let lines = telemetry.ingest.lines.clone();
-                let (settings, plugins, host) = (settings.clone(), plugins.clone(), host.clone());
+                let (settings, plugins, host, audit) = (settings.clone(), plugins.clone(), host.clone(), audit.clone());
                 // Compiling components takes a while on a cold cache: off the async reactor.
                 let stage = tokio::task::spawn_blocking(move || {
-                    crate::plugins::PluginStage::start(&settings, &plugins, &state_dir, host, fleet_handle, lines)
+                    crate::plugins::PluginStage::start(
+                        &settings,
+                        &plugins,
+                        &state_dir,
+                        host,
+                        fleet_handle,
+                        lines,
+                        audit,
+                    )
                 })
                 .await
                 .map_err(|e| StartError::PluginThread(e.to_string()))??;

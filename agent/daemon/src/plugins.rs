@@ -124,6 +124,7 @@ pub struct PluginStage {
     ingested_lines: prometheus_client::metrics::counter::Counter,
     last_lines: (u64, Option<Timestamp>),
     snapshot: Arc<RwLock<PluginsSnapshot>>,
+    audit: Option<crate::audit::AuditHandle>,
     refused: Vec<LoadFailure>,
     failures_logged: u64,
     hints: Vec<PluginCacheHint>,
@@ -336,6 +337,7 @@ impl PluginStage {
         host_view: Arc<RwLock<HostView>>,
         fleet: Option<Arc<FleetHandle>>,
         ingested_lines: prometheus_client::metrics::counter::Counter,
+        audit: Option<crate::audit::AuditHandle>,
     ) -> Result<PluginStage, PluginStartError> {
         let trusted_keys = plugins
             .trusted_keys
@@ -375,6 +377,7 @@ impl PluginStage {
             ingested_lines,
             last_lines: (0, None),
             snapshot: Arc::new(RwLock::new(PluginsSnapshot::default())),
+            audit,
             refused: Vec::new(),
             failures_logged: 0,
             hints: Vec::new(),
@@ -399,15 +402,27 @@ impl PluginStage {
             let name_hint = origin.rsplit(['/', ':']).next().unwrap_or("").trim_end_matches(".wasm").replace('_', "-");
             let config = plugins.config.get(&name_hint).map_or("{}", String::as_str);
             match stage.host.prepare(source, config).and_then(|prepared| stage.host.install(prepared, &setup)) {
-                Ok(installed) => tracing::info!(
-                    plugin = %installed.name,
-                    version = %installed.version,
-                    sha256 = %installed.sha256,
-                    origin = %origin,
-                    "plugin loaded"
-                ),
+                Ok(installed) => {
+                    tracing::info!(
+                        plugin = %installed.name,
+                        version = %installed.version,
+                        sha256 = %installed.sha256,
+                        origin = %origin,
+                        "plugin loaded"
+                    );
+                    stage.record(
+                        "plugin.loaded",
+                        serde_json::json!({
+                            "plugin": installed.name,
+                            "version": installed.version,
+                            "sha256": installed.sha256,
+                            "origin": origin,
+                        }),
+                    );
+                }
                 Err(e) => {
                     tracing::error!(origin = %origin, error = %e, "plugin refused");
+                    stage.record("plugin.refused", serde_json::json!({ "origin": origin, "error": e.to_string() }));
                     stage.refused.push(LoadFailure { origin, error: e.to_string() });
                 }
             }
@@ -420,6 +435,12 @@ impl PluginStage {
         stage.host.set_order(&order);
         stage.publish();
         Ok(stage)
+    }
+
+    fn record(&self, kind: &'static str, payload: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.record(crate::decisions::wall_ms(), kind, payload);
+        }
     }
 
     /// What `/v1/plugins` serves (updated after every round).
@@ -579,6 +600,18 @@ impl RoundPolicy for PluginStage {
             // Quarantine caps how often a plugin can fail; still, do not let one flood the log.
             self.failures_logged += 1;
             if self.failures_logged <= 100 || self.failures_logged.is_power_of_two() {
+                if let Some(audit) = &self.audit {
+                    audit.record(
+                        input.wall_ms,
+                        "plugin.failure",
+                        serde_json::json!({
+                            "plugin": outcome.name.as_ref(),
+                            "sha256": outcome.sha256.as_ref(),
+                            "kind": format!("{:?}", failure.kind),
+                            "error": failure.message,
+                        }),
+                    );
+                }
                 tracing::warn!(
                     plugin = %outcome.name,
                     sha256 = %outcome.sha256,
