@@ -591,7 +591,7 @@ impl PluginStage {
 
 impl RoundPolicy for PluginStage {
     fn review(&mut self, input: &PolicyRound<'_>) -> Vec<PolicyVerdict> {
-        if self.host.names().is_empty() || input.pools.is_empty() {
+        if input.pools.is_empty() || self.host.is_empty() {
             return Vec::new();
         }
         let round = self.round(input);

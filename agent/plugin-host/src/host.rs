@@ -985,6 +985,11 @@ impl PluginHost {
         self.plugins.sort_by_key(rank);
     }
 
+    /// Whether no plugin is installed.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
     /// The plugins' names in call order.
     pub fn names(&self) -> Vec<String> {
         self.plugins.iter().map(|p| p.name.to_string()).collect()

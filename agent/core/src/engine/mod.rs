@@ -419,13 +419,12 @@ impl Engine {
             Some(_) => {}
         }
         let epoch = now.as_nanos() / duration_nanos(self.settings.round_interval).max(1);
-        let pending: Vec<Pending> = (0..self.pools.len())
+        let (proposals, pending): (Vec<PoolProposal>, Vec<Pending>) = (0..self.pools.len())
             .map(|index| {
                 let active = self.active_weddings(&self.pools[index].spec.region, wall_ms);
                 self.propose(index, now, wall_ms, active)
             })
-            .collect();
-        let proposals: Vec<PoolProposal> = pending.iter().map(|p| p.proposal.clone()).collect();
+            .unzip();
         let (lead, trail) = (self.settings.wedding_lead, self.settings.wedding_trail);
         let weddings: Vec<Wedding> = self
             .weddings
@@ -434,8 +433,8 @@ impl Engine {
             .cloned()
             .collect();
         let verdicts = policy.review(&PolicyRound { epoch, now, wall_ms, pools: &proposals, weddings: &weddings });
-        for pending in pending {
-            if let Some(decision) = self.finish(pending, &verdicts, now, wall_ms, epoch) {
+        for (proposal, pending) in proposals.iter().zip(pending) {
+            if let Some(decision) = self.finish(proposal, pending, &verdicts, now, wall_ms, epoch) {
                 self.out.push_back(decision);
             }
         }
@@ -483,7 +482,13 @@ impl Engine {
     /// Phase one of a round for one pool: everything up to the proposal (freshness, load,
     /// target tracking, the scale-up cap, scale-down stabilization, prediction, admission and
     /// the purchase split), without committing the target.
-    fn propose(&mut self, index: PoolIndex, now: Timestamp, wall_ms: i64, active_weddings: usize) -> Pending {
+    fn propose(
+        &mut self,
+        index: PoolIndex,
+        now: Timestamp,
+        wall_ms: i64,
+        active_weddings: usize,
+    ) -> (PoolProposal, Pending) {
         let s = &self.settings;
         let p = &mut self.pools[index];
         // Capacity that was on its way has arrived.
@@ -543,6 +548,7 @@ impl Engine {
         let (admission, degraded) = admit(&spec, s, demand, servable, p.protected);
         let wc_units =
             (demand.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
+        let mix = purchase_mix(target.to, p.typical_units, wc_units, s);
         let proposal = PoolProposal {
             pool: index,
             from,
@@ -553,13 +559,12 @@ impl Engine {
             protected: p.protected,
             spike: p.spike.is_some(),
             stale: p.holding,
-            placement: placement_of(&spec, p.protected, purchase_mix(target.to, p.typical_units, wc_units, s)).0,
+            placement: placement_of(&spec, p.protected, mix).0,
             admission: admission_levels(&admission),
-            spot_units: purchase_mix(target.to, p.typical_units, wc_units, s).spot,
+            spot_units: mix.spot,
             failover,
         };
-        Pending {
-            proposal,
+        let pending = Pending {
             own_load,
             target,
             reasons,
@@ -569,13 +574,15 @@ impl Engine {
             servable,
             wc_units,
             active_weddings,
-        }
+        };
+        (proposal, pending)
     }
 
     /// Phase two: applies the policies' changes to the proposal, then protection, clamps,
     /// admission and cost, and commits the pool's new state. Returns the decision, if any.
     fn finish(
         &mut self,
+        proposal: &PoolProposal,
         pending: Pending,
         verdicts: &[PolicyVerdict],
         now: Timestamp,
@@ -583,7 +590,6 @@ impl Engine {
         epoch: u64,
     ) -> Option<Decision> {
         let Pending {
-            proposal,
             own_load,
             mut target,
             mut reasons,
@@ -766,7 +772,6 @@ impl Engine {
 /// A pool's round between its proposal and its decision.
 #[derive(Debug)]
 struct Pending {
-    proposal: PoolProposal,
     own_load: Option<f64>,
     target: TargetPlan,
     reasons: Vec<Reason>,
