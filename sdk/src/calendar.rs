@@ -180,6 +180,11 @@ pub fn weekday_of(year: i32, month: u8, day: u8) -> Weekday {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
+    weekday_of_days(days)
+}
+
+/// The weekday `days` days after 1970-01-01 (a Thursday).
+fn weekday_of_days(days: i64) -> Weekday {
     match (days + 3).rem_euclid(7) {
         0 => Weekday::Monday,
         1 => Weekday::Tuesday,
@@ -188,6 +193,34 @@ pub fn weekday_of(year: i32, month: u8, day: u8) -> Weekday {
         4 => Weekday::Friday,
         5 => Weekday::Saturday,
         _ => Weekday::Sunday,
+    }
+}
+
+/// Calendar time at `unix_ms` in a zone `utc_offset_minutes` ahead of UTC (Howard Hinnant's
+/// civil_from_days; proleptic Gregorian).
+pub fn civil_time(unix_ms: i64, utc_offset_minutes: i32) -> LocalTime {
+    let local_minutes = unix_ms.div_euclid(60_000) + i64::from(utc_offset_minutes);
+    let days = local_minutes.div_euclid(1440);
+    let minute_of_day = local_minutes.rem_euclid(1440);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = weekday_of_days(days);
+    // Every cast below is in range by construction (month 1–12, day 1–31, hour < 24).
+    LocalTime {
+        year: i32::try_from(year).unwrap_or(if year < 0 { i32::MIN } else { i32::MAX }),
+        month: month as u8,
+        day: day as u8,
+        weekday,
+        hour: (minute_of_day / 60) as u8,
+        minute: (minute_of_day % 60) as u8,
+        utc_offset_minutes,
     }
 }
 
@@ -216,6 +249,27 @@ mod tests {
         assert!(local_time(2026, 6, 13, 10, 0).is_saturday());
         assert!(local_time(2026, 6, 14, 10, 0).is_weekend());
         assert!(!local_time(2026, 6, 15, 10, 0).is_weekend());
+    }
+
+    #[test]
+    fn civil_times() {
+        let t = civil_time(1_781_092_800_000, 0); // 2026-06-10T12:00:00Z
+        assert_eq!((t.year, t.month, t.day, t.hour, t.minute), (2026, 6, 10, 12, 0));
+        assert_eq!(t.weekday, Weekday::Wednesday);
+        let t = civil_time(1_781_092_800_000, 330);
+        assert_eq!((t.day, t.hour, t.minute, t.utc_offset_minutes), (10, 17, 30, 330));
+        let t = civil_time(1_781_092_800_000, -13 * 60);
+        assert_eq!((t.day, t.hour, t.weekday), (9, 23, Weekday::Tuesday));
+        assert_eq!(civil_time(0, 0), local_time(1970, 1, 1, 0, 0));
+        let t = civil_time(-1, 0);
+        assert_eq!((t.year, t.month, t.day, t.hour, t.minute), (1969, 12, 31, 23, 59));
+        let t = civil_time(951_782_400_000, 0); // 2000-02-29
+        assert_eq!((t.year, t.month, t.day, t.weekday), (2000, 2, 29, Weekday::Tuesday));
+        for days in (-800_000i64..800_000).step_by(997) {
+            let t = civil_time(days * 86_400_000, 0);
+            assert_eq!(weekday_of(t.year, t.month, t.day), t.weekday, "{t:?}");
+            assert!(t.day >= 1 && t.day <= days_in_month(t.year, t.month));
+        }
     }
 
     #[test]

@@ -37,8 +37,9 @@
 //! the [`testing`] harness.
 //!
 //! What is here:
-//! - the WIT types at stable paths ([`Round`], [`Verdict`], [`PoolUnits`], [`TrafficClass`],
-//!   [`LocalTime`], …; also under [`types`]);
+//! - the WIT types at stable paths ([`Verdict`], [`PoolUnits`], [`TrafficClass`], …; also under
+//!   [`types`]), and the round as one record per pool ([`Round`], [`PoolState`], [`Proposal`],
+//!   [`LocalTime`]) although it crosses the component boundary as columns ([`Round::from_wire`]);
 //! - builders for verdicts ([`VerdictBuilder`]) and plugin descriptions ([`PluginInfoBuilder`]);
 //! - calendar helpers for region-local time and seasons ([`calendar`]);
 //! - look-ups on the setup and the round (pools and regions by id or name, per-class figures);
@@ -53,6 +54,7 @@ extern crate self as wedsync_sdk;
 pub mod calendar;
 mod ext;
 pub mod log;
+mod round;
 pub mod testing;
 mod verdict;
 
@@ -75,10 +77,16 @@ pub mod bindings {
 /// The WIT types of `wedsync:policy/types`, re-exported from the generated bindings.
 pub mod types {
     pub use crate::bindings::wedsync::policy::types::{
-        Adjustment, CacheHint, ClassAdmission, ClassFigures, Failover, Hooks, LocalTime, MetricsSummary, PluginInfo,
-        PoolId, PoolInfo, PoolState, PoolUnits, Proposal, RegionId, RegionInfo, RegionView, Round, Setup, TrafficClass,
-        Verdict, Veto, VetoTarget, Wedding, Weekday,
+        Adjustment, CacheHint, ClassAdmission, ClassFigures, Failover, Hooks, MetricsSummary, PluginInfo, PoolId,
+        PoolInfo, PoolUnits, RegionId, RegionInfo, RegionView, Setup, TrafficClass, Verdict, Veto, VetoTarget, Wedding,
     };
+    pub use crate::round::{LocalTime, PoolState, Proposal, Round, Weekday};
+
+    /// The round as it crosses the component boundary (pools as columns); see
+    /// [`Round::from_wire`](crate::Round::from_wire).
+    pub mod wire {
+        pub use crate::bindings::wedsync::policy::types::{PoolStatus, PoolTable, Round};
+    }
 }
 
 pub use calendar::{MonthDay, MonthRange, Season};
@@ -129,8 +137,8 @@ macro_rules! export {
                     $crate::__private::configure::<$policy>(&__WEDSYNC_POLICY_STATE, &setup)
                 }
 
-                fn decide(round: $crate::Round) -> $crate::Verdict {
-                    $crate::__private::decide::<$policy>(&__WEDSYNC_POLICY_STATE, &round)
+                fn decide(round: $crate::types::wire::Round) -> $crate::Verdict {
+                    $crate::__private::decide::<$policy>(&__WEDSYNC_POLICY_STATE, &$crate::Round::from_wire(round))
                 }
             }
 

@@ -16,8 +16,8 @@ use wedsync_core::engine::policy::{PolicyAction, PolicyRound, PolicyVerdict, Rou
 use wedsync_core::engine::pool::PoolSpec;
 use wedsync_core::{Timestamp, TrafficClass};
 use wedsync_plugin_host::policy::{
-    Adjustment, ClassFigures, Failover, LocalTime, MetricsSummary, PoolInfo, PoolState, Proposal, RegionInfo,
-    RegionView, Round, Setup, VetoTarget, Wedding, Weekday,
+    Adjustment, ClassFigures, Failover, MetricsSummary, PoolInfo, PoolRow, PoolStatus, PoolTable, RegionInfo,
+    RegionView, Round, Setup, VetoTarget, Wedding,
 };
 use wedsync_plugin_host::{HostSettings, PluginHost, PluginSource, PluginState, PluginStatus, Trust, signing};
 
@@ -229,28 +229,10 @@ fn figures(values: [f64; 5]) -> ClassFigures {
     }
 }
 
-fn local_time(wall_ms: i64, tz: &jiff::tz::TimeZone) -> LocalTime {
+/// `tz`'s offset from UTC at `wall_ms`, minutes (what the plugin needs for calendar time).
+fn utc_offset_minutes(wall_ms: i64, tz: &jiff::tz::TimeZone) -> i32 {
     let ts = jiff::Timestamp::from_millisecond(wall_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let offset = tz.to_offset(ts);
-    let zoned = offset.to_datetime(ts);
-    let weekday = match zoned.weekday() {
-        jiff::civil::Weekday::Monday => Weekday::Monday,
-        jiff::civil::Weekday::Tuesday => Weekday::Tuesday,
-        jiff::civil::Weekday::Wednesday => Weekday::Wednesday,
-        jiff::civil::Weekday::Thursday => Weekday::Thursday,
-        jiff::civil::Weekday::Friday => Weekday::Friday,
-        jiff::civil::Weekday::Saturday => Weekday::Saturday,
-        jiff::civil::Weekday::Sunday => Weekday::Sunday,
-    };
-    LocalTime {
-        year: i32::from(zoned.year()),
-        month: u8::try_from(zoned.month()).unwrap_or(1),
-        day: u8::try_from(zoned.day()).unwrap_or(1),
-        weekday,
-        hour: u8::try_from(zoned.hour()).unwrap_or(0),
-        minute: u8::try_from(zoned.minute()).unwrap_or(0),
-        utc_offset_minutes: offset.seconds() / 60,
-    }
+    tz.to_offset(ts).seconds() / 60
 }
 
 fn trust_label(trust: &Trust) -> String {
@@ -526,33 +508,34 @@ impl PluginStage {
     }
 
     fn round(&mut self, input: &PolicyRound<'_>) -> Round {
-        let pools = input
-            .pools
-            .iter()
-            .map(|p| PoolState {
-                pool: u32::try_from(p.pool).unwrap_or(u32::MAX),
+        let mut pools = PoolTable::with_capacity(input.pools.len());
+        // Pools mostly share the agent's time zone: one offset look-up per zone and round.
+        let own_offset = utc_offset_minutes(input.wall_ms, &self.own_tz);
+        for p in input.pools {
+            let tz = self.pools.get(p.pool).map_or(&self.own_tz, |m| &m.tz);
+            let mut status = PoolStatus::empty();
+            if p.protected {
+                status |= PoolStatus::PROTECTED;
+            }
+            if p.spike {
+                status |= PoolStatus::SPIKE;
+            }
+            if p.stale {
+                status |= PoolStatus::STALE;
+            }
+            pools.push(&PoolRow {
                 serving: p.serving,
                 target: p.from,
                 load: p.load,
-                demand: figures(p.demand.0),
-                protected: p.protected,
-                spike: p.spike,
-                stale: p.stale,
-                local_time: local_time(input.wall_ms, self.pools.get(p.pool).map_or(&self.own_tz, |m| &m.tz)),
-            })
-            .collect();
-        let proposals = input
-            .pools
-            .iter()
-            .map(|p| Proposal {
-                pool: u32::try_from(p.pool).unwrap_or(u32::MAX),
-                from: p.from,
-                to: p.to,
+                demand: p.demand.0,
+                status,
+                utc_offset_minutes: if *tz == self.own_tz { own_offset } else { utc_offset_minutes(input.wall_ms, tz) },
+                proposed: p.to,
                 placement: self.region_id(&p.placement),
-                admission: figures(p.admission),
+                admission: p.admission,
                 spot_units: p.spot_units,
-            })
-            .collect();
+            });
+        }
         let own = self.own_region;
         let weddings = input
             .weddings
@@ -578,10 +561,9 @@ impl PluginStage {
         Round {
             epoch: input.epoch,
             unix_ms: input.wall_ms,
-            local_time: local_time(input.wall_ms, &self.own_tz),
+            utc_offset_minutes: own_offset,
             metrics: self.metrics(input.now),
             pools,
-            proposals,
             weddings,
             fleet: self.fleet_view(),
             failovers,

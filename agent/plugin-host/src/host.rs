@@ -999,6 +999,7 @@ impl PluginHost {
     /// failure. `now` (the caller's clock) drives quarantine. A failed plugin's instance is
     /// discarded (re-instantiated on its next call) and the round goes on without it.
     pub fn decide(&mut self, now: Timestamp, round: &Round) -> RoundReport {
+        debug_assert!(round.pools.is_consistent(), "a pool table with columns of different lengths");
         let rt = &self.rt;
         let mut report = RoundReport { outcomes: Vec::with_capacity(self.plugins.len()), skipped: Vec::new() };
         for p in &mut self.plugins {
@@ -1208,23 +1209,13 @@ mod tests {
 
     #[test]
     fn hooks_choose_the_rounds() {
-        use crate::policy::{Failover, LocalTime, MetricsSummary, Weekday};
-        let lt = LocalTime {
-            year: 2026,
-            month: 6,
-            day: 20,
-            weekday: Weekday::Saturday,
-            hour: 12,
-            minute: 0,
-            utc_offset_minutes: 0,
-        };
+        use crate::policy::{Failover, MetricsSummary, PoolTable};
         let mut round = Round {
             epoch: 1,
             unix_ms: 0,
-            local_time: lt,
+            utc_offset_minutes: 0,
             metrics: MetricsSummary { cpu_utilization: 0.0, memory_utilization: 0.0, samples_per_second: 0.0 },
-            pools: vec![],
-            proposals: vec![],
+            pools: PoolTable::with_capacity(0),
             weddings: vec![],
             fleet: None,
             failovers: vec![],

@@ -27,6 +27,7 @@ mod error;
 mod host;
 mod sandbox;
 pub mod signing;
+mod table;
 mod ticker;
 
 pub use cache::CompiledCache;
@@ -50,8 +51,8 @@ pub mod policy {
 
     pub use self::wedsync::policy::log::Level as LogLevel;
     pub use self::wedsync::policy::types::{
-        Adjustment, CacheHint, ClassAdmission, ClassFigures, Failover, Hooks, LocalTime, MetricsSummary, PoolId,
-        PoolInfo, PoolState, PoolUnits, Proposal, RegionId, RegionInfo, RegionView, TrafficClass, Veto, VetoTarget,
-        Wedding, Weekday,
+        Adjustment, CacheHint, ClassAdmission, ClassFigures, Failover, Hooks, MetricsSummary, PoolId, PoolInfo,
+        PoolStatus, PoolTable, PoolUnits, RegionId, RegionInfo, RegionView, TrafficClass, Veto, VetoTarget, Wedding,
     };
+    pub use crate::table::PoolRow;
 }

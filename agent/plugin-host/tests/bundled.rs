@@ -26,9 +26,9 @@ fn wedding_day_guard_vetoes_scale_down_keeps_the_reserve_and_raises_the_floor() 
     let s = setup(2, 1);
     let mut r = round(&s, 1);
     // Pool 0: a wedding is active in its region; the engine proposes to scale it down.
-    r.pools[0].protected = true;
-    r.pools[0].load = 280.0;
-    r.proposals[0].to = 3;
+    r.pools.status[0] = PoolStatus::PROTECTED;
+    r.pools.load[0] = 280.0;
+    r.pools.proposed[0] = 3;
     r.weddings.push(Wedding {
         guests: 400,
         start_unix_ms: SATURDAY_MS - 3_600_000,
@@ -57,8 +57,8 @@ fn regional_seasons_raises_floors_in_season_on_saturdays() {
     let mut host = host();
     let s = setup(1, 1); // pool 0 in eu-west (northern hemisphere: April–October)
     let mut r = round(&s, 1);
-    r.pools[0].load = 280.0;
-    r.pools[0].demand = figures(56.0);
+    r.pools.load[0] = 280.0;
+    r.pools.demand[..5].fill(56.0);
     // A Saturday in June: season × Saturday surge pushes the floor above the proposal of 5.
     let v = one(&mut host, REGIONAL_SEASONS.wasm, &s, &r);
     let floors = units(&v, |a| if let Adjustment::PrescaleFloor(u) = a { Some(*u) } else { None });
@@ -68,9 +68,10 @@ fn regional_seasons_raises_floors_in_season_on_saturdays() {
 
     // A Wednesday in January, no holiday: off season, no floor.
     let mut winter = round(&s, 2);
-    winter.pools[0].local_time = local_time(1, 14, Weekday::Wednesday, 11);
-    winter.local_time = winter.pools[0].local_time;
-    winter.pools[0].load = 280.0;
+    winter.unix_ms = WINTER_WEDNESDAY_MS;
+    winter.utc_offset_minutes = 0;
+    winter.pools.utc_offset_minutes[0] = 0;
+    winter.pools.load[0] = 280.0;
     let v = host.decide(at_secs(2), &winter).outcomes[0].result.clone().unwrap();
     assert!(v.adjustments.is_empty(), "{v:?}");
 }
@@ -94,8 +95,8 @@ fn data_residency_vetoes_moves_out_of_the_eu() {
     let mut host = host();
     let s = residency_setup();
     let mut r = round(&s, 1);
-    r.proposals[0].placement = 2; // eu-west → us-east: outside GDPR's EU
-    r.proposals[1].placement = 1; // eu-west → eu-central: fine
+    r.pools.placement[0] = 2; // eu-west → us-east: outside GDPR's EU
+    r.pools.placement[1] = 1; // eu-west → eu-central: fine
     let failover = |id: &str, to: &str| Failover {
         id: id.into(),
         failed_region: "eu-west".into(),
@@ -121,10 +122,8 @@ fn cost_guard_caps_spot_and_trims_past_its_budget_but_never_critical() {
     let mut s = setup(2, 1);
     s.config = r#"{"budget_per_hour": 0.5}"#.into();
     let mut r = round(&s, 1);
-    for p in &mut r.proposals {
-        p.to = 9;
-        p.spot_units = 9; // all of it on spot, more than spot_max_fraction 0.5 allows
-    }
+    r.pools.proposed.fill(9);
+    r.pools.spot_units.fill(9); // all of it on spot, more than spot_max_fraction 0.5 allows
     let v = one(&mut host, COST_GUARD.wasm, &s, &r);
     let caps = units(&v, |a| if let Adjustment::SpotCap(u) = a { Some(*u) } else { None });
     assert_eq!(caps.len(), 2, "{v:?}");

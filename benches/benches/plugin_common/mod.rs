@@ -44,48 +44,34 @@ pub fn setup(pools: usize, regions: usize) -> Setup {
 /// Every pool busy, a third protected by a 400-guest wedding, the engine proposing to scale up
 /// (placing every fourth pool elsewhere), one failover.
 pub fn round(setup: &Setup, epoch: u64) -> Round {
-    let lt = LocalTime {
-        year: 2026,
-        month: 6,
-        day: 20,
-        weekday: Weekday::Saturday,
-        hour: 16,
-        minute: 0,
-        utc_offset_minutes: 60,
-    };
-    let pools = (0..setup.pools.len())
-        .map(|i| PoolState {
-            pool: i as u32,
+    let mut pools = PoolTable::with_capacity(setup.pools.len());
+    for (i, p) in setup.pools.iter().enumerate() {
+        let mut status = PoolStatus::empty();
+        if i % 3 == 0 {
+            status |= PoolStatus::PROTECTED;
+        }
+        if i % 5 == 0 {
+            status |= PoolStatus::SPIKE;
+        }
+        pools.push(&PoolRow {
             serving: 8,
             target: 8,
             load: 700.0 + (i * 37 % 300) as f64,
-            demand: figures(150.0),
-            protected: i % 3 == 0,
-            spike: i % 5 == 0,
-            stale: false,
-            local_time: lt,
-        })
-        .collect();
-    let proposals = setup
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Proposal {
-            pool: i as u32,
-            from: 8,
-            to: if i % 2 == 0 { 12 } else { 7 },
+            demand: [150.0; 5],
+            status,
+            utc_offset_minutes: 60,
+            proposed: if i % 2 == 0 { 12 } else { 7 },
             placement: if i % 4 == 0 { p.placements[0] } else { p.region },
-            admission: figures(1.0),
+            admission: [1.0; 5],
             spot_units: 6,
-        })
-        .collect();
+        });
+    }
     Round {
         epoch,
         unix_ms: SATURDAY_MS + epoch as i64 * 100,
-        local_time: lt,
+        utc_offset_minutes: 60,
         metrics: MetricsSummary { cpu_utilization: 0.4, memory_utilization: 0.5, samples_per_second: 20_000.0 },
         pools,
-        proposals,
         weddings: vec![Wedding {
             guests: 400,
             start_unix_ms: SATURDAY_MS - 3_600_000,

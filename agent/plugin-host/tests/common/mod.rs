@@ -13,8 +13,24 @@ pub fn figures(v: f64) -> ClassFigures {
     ClassFigures { wedding_critical: v, wedding_planning: v, registration: v, media: v, background: v }
 }
 
-pub fn local_time(month: u8, day: u8, weekday: Weekday, hour: u8) -> LocalTime {
-    LocalTime { year: 2026, month, day, weekday, hour, minute: 0, utc_offset_minutes: 60 }
+/// 2026-01-14T11:00:00Z, a Wednesday in January.
+pub const WINTER_WEDNESDAY_MS: i64 = 1_768_388_400_000;
+
+/// A row for `round`: serving 4 units, load 300 rps, demand 60 rps per class, the engine
+/// proposing 5 (1 on spot) in `placement`, London's summer offset.
+pub fn row(placement: u32) -> PoolRow {
+    PoolRow {
+        serving: 4,
+        target: 4,
+        load: 300.0,
+        demand: [60.0; 5],
+        status: PoolStatus::empty(),
+        utc_offset_minutes: 60,
+        proposed: 5,
+        placement,
+        admission: [1.0; 5],
+        spot_units: 1,
+    }
 }
 
 /// A setup with `pools` pools spread over `regions` regions (`eu-west` first).
@@ -40,42 +56,18 @@ pub fn setup(pools: usize, regions: usize) -> Setup {
     Setup { node: "node-1".into(), region: 0, regions: region_list, pools: pool_list, config: "{}".into() }
 }
 
-/// A round for `setup`: every pool serving 4 units, load 300 rps, the engine proposing 5.
+/// A round for `setup` at [`SATURDAY_MS`]: every pool as [`row`] (placed in its home region).
 pub fn round(setup: &Setup, epoch: u64) -> Round {
-    let lt = local_time(6, 20, Weekday::Saturday, 16);
-    let pools = (0..setup.pools.len())
-        .map(|i| PoolState {
-            pool: i as u32,
-            serving: 4,
-            target: 4,
-            load: 300.0,
-            demand: figures(60.0),
-            protected: false,
-            spike: false,
-            stale: false,
-            local_time: lt,
-        })
-        .collect();
-    let proposals = setup
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Proposal {
-            pool: i as u32,
-            from: 4,
-            to: 5,
-            placement: p.region,
-            admission: figures(1.0),
-            spot_units: 1,
-        })
-        .collect();
+    let mut pools = PoolTable::with_capacity(setup.pools.len());
+    for p in &setup.pools {
+        pools.push(&row(p.region));
+    }
     Round {
         epoch,
         unix_ms: SATURDAY_MS,
-        local_time: lt,
+        utc_offset_minutes: 60,
         metrics: MetricsSummary { cpu_utilization: 0.3, memory_utilization: 0.4, samples_per_second: 1000.0 },
         pools,
-        proposals,
         weddings: Vec::new(),
         fleet: None,
         failovers: Vec::new(),
