@@ -44,6 +44,10 @@ fn bundled_plugins_run_every_round_and_name_themselves_in_decisions() {
         assert_eq!(plugin["sha256"].as_str().unwrap().len(), 64);
     }
     assert!(plugins["refused"].as_array().unwrap().is_empty(), "{plugins}");
+    // Nothing to reload without a plugin directory.
+    let (status, body) = agent.call("POST", "/v1/plugins/reload", Some(TOKEN), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("plugins.dir"), "{body}");
 
     // A 500-guest wedding in the agent's region: wedding-day-guard raises the floor above the
     // engine's own protected floor (4 + 2 + ceil(4 × 0.5) = 8).
@@ -90,10 +94,12 @@ fn bundled_plugins_run_every_round_and_name_themselves_in_decisions() {
 
 #[test]
 fn plugins_can_be_turned_off() {
-    let agent = AgentProcess::start(&[("WEDSYNC__PLUGINS__ENABLED", "false")]);
+    let agent = AgentProcess::start(&[("WEDSYNC__PLUGINS__ENABLED", "false"), ("WEDSYNC__API__TOKEN", TOKEN)]);
     let (status, body) = agent.get("/v1/plugins");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("plugins.enabled = false"));
+    let (status, body) = agent.call("POST", "/v1/plugins/reload", Some(TOKEN), None);
+    assert_eq!(status, 404, "{body}");
 }
 
 fn cli(args: &[&str]) -> (bool, String) {
