@@ -437,6 +437,9 @@ pub struct PluginsSection {
     pub cache_dir: String,
     /// Each plugin's own settings (`[plugins.config.<name>]`), handed to it as JSON.
     pub config: BTreeMap<String, toml::Table>,
+    /// How often `dir` is checked for changed plugins (hot reload); `"0s"` turns the watch off
+    /// (`POST /v1/plugins/reload` still works).
+    pub watch_interval: String,
 }
 
 impl Default for PluginsSection {
@@ -452,6 +455,7 @@ impl Default for PluginsSection {
             memory_limit_mib: 16,
             cache_dir: String::new(),
             config: BTreeMap::new(),
+            watch_interval: "2s".into(),
         }
     }
 }
@@ -478,6 +482,9 @@ pub struct PluginSettings {
     pub cache_dir: Option<String>,
     /// Each plugin's own settings, as JSON text.
     pub config: BTreeMap<String, String>,
+    /// How often the plugin directory is checked for changes; `None`: not watched.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Option<Duration>,
 }
 
 /// Gossip timing profile.
@@ -919,6 +926,16 @@ impl AgentConfig {
         let call_budget =
             c.duration("plugins.call_budget", &p.call_budget, Duration::from_millis(1), Duration::from_secs(1));
         let memory = c.range("plugins.memory_limit_mib", u64::from(p.memory_limit_mib), 1, 4096);
+        // "0s" is the one value below the range: it turns the watch off.
+        let watch_interval = match humantime::parse_duration(&p.watch_interval) {
+            Ok(d) if d.is_zero() => None,
+            _ => Some(c.duration(
+                "plugins.watch_interval",
+                &p.watch_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )),
+        };
         let mut config = BTreeMap::new();
         for (name, table) in &p.config {
             match serde_json::to_string(table) {
@@ -938,6 +955,7 @@ impl AgentConfig {
             memory_limit: usize::try_from(memory << 20).unwrap_or(usize::MAX),
             cache_dir: (!p.cache_dir.is_empty()).then(|| p.cache_dir.clone()),
             config,
+            watch_interval,
         })
     }
 
@@ -1474,6 +1492,22 @@ mod tests {
         let mut config = valid();
         config.statsd.enabled = false;
         assert_eq!(config.validate().unwrap().statsd_listen, None);
+    }
+
+    #[test]
+    fn plugin_watch_interval_defaults_to_two_seconds_and_zero_turns_it_off() {
+        let settings = valid().validate().unwrap();
+        assert_eq!(settings.plugins.unwrap().watch_interval, Some(Duration::from_secs(2)));
+        let mut config = valid();
+        config.plugins.watch_interval = "0s".into();
+        assert_eq!(config.validate().unwrap().plugins.unwrap().watch_interval, None);
+        config.plugins.watch_interval = "250ms".into();
+        assert_eq!(config.validate().unwrap().plugins.unwrap().watch_interval, Some(Duration::from_millis(250)));
+        for bad in ["50ms", "2h", "soon", ""] {
+            config.plugins.watch_interval = bad.into();
+            let errors = config.validate().unwrap_err();
+            assert!(errors.names("plugins.watch_interval"), "{bad:?} accepted: {errors}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct AgentState {
     pub fleet: Option<Arc<crate::fleet::FleetHandle>>,
     /// What `/v1/plugins` serves, when plugins are enabled.
     pub plugins: Option<Arc<RwLock<crate::plugins::PluginsSnapshot>>>,
+    /// Asks for a plugin directory reload, when plugins are enabled with a `plugins.dir`.
+    pub plugin_reload: Option<crate::plugins::reload::ReloadHandle>,
 }
 
 /// Why the agent could not start.
@@ -277,7 +279,7 @@ impl RunningAgent {
                 let (settings, plugins, host, audit) = (settings.clone(), plugins.clone(), host.clone(), audit.clone());
                 // Compiling components takes a while on a cold cache: off the async reactor.
                 let stage = tokio::task::spawn_blocking(move || {
-                    crate::plugins::PluginStage::start(
+                    let mut stage = crate::plugins::PluginStage::start(
                         &settings,
                         &plugins,
                         &state_dir,
@@ -285,7 +287,9 @@ impl RunningAgent {
                         fleet_handle,
                         lines,
                         audit,
-                    )
+                    )?;
+                    stage.start_loader(&plugins).map_err(|e| StartError::PluginThread(e.to_string()))?;
+                    Ok::<_, StartError>(stage)
                 })
                 .await
                 .map_err(|e| StartError::PluginThread(e.to_string()))??;
@@ -311,6 +315,7 @@ impl RunningAgent {
             actuators,
             fleet: fleet.as_ref().map(|(handle, _)| handle.clone()),
             plugins: plugin_stage.as_ref().map(crate::plugins::PluginStage::snapshot),
+            plugin_reload: plugin_stage.as_ref().and_then(crate::plugins::PluginStage::reload_handle),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -341,6 +346,7 @@ impl RunningAgent {
                 audit: state.audit.clone(),
                 actuators: state.actuators.clone(),
                 db: state.db.clone(),
+                missed_rounds: state.telemetry.decision_rounds_missed.clone(),
             };
             let stop = stop.clone();
             // Rounds (and the plugins they call) run on their own thread, never on the reactor.

@@ -1,5 +1,6 @@
 //! The local HTTP API: `/healthz`, `/metrics` (OpenMetrics text), `/v1/status`, `/v1/decisions`
-//! `/v1/pools`, `/v1/weddings`, `/v1/fleet`, `/v1/cache/hints` and `/v1/mesh/faults` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
+//! `/v1/pools`, `/v1/weddings`, `/v1/fleet`, `/v1/cache/hints`, `/v1/plugins`,
+//! `/v1/plugins/reload` and `/v1/mesh/faults` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
 //! Every error is JSON: `{"error": "..."}`.
 
 use crate::agent::AgentState;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/fleet", get(fleet))
         .route("/v1/cache/hints", get(cache_hints))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins/reload", axum::routing::post(reload_plugins))
         .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -294,6 +296,37 @@ async fn plugins(State(state): State<Arc<AgentState>>) -> Response {
     match &state.plugins {
         Some(plugins) => Json(read(plugins).clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "plugins are disabled (plugins.enabled = false)"),
+    }
+}
+
+/// How long `POST /v1/plugins/reload` waits for the pass to be verified, compiled and applied.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `POST /v1/plugins/reload`: reloads the plugin directory now and answers with each file's
+/// outcome once the decision thread applied the pass.
+async fn reload_plugins(State(state): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+        return denied;
+    }
+    if state.plugins.is_none() {
+        return error(StatusCode::NOT_FOUND, "plugins are disabled (plugins.enabled = false)");
+    }
+    let Some(reload) = &state.plugin_reload else {
+        return error(StatusCode::CONFLICT, "no plugin directory to reload (set plugins.dir)");
+    };
+    // The loader thread verifies and compiles; the decision thread installs between rounds
+    // and answers here. Only this task waits, never a reactor thread.
+    let answer = match reload.request() {
+        Ok(answer) => answer,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    match tokio::time::timeout(RELOAD_TIMEOUT, answer).await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the decision thread stopped before applying the reload"),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the reload was not applied within {}s; it goes on in the background", RELOAD_TIMEOUT.as_secs()),
+        ),
     }
 }
 

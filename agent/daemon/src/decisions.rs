@@ -161,6 +161,8 @@ pub struct Driver {
     pub actuators: Arc<Actuators>,
     /// Learned profiles are saved here.
     pub db: Arc<StateDb>,
+    /// Counts round ticks skipped because the previous round (or the host) ran late.
+    pub missed_rounds: prometheus_client::metrics::counter::Counter,
 }
 
 fn cpu_demand(
@@ -197,7 +199,7 @@ fn cpu_demand(
 /// daemon gives it a thread of its own, never the async reactor. Learned profiles are saved
 /// periodically and at the end. Missed ticks are skipped, not replayed.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
-    let Driver { clock, store, engine, sources, log, audit, actuators, db } = driver;
+    let Driver { clock, store, engine, sources, log, audit, actuators, db, missed_rounds } = driver;
     let (interval, capacity_per_unit): (Duration, Vec<f64>) = {
         let engine = lock(&engine);
         (engine.settings().round_interval, engine.pools().map(|p| p.capacity_per_unit).collect())
@@ -205,11 +207,23 @@ pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, sto
     let mut next_round = std::time::Instant::now();
     let mut next_save = next_round + PROFILE_SAVE_PERIOD;
     while !stop.is_cancelled() {
+        if let Some(stage) = plugins.as_mut() {
+            // Between rounds: a reloaded plugin never changes under a round in flight.
+            stage.apply_reloads();
+        }
         let started = std::time::Instant::now();
         if started < next_round {
-            // Short naps so a stop is noticed quickly.
+            // Short naps so a stop (or a staged reload) is noticed quickly.
             std::thread::sleep((next_round - started).min(Duration::from_millis(50)));
             continue;
+        }
+        let missed = missed_ticks(started.saturating_duration_since(next_round), interval);
+        if missed > 0 {
+            missed_rounds.inc_by(missed);
+            tracing::warn!(missed, "decision round ticks skipped: the previous round ran past them");
+            if let Some(stage) = plugins.as_mut() {
+                stage.rounds_missed(missed);
+            }
         }
         next_round = (next_round + interval).max(started);
         if started >= next_save {
@@ -261,6 +275,13 @@ pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, sto
     }
     // What was learned must survive the stop.
     save_profiles(&db, &engine);
+}
+
+/// Ticks (after the one due `lateness` ago) whose time passed before the round started: they
+/// are skipped, not replayed.
+fn missed_ticks(lateness: Duration, interval: Duration) -> u64 {
+    let interval = interval.as_nanos().max(1);
+    u64::try_from(lateness.as_nanos().saturating_sub(1) / interval).unwrap_or(u64::MAX)
 }
 
 /// The `log` actuator: every decision as one structured log line.
@@ -342,6 +363,17 @@ mod tests {
         let demand = pool_demand(&store, now, &pool, 10, 1.0).unwrap();
         assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(pool_demand(&store, Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
+    }
+
+    #[test]
+    fn ticks_passed_while_late_count_as_missed() {
+        let ms = Duration::from_millis;
+        assert_eq!(missed_ticks(Duration::ZERO, ms(100)), 0);
+        assert_eq!(missed_ticks(ms(99), ms(100)), 0);
+        // The next tick is exactly now: it runs, nothing was missed.
+        assert_eq!(missed_ticks(ms(100), ms(100)), 0);
+        assert_eq!(missed_ticks(ms(101), ms(100)), 1);
+        assert_eq!(missed_ticks(ms(250), ms(100)), 2);
     }
 
     #[test]

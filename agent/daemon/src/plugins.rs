@@ -2,7 +2,10 @@
 //! wasmtime host (`wedsync-plugin-host`), each engine round handed to them as the WIT `Round`,
 //! and their verdicts handed back to the engine as policy actions (applied before its clamps).
 //!
-//! Everything here runs on the decision thread, never on the async reactor.
+//! Everything here runs on the decision thread, never on the async reactor; the plugin
+//! directory is watched, verified and compiled on a thread of its own ([`reload`]).
+
+pub mod reload;
 
 use crate::fleet::FleetHandle;
 use crate::telemetry::HostView;
@@ -92,6 +95,13 @@ pub struct PluginsSnapshot {
     pub late_rounds: u64,
     /// The slowest round so far, µs.
     pub slowest_round_us: f64,
+    /// Round ticks that passed without a round (the previous one ran past them; they are
+    /// skipped, not replayed).
+    pub missed_rounds: u64,
+    /// Reload passes applied (watch or `POST /v1/plugins/reload`) since the start.
+    pub reloads: u64,
+    /// What the latest reload pass did, file by file.
+    pub last_reload: Option<reload::ReloadReport>,
 }
 
 /// A cache hint from a plugin.
@@ -130,8 +140,11 @@ pub struct PluginStage {
     hints: Vec<PluginCacheHint>,
     rounds: u64,
     late_rounds: u64,
+    missed_rounds: u64,
     slowest_round: std::time::Duration,
     published_at: Option<std::time::Instant>,
+    /// Hot reload: the setup, order and directory bookkeeping (see [`reload`]).
+    reload: reload::ReloadState,
 }
 
 impl std::fmt::Debug for PluginStage {
@@ -278,8 +291,24 @@ fn report(status: &PluginStatus) -> PluginReport {
     }
 }
 
+/// A plugin's config section is named after its file (`min_units.wasm` reads
+/// `[plugins.config.min-units]`) or, when bundled, its name.
+fn config_name(origin: &str) -> String {
+    origin.rsplit(['/', ':']).next().unwrap_or("").trim_end_matches(".wasm").replace('_', "-")
+}
+
+/// The call order: the configured names first, then the others, bundled ones in their
+/// configured order ahead of the directory's, by name.
+fn call_order(configured: &[String], bundled: &[String], names: Vec<String>) -> Vec<String> {
+    let mut order: Vec<String> = configured.to_vec();
+    let mut rest: Vec<String> = names.into_iter().filter(|n| !order.contains(n)).collect();
+    rest.sort_by_key(|name| (bundled.iter().position(|b| b == name).unwrap_or(usize::MAX), name.clone()));
+    order.append(&mut rest);
+    order
+}
+
 /// Reads `dir`'s plugin components (`*.wasm`, each with an optional `*.wasm.sig`), by name.
-fn read_dir(dir: &Path) -> (Vec<PluginSource>, Vec<LoadFailure>) {
+fn read_dir(dir: &Path) -> (Vec<(PathBuf, PluginSource)>, Vec<LoadFailure>) {
     let mut sources = Vec::new();
     let mut failures = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -301,7 +330,7 @@ fn read_dir(dir: &Path) -> (Vec<PluginSource>, Vec<LoadFailure>) {
                 let mut sig = path.clone().into_os_string();
                 sig.push(".sig");
                 let signature = std::fs::read(PathBuf::from(sig)).ok();
-                sources.push(PluginSource { bytes, signature, origin });
+                sources.push((path, PluginSource { bytes, signature, origin }));
             }
             Err(e) => failures.push(LoadFailure { origin, error: format!("cannot read: {e}") }),
         }
@@ -348,6 +377,7 @@ impl PluginStage {
             .find(|p| p.region == settings.region)
             .and_then(|p| wedsync_core::engine::forecast::time_zone(&p.time_zone).ok())
             .unwrap_or(jiff::tz::TimeZone::UTC);
+        let reload_state = reload::ReloadState::new(setup.clone(), plugins);
         let mut stage = PluginStage {
             host,
             pools,
@@ -365,26 +395,37 @@ impl PluginStage {
             hints: Vec::new(),
             rounds: 0,
             late_rounds: 0,
+            missed_rounds: 0,
             slowest_round: std::time::Duration::ZERO,
             published_at: None,
+            reload: reload_state,
         };
-        let mut sources: Vec<PluginSource> = bundled
+        let mut sources: Vec<(PluginSource, Option<(PathBuf, reload::ContentKey)>)> = bundled
             .iter()
-            .map(|b| PluginSource { bytes: b.wasm.to_vec(), signature: None, origin: format!("bundled:{}", b.name) })
+            .map(|b| {
+                (PluginSource { bytes: b.wasm.to_vec(), signature: None, origin: format!("bundled:{}", b.name) }, None)
+            })
             .collect();
         if let Some(dir) = &plugins.dir {
             let (found, failures) = read_dir(Path::new(dir));
-            sources.extend(found);
+            sources.extend(found.into_iter().map(|(path, source)| {
+                let key = reload::ContentKey::of(&source.bytes, source.signature.as_deref());
+                (source, Some((path, key)))
+            }));
             stage.refused.extend(failures);
         }
-        for source in sources {
+        for (source, file) in sources {
             let origin = source.origin.clone();
-            // A plugin's config section is named after its file (`min_units.wasm` reads
-            // `[plugins.config.min-units]`) or, when bundled, its name.
-            let name_hint = origin.rsplit(['/', ':']).next().unwrap_or("").trim_end_matches(".wasm").replace('_', "-");
-            let config = plugins.config.get(&name_hint).map_or("{}", String::as_str);
+            let config = plugins.config.get(&config_name(&origin)).map_or("{}", String::as_str);
+            if let Some((path, key)) = &file {
+                // What the watch compares against: a file refused now is retried once it changes.
+                stage.reload.seen(path.clone(), *key);
+            }
             match stage.host.prepare(source, config).and_then(|prepared| stage.host.install(prepared, &setup)) {
                 Ok(installed) => {
+                    if let Some((path, key)) = file {
+                        stage.reload.installed(path, key, &installed.name);
+                    }
                     tracing::info!(
                         plugin = %installed.name,
                         version = %installed.version,
@@ -409,12 +450,7 @@ impl PluginStage {
                 }
             }
         }
-        let mut order: Vec<String> = plugins.order.clone();
-        let mut rest: Vec<String> = stage.host.names().into_iter().filter(|n| !order.contains(n)).collect();
-        // Bundled plugins keep their configured order ahead of the directory's, by name.
-        rest.sort_by_key(|name| (plugins.bundled.iter().position(|b| b == name).unwrap_or(usize::MAX), name.clone()));
-        order.append(&mut rest);
-        stage.host.set_order(&order);
+        stage.host.set_order(&call_order(&plugins.order, &plugins.bundled, stage.host.names()));
         stage.publish();
         Ok(stage)
     }
@@ -428,6 +464,11 @@ impl PluginStage {
     /// What `/v1/plugins` serves (updated after every round).
     pub fn snapshot(&self) -> Arc<RwLock<PluginsSnapshot>> {
         self.snapshot.clone()
+    }
+
+    /// Counts round ticks that passed without a round (the decision loop skips them).
+    pub fn rounds_missed(&mut self, missed: u64) {
+        self.missed_rounds += missed;
     }
 
     /// Counts a finished decision round (`took`, against the round `interval`) and refreshes
@@ -452,6 +493,9 @@ impl PluginStage {
             rounds: self.rounds,
             late_rounds: self.late_rounds,
             slowest_round_us: self.slowest_round.as_secs_f64() * 1e6,
+            missed_rounds: self.missed_rounds,
+            reloads: self.reload.count(),
+            last_reload: self.reload.last().cloned(),
         };
         *self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
         self.published_at = Some(std::time::Instant::now());

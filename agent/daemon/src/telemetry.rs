@@ -117,6 +117,8 @@ pub struct Telemetry {
     pub host_collect_seconds: Histogram,
     /// Host samples that failed.
     pub host_collect_errors: Counter,
+    /// Decision round ticks skipped because a round ran past them.
+    pub decision_rounds_missed: Counter,
 }
 
 /// Locks a mutex, recovering from poisoning: a panic elsewhere must not stop metrics.
@@ -181,10 +183,16 @@ impl Telemetry {
         );
         let host_collect_errors = Counter::default();
         registry.register("wedsync_host_collect_errors", "Host samples that failed", host_collect_errors.clone());
+        let decision_rounds_missed = Counter::default();
+        registry.register(
+            "wedsync_decision_rounds_missed",
+            "Decision round ticks skipped because the previous round ran past them",
+            decision_rounds_missed.clone(),
+        );
         registry.register_collector(Box::new(AgentCollector { clock, store: store.clone() }));
         registry.register_collector(Box::new(HostCollector { host }));
         registry.register_collector(Box::new(AppCollector { clock, store }));
-        Telemetry { registry, ingest, host_collect_seconds, host_collect_errors }
+        Telemetry { registry, ingest, host_collect_seconds, host_collect_errors, decision_rounds_missed }
     }
 
     /// Adds the engine's pools and decisions to the exposition.
