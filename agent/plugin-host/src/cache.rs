@@ -10,19 +10,20 @@
 //! the cache creates on first use (`cache.key`, 32 random bytes in hex, mode 0600, refused if
 //! others can read it). An artifact whose tag does not verify is never deserialized.
 //!
-//! File layout: `<dir>/<component sha256 hex>-<compat hash hex, 16 digits>.cwasm` holding
-//! `MAGIC` (8 bytes), the MAC tag (32 bytes), then wasmtime's serialized component. The tag
-//! covers the compat hash, the component's SHA-256 and the serialized bytes.
+//! File layout: `<dir>/<component sha256 hex>-<compat hash hex, 16 digits>-v3.cwasm` holds
+//! wasmtime's serialized component as is (so it can be mapped rather than copied), and the
+//! same name plus `.tag` holds `MAGIC` (8 bytes) then the MAC tag (32 bytes). The tag covers the
+//! compat hash, the component's SHA-256 and the serialized bytes.
 
 use crate::error::CacheError;
 use sha2::{Digest as _, Sha256};
 use std::hash::{Hash as _, Hasher};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 8] = b"WSPCWA2\n";
+const MAGIC: &[u8; 8] = b"WSPCWA3\n";
 const KEY_FILE: &str = "cache.key";
 const TAG_LEN: usize = 32;
 
@@ -54,40 +55,84 @@ impl CompiledCache {
 
     /// Where the artifact of the component with this SHA-256 lives.
     pub fn artifact_path(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", hex::encode(sha256), hex::encode(&self.compat[..8])))
+        // `v3`: the file layout (older layouts are simply never looked up).
+        self.dir.join(format!("{}-{}-v3.cwasm", hex::encode(sha256), hex::encode(&self.compat[..8])))
+    }
+
+    /// Where the authentication tag of that artifact lives.
+    fn tag_path(&self, sha256: &[u8; 32]) -> PathBuf {
+        let mut path = self.artifact_path(sha256).into_os_string();
+        path.push(".tag");
+        PathBuf::from(path)
     }
 
     /// Loads the artifact of the component with this SHA-256: `Ok(None)` when there is none,
-    /// [`CacheError::Tampered`] when its authentication tag does not verify (it is then not
-    /// deserialized).
+    /// [`CacheError::Tampered`] when its authentication tag is missing or does not verify (it is
+    /// then not deserialized).
+    ///
+    /// The verified file is then mapped into memory rather than copied (a warm start saves the
+    /// copy and the page faults of a fresh allocation); the file must be the same one (device,
+    /// inode, size, modification time) before and after, or the load counts as tampered. Where
+    /// the cache directory cannot be mapped executable (a `noexec` mount) the verified bytes are
+    /// copied instead.
     pub fn load(&self, engine: &Engine, sha256: &[u8; 32]) -> Result<Option<Component>, CacheError> {
         let path = self.artifact_path(sha256);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path, source }),
         };
-        if bytes.len() < MAGIC.len() + TAG_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        let before = file.metadata().map_err(io(&path))?;
+        let tag_path = self.tag_path(sha256);
+        let tag_file = match std::fs::read(&tag_path) {
+            Ok(t) => t,
+            // An artifact without a tag was not written by this cache.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheError::Tampered { path }),
+            Err(source) => return Err(CacheError::Io { path: tag_path, source }),
+        };
+        if tag_file.len() != MAGIC.len() + TAG_LEN || &tag_file[..MAGIC.len()] != MAGIC {
             return Err(CacheError::Tampered { path });
         }
-        let (tag, artifact) = bytes[MAGIC.len()..].split_at(TAG_LEN);
         let mut expected = [0u8; TAG_LEN];
-        expected.copy_from_slice(tag);
+        expected.copy_from_slice(&tag_file[MAGIC.len()..]);
+        let mut artifact = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
+        (&file).read_to_end(&mut artifact).map_err(io(&path))?;
         // `blake3::Hash`'s equality is constant-time.
-        if self.mac(sha256, artifact) != blake3::Hash::from_bytes(expected) {
+        if self.mac(sha256, &artifact) != blake3::Hash::from_bytes(expected) {
             return Err(CacheError::Tampered { path });
         }
-        // SAFETY: `Component::deserialize` trusts its input to be native code that wasmtime
-        // produced for this engine. These bytes carry a keyed-BLAKE3 MAC tag, checked just above
-        // in constant time, under this cache's 32-byte secret key (created by this host with mode
-        // 0600 and refused if others can read it). Only `store` below, after
+        // SAFETY (both calls): `Component::deserialize*` trusts its input to be native code that
+        // wasmtime produced for this engine. These bytes carry a keyed-BLAKE3 MAC tag, checked
+        // just above in constant time, under this cache's 32-byte secret key (created by this
+        // host with mode 0600 and refused if others can read it). Only `store` below, after
         // `Component::serialize` of a component this host compiled itself, computes such tags,
         // so the bytes are exactly an artifact this host wrote for this component's SHA-256 and
-        // this engine's compatibility hash (both also under the tag). wasmtime additionally
-        // checks the engine compatibility recorded in the artifact.
+        // this engine's compatibility hash (both also under the tag). The mapped file is the
+        // file just verified: same device, inode, size and modification time before and after
+        // the mapping (replacing it needs write access to this host's private directory).
+        // wasmtime additionally checks the engine compatibility recorded in the artifact.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(engine, artifact) };
-        component.map(Some).map_err(|e| CacheError::Artifact { path, reason: e.to_string() })
+        let mapped = unsafe { Component::deserialize_file(engine, &path) };
+        let component = match mapped {
+            Ok(component) => {
+                let after = std::fs::metadata(&path).map_err(io(&path))?;
+                if !same_file(&before, &after) {
+                    return Err(CacheError::Tampered { path });
+                }
+                component
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot map the cached artifact; copying it");
+                #[allow(unsafe_code)]
+                let copied = unsafe { Component::deserialize(engine, &artifact) };
+                copied.map_err(|e| CacheError::Artifact { path, reason: e.to_string() })?
+            }
+        };
+        Ok(Some(component))
     }
 
     /// Writes the artifact of `component` (compiled by this host from the component whose
@@ -97,18 +142,28 @@ impl CompiledCache {
         let artifact =
             component.serialize().map_err(|e| CacheError::Artifact { path: path.clone(), reason: e.to_string() })?;
         let tag = self.mac(sha256, &artifact);
-        let tmp = self.dir.join(format!(".{}.{}.tmp", hex::encode(&sha256[..8]), unique_suffix()));
+        let mut tag_file = Vec::with_capacity(MAGIC.len() + TAG_LEN);
+        tag_file.extend_from_slice(MAGIC);
+        tag_file.extend_from_slice(tag.as_bytes());
+        // The tag first: a reader that sees the new tag with an old artifact sees the same
+        // bytes (compilation is deterministic) or a mismatch (refused, recompiled), never an
+        // unverified artifact.
+        self.write_atomically(&self.tag_path(sha256), &tag_file)?;
+        self.write_atomically(&path, &artifact)
+    }
+
+    /// Writes `bytes` to a private temporary file, then renames it to `path`.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+        let tmp = self.dir.join(format!(".{}.tmp", unique_suffix()));
         let write = || -> std::io::Result<()> {
             let mut f = private_file(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(tag.as_bytes())?;
-            f.write_all(&artifact)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, path)
         };
         write().map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            CacheError::Io { path: path.clone(), source }
+            CacheError::Io { path: path.to_path_buf(), source }
         })
     }
 
@@ -139,6 +194,23 @@ fn compat_hash(engine: &Engine) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(&h.0.finalize());
     out
+}
+
+/// The same file, unchanged: device, inode, size and modification time.
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        a.dev() == b.dev()
+            && a.ino() == b.ino()
+            && a.len() == b.len()
+            && a.mtime_nsec() == b.mtime_nsec()
+            && a.mtime() == b.mtime()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    }
 }
 
 /// A name part no other writer (thread or process) uses at the same time.

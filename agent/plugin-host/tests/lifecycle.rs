@@ -175,6 +175,15 @@ fn the_compiled_cache_is_hit_and_a_tampered_artifact_refused() {
     assert_eq!(host2.loader().cache_refusals(), 1);
     assert!(prepare(&host2, guests::LARGE, "large.wasm").from_cache());
 
+    // An artifact without its tag (e.g. planted in the directory) is refused too.
+    let mut tag = cache.clone().into_os_string();
+    tag.push(".tag");
+    std::fs::remove_file(&tag).unwrap();
+    assert!(matches!(direct.load(host2.engine(), &sha), Err(CacheError::Tampered { .. })));
+    assert!(!prepare(&host2, guests::LARGE, "large.wasm").from_cache());
+    assert_eq!(host2.loader().cache_refusals(), 2);
+    assert!(prepare(&host2, guests::LARGE, "large.wasm").from_cache());
+
     // An artifact written under another cache's key is refused too.
     let other_dir = tempfile::tempdir().unwrap();
     let other =
