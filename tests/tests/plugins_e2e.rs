@@ -116,6 +116,10 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
     std::fs::create_dir_all(&plugins).unwrap();
     let (ok, out) = cli(&["plugin", "keygen", "--out", keys.to_str().unwrap()]);
     assert!(ok, "{out}");
+    // The printed config line can be pasted as is; the key file is one line.
+    let public = std::fs::read_to_string(keys.join("plugin.pub")).unwrap();
+    assert!(public.ends_with('\n') && public.lines().count() == 1, "{public:?}");
+    assert!(out.contains(&format!("plugins.trusted_keys = [\"{}\"]", public.trim_end())), "{out}");
     let (ok, out) = cli(&["plugin", "keygen", "--out", keys.to_str().unwrap()]);
     assert!(!ok && out.contains("refusing to overwrite"), "{out}");
 

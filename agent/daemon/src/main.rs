@@ -291,14 +291,14 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file =
                 options.open(&secret_path).with_context(|| format!("cannot create {}", secret_path.display()))?;
-            std::io::Write::write_all(&mut file, format!("{}\n", signing::encode_secret_key(&key)).as_bytes())
+            // The encodings are whole lines (newline included).
+            std::io::Write::write_all(&mut file, signing::encode_secret_key(&key).as_bytes())
                 .with_context(|| format!("cannot write {}", secret_path.display()))?;
             let public = signing::encode_public_key(&key.verifying_key());
-            std::fs::write(&public_path, format!("{public}\n"))
-                .with_context(|| format!("cannot write {}", public_path.display()))?;
+            std::fs::write(&public_path, &public).with_context(|| format!("cannot write {}", public_path.display()))?;
             println!("secret key: {} (keep it off the agents)", secret_path.display());
             println!("public key: {} (key id {})", public_path.display(), signing::key_id(&key.verifying_key()));
-            println!("trust it:   plugins.trusted_keys = [\"{public}\"]");
+            println!("trust it:   plugins.trusted_keys = [\"{}\"]", public.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Sign { key, file } => {
