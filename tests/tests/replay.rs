@@ -96,3 +96,44 @@ fn flash_crowd_during_a_wedding_degrades_by_class() {
     assert!(report.min_units_while_protected.unwrap() >= 30, "{report:?}");
     assert_eq!(report.peak_units, 100, "the pool's maximum is reached");
 }
+
+/// The engine against the Kubernetes HPA baseline (its documented defaults) on every trace: same
+/// pool, same capacity model, same scoring. Printed side by side; what holds on every trace is
+/// asserted (the comparison issue #6 asks for also wants the engine first to capacity on every
+/// scenario, which it is not yet: see the viral spike).
+#[test]
+fn the_engine_against_the_hpa_baseline() {
+    use wedsync_core::baseline::HpaSettings;
+    use wedsync_core::replay::replay_hpa;
+    let cases = [
+        ("viral-spike", pool(5, 1000, 60)),
+        ("saturday-surge", pool(2, 200, 60)),
+        ("april-ramp", pool(2, 200, 120)),
+        ("wedding-day", pool(2, 200, 60)),
+        ("flash-crowd-during-wedding", pool(5, 100, 60)),
+    ];
+    for (name, pool) in cases {
+        let t = trace(name);
+        let (engine, _) = replay(&t, pool.clone(), EngineSettings::default());
+        let hpa = replay_hpa(&t, &pool, HpaSettings::default());
+        let f = |o: Option<f64>| o.map_or("-".to_owned(), |s| format!("{s:.0}"));
+        eprintln!(
+            "{name:28} onset→capacity s: engine {:>5} hpa {:>5} | under-provisioned unit-s: engine {:>9.0} hpa {:>9.0} | \
+             wedding-critical unserved: engine {:>8.0} hpa {:>8.0} | cost: engine {:>7.2} hpa {:>7.2}",
+            f(engine.onset_to_capacity_s),
+            f(hpa.onset_to_capacity_s),
+            engine.under_provisioned_unit_seconds,
+            hpa.under_provisioned_unit_seconds,
+            engine.wedding_critical_unserved,
+            hpa.wedding_critical_unserved,
+            engine.total_cost,
+            hpa.total_cost,
+        );
+        assert_eq!(engine.wedding_critical_unserved, 0.0, "{name}");
+        assert!(engine.total_cost <= 1.1 * hpa.total_cost, "{name}: cost {engine:?} vs {hpa:?}");
+        if name == "wedding-day" {
+            // Without classes, the baseline's upload surges reach wedding-critical traffic.
+            assert!(hpa.wedding_critical_unserved > 0.0, "{hpa:?}");
+        }
+    }
+}

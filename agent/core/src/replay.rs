@@ -145,6 +145,15 @@ impl Trace {
         Ok(trace)
     }
 
+    /// Demand at `t` seconds (held from one row to the next); `cursor` remembers the row for
+    /// the next, later `t`.
+    fn demand_at(&self, t: f64, cursor: &mut usize) -> Demand {
+        while *cursor + 1 < self.rows.len() && self.rows[*cursor + 1].0 <= t {
+            *cursor += 1;
+        }
+        self.rows.get(*cursor).map(|(_, d)| *d).unwrap_or_default()
+    }
+
     /// Length in seconds (the last row's time).
     pub fn duration_s(&self) -> f64 {
         self.rows.last().map_or(0.0, |(t, _)| *t)
@@ -185,6 +194,25 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
+    /// A report with nothing scored yet.
+    fn empty(trace: &str) -> ReplayReport {
+        ReplayReport {
+            trace: trace.to_owned(),
+            onset_to_decision_s: None,
+            onset_to_capacity_s: None,
+            under_provisioned_unit_seconds: 0.0,
+            over_provisioned_cost: 0.0,
+            total_cost: 0.0,
+            direction_reversals: 0,
+            shed_requests: [0.0; 5],
+            wedding_critical_unserved: 0.0,
+            decisions: 0,
+            peak_demand: 0.0,
+            peak_units: 0,
+            min_units_while_protected: None,
+        }
+    }
+
     /// Requests of `class` shed.
     pub fn shed(&self, class: TrafficClass) -> f64 {
         self.shed_requests[TrafficClass::ALL.iter().position(|c| *c == class).unwrap_or(0)]
@@ -200,21 +228,7 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         // Parsed weddings are valid; an invalid one would simply not protect.
         let _ = engine.handle_wedding_upsert(wedding.clone());
     }
-    let mut report = ReplayReport {
-        trace: trace.name.clone(),
-        onset_to_decision_s: None,
-        onset_to_capacity_s: None,
-        under_provisioned_unit_seconds: 0.0,
-        over_provisioned_cost: 0.0,
-        total_cost: 0.0,
-        direction_reversals: 0,
-        shed_requests: [0.0; 5],
-        wedding_critical_unserved: 0.0,
-        decisions: 0,
-        peak_demand: 0.0,
-        peak_units: 0,
-        min_units_while_protected: None,
-    };
+    let mut report = ReplayReport::empty(&trace.name);
     let mut decisions = Vec::new();
     // Warm start: the pool serves what the first row needs (and its floor, if protected), as a
     // running pool would; the engine learns that as its starting point.
@@ -224,47 +238,22 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         serving = serving.max(pool.protected_floor).min(pool.max);
     }
     let mut protected_since: Option<f64> = None;
-    let mut arriving: Option<(f64, u32)> = None;
+    let mut capacity = Capacity::new(serving, pool.provisioning_delay);
     let mut admission = [1.0f64; 5];
     let mut cost_per_hour = 0.0;
-    let mut last_direction: Option<bool> = None;
-    let mut row = 0usize;
+    let mut cursor = 0usize;
     let rounds = (trace.duration_s() / round_s).floor() as u64;
     for r in 0..=rounds {
         let t = r as f64 * round_s;
-        while row + 1 < trace.rows.len() && trace.rows[row + 1].0 <= t {
-            row += 1;
-        }
-        let demand = trace.rows[row].1;
+        let demand = trace.demand_at(t, &mut cursor);
         let now = Timestamp::from_nanos((t * 1e9) as u64);
         let wall = trace.start_unix_ms + (t * 1000.0) as i64;
-        if let Some((ready, units)) = arriving
-            && t >= ready
-        {
-            serving = units;
-            arriving = None;
-        }
-        engine.handle_pool_state(now, 0, serving);
+        capacity.arrive(t);
+        engine.handle_pool_state(now, 0, capacity.serving);
         engine.handle_demand(now, 0, demand);
         engine.handle_timeout(now, wall);
         while let Some(decision) = engine.poll_decision() {
-            if decision.to > decision.from {
-                if report.onset_to_decision_s.is_none() && trace.onset_s.is_some_and(|onset| t >= onset) {
-                    report.onset_to_decision_s = trace.onset_s.map(|onset| t - onset);
-                }
-                arriving = Some((t + pool.provisioning_delay.as_secs_f64(), decision.to));
-                if last_direction == Some(false) {
-                    report.direction_reversals += 1;
-                }
-                last_direction = Some(true);
-            } else if decision.to < decision.from {
-                serving = serving.min(decision.to);
-                arriving = arriving.filter(|(_, units)| *units <= decision.to);
-                if last_direction == Some(true) {
-                    report.direction_reversals += 1;
-                }
-                last_direction = Some(false);
-            }
+            capacity.scale(t, decision.from, decision.to, trace.onset_s, &mut report);
             for a in &decision.admission {
                 admission[TrafficClass::ALL.iter().position(|c| *c == a.class).unwrap_or(0)] = a.admit;
             }
@@ -272,43 +261,173 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
             report.decisions += 1;
             decisions.push(decision);
         }
-        // Score this round.
-        let total = demand.total();
-        report.peak_demand = report.peak_demand.max(total);
-        // Capacity comparisons in "average requests" (per-class costs applied).
-        let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
-        report.peak_units = report.peak_units.max(serving);
-        let capacity = f64::from(serving) * pool.capacity_per_unit;
-        let needed_full = weighted / pool.capacity_per_unit;
-        report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
-        let needed_target = (weighted / pool.target_load_per_unit()).ceil();
-        report.over_provisioned_cost +=
-            (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
-        report.total_cost += cost_per_hour * round_s / 3600.0;
-        for (i, class) in TrafficClass::ALL.iter().enumerate() {
-            report.shed_requests[i] += demand.of(*class) * (1.0 - admission[i]) * round_s;
-        }
-        let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
-        report.wedding_critical_unserved += (critical - capacity).max(0.0) * round_s;
-        if report.onset_to_capacity_s.is_none()
-            && let Some(onset) = trace.onset_s.filter(|onset| t >= *onset)
-        {
-            let admitted: f64 = TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * admission[i]).sum();
-            if capacity >= total || (capacity >= admitted && serving >= pool.max) {
-                report.onset_to_capacity_s = Some(t - onset);
-            }
-        }
-        if engine.active_weddings(&pool.region, wall) > 0 {
-            let since = *protected_since.get_or_insert(t);
-            if t - since >= pool.provisioning_delay.as_secs_f64() {
-                report.min_units_while_protected =
-                    Some(report.min_units_while_protected.map_or(serving, |m| m.min(serving)));
-            }
-        } else {
-            protected_since = None;
-        }
+        let serving = capacity.serving;
+        let protected = engine.active_weddings(&pool.region, wall) > 0;
+        let round = Round { t, round_s, demand, serving, admission, cost_per_hour, protected };
+        score(&mut report, &pool, trace.onset_s, &mut protected_since, &round, Serving::ByPriority);
     }
     (report, decisions)
+}
+
+/// The pool's capacity as the replays model it: units asked for serve after the provisioning
+/// delay; a scale-down takes effect at once.
+struct Capacity {
+    serving: u32,
+    arriving: Option<(f64, u32)>,
+    delay_s: f64,
+    last_up: Option<bool>,
+}
+
+impl Capacity {
+    fn new(serving: u32, delay: Duration) -> Capacity {
+        Capacity { serving, arriving: None, delay_s: delay.as_secs_f64(), last_up: None }
+    }
+
+    /// Units asked for come into service.
+    fn arrive(&mut self, t: f64) {
+        if let Some((ready, units)) = self.arriving
+            && t >= ready
+        {
+            self.serving = units;
+            self.arriving = None;
+        }
+    }
+
+    /// Units serving or on their way.
+    fn asked(&self) -> u32 {
+        self.arriving.map_or(self.serving, |(_, units)| units)
+    }
+
+    /// A decision from `from` to `to` units at `t`; scores the onset-to-decision time and
+    /// direction reversals.
+    fn scale(&mut self, t: f64, from: u32, to: u32, onset_s: Option<f64>, report: &mut ReplayReport) {
+        let up = match to.cmp(&from) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => return,
+        };
+        if up {
+            if report.onset_to_decision_s.is_none() && onset_s.is_some_and(|onset| t >= onset) {
+                report.onset_to_decision_s = onset_s.map(|onset| t - onset);
+            }
+            self.arriving = Some((t + self.delay_s, to));
+        } else {
+            self.serving = self.serving.min(to);
+            self.arriving = self.arriving.filter(|(_, units)| *units <= to);
+        }
+        if self.last_up == Some(!up) {
+            report.direction_reversals += 1;
+        }
+        self.last_up = Some(up);
+    }
+}
+
+/// One round's facts, for [`score`].
+struct Round {
+    t: f64,
+    round_s: f64,
+    demand: Demand,
+    serving: u32,
+    admission: [f64; 5],
+    cost_per_hour: f64,
+    protected: bool,
+}
+
+/// How serving capacity is shared out when demand exceeds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// Wedding-critical first (the engine's admission control sheds the rest by class).
+    ByPriority,
+    /// Every class alike (an autoscaler without classes).
+    Proportional,
+}
+
+/// Adds one round to `report`.
+fn score(
+    report: &mut ReplayReport,
+    pool: &PoolSpec,
+    onset_s: Option<f64>,
+    protected_since: &mut Option<f64>,
+    r: &Round,
+    serving_rule: Serving,
+) {
+    let (t, round_s, demand, serving) = (r.t, r.round_s, r.demand, r.serving);
+    let total = demand.total();
+    report.peak_demand = report.peak_demand.max(total);
+    // Capacity comparisons in "average requests" (per-class costs applied).
+    let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
+    report.peak_units = report.peak_units.max(serving);
+    let capacity = f64::from(serving) * pool.capacity_per_unit;
+    let needed_full = weighted / pool.capacity_per_unit;
+    report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
+    let needed_target = (weighted / pool.target_load_per_unit()).ceil();
+    report.over_provisioned_cost +=
+        (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
+    report.total_cost += r.cost_per_hour * round_s / 3600.0;
+    for (i, class) in TrafficClass::ALL.iter().enumerate() {
+        report.shed_requests[i] += demand.of(*class) * (1.0 - r.admission[i]) * round_s;
+    }
+    let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
+    report.wedding_critical_unserved += match serving_rule {
+        Serving::ByPriority => (critical - capacity).max(0.0),
+        Serving::Proportional if weighted > capacity && weighted > 0.0 => critical * (1.0 - capacity / weighted),
+        Serving::Proportional => 0.0,
+    } * round_s;
+    if report.onset_to_capacity_s.is_none()
+        && let Some(onset) = onset_s.filter(|onset| t >= *onset)
+    {
+        let admitted: f64 = TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * r.admission[i]).sum();
+        if capacity >= total || (capacity >= admitted && serving >= pool.max) {
+            report.onset_to_capacity_s = Some(t - onset);
+        }
+    }
+    if r.protected {
+        let since = *protected_since.get_or_insert(t);
+        if t - since >= pool.provisioning_delay.as_secs_f64() {
+            report.min_units_while_protected =
+                Some(report.min_units_while_protected.map_or(serving, |m| m.min(serving)));
+        }
+    } else {
+        *protected_since = None;
+    }
+}
+
+/// Runs the Kubernetes HPA baseline ([`crate::baseline::Hpa`]) over `trace` for `pool`, against
+/// the same capacity model, and scores it the same way. Its capacity is all on demand (it has no
+/// purchase mix), it has no admission control, and past capacity every class suffers alike.
+/// Deterministic.
+pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::HpaSettings) -> ReplayReport {
+    let round_s = trace.round.as_secs_f64();
+    let mut hpa = crate::baseline::Hpa::new(settings, pool.min, pool.max, pool.target_utilization);
+    let mut report = ReplayReport::empty(&trace.name);
+    let first = trace.rows.first().map(|(_, d)| d.total()).unwrap_or(0.0);
+    let serving = ((first / pool.target_load_per_unit()).ceil() as u32).clamp(pool.min, pool.max);
+    let mut capacity = Capacity::new(serving, pool.provisioning_delay);
+    let mut protected_since: Option<f64> = None;
+    let mut cursor = 0usize;
+    let rounds = (trace.duration_s() / round_s).floor() as u64;
+    for r in 0..=rounds {
+        let t = r as f64 * round_s;
+        let demand = trace.demand_at(t, &mut cursor);
+        let wall = trace.start_unix_ms + (t * 1000.0) as i64;
+        capacity.arrive(t);
+        let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
+        let servable = f64::from(capacity.serving) * pool.capacity_per_unit;
+        hpa.observe(t, if servable > 0.0 { weighted / servable } else { 0.0 });
+        // It sizes from what it asked for, as the HPA reads the workload's replica count.
+        let asked = capacity.asked();
+        if let Some(to) = hpa.sync(t, asked) {
+            capacity.scale(t, asked, to, trace.onset_s, &mut report);
+            report.decisions += 1;
+        }
+        let serving = capacity.serving;
+        let protected =
+            trace.weddings.iter().any(|w| w.region == pool.region && w.start_unix_ms <= wall && wall < w.end_unix_ms);
+        let cost_per_hour = f64::from(serving) * pool.cost.on_demand;
+        let round = Round { t, round_s, demand, serving, admission: [1.0; 5], cost_per_hour, protected };
+        score(&mut report, pool, trace.onset_s, &mut protected_since, &round, Serving::Proportional);
+    }
+    report
 }
 
 #[cfg(test)]
