@@ -269,33 +269,35 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
     (report, decisions)
 }
 
-/// The pool's capacity as the replays model it: units asked for serve after the provisioning
-/// delay; a scale-down takes effect at once.
+/// The pool's capacity as the replays model it: each scale-up's units serve once its own
+/// provisioning delay has passed (a later, larger request does not hold back an earlier one, as
+/// with a cloud provider); a scale-down takes effect at once and cancels requests above it.
 struct Capacity {
     serving: u32,
-    arriving: Option<(f64, u32)>,
+    /// Requests in flight, oldest first: (ready at, units serving from then).
+    arriving: std::collections::VecDeque<(f64, u32)>,
     delay_s: f64,
     last_up: Option<bool>,
 }
 
 impl Capacity {
     fn new(serving: u32, delay: Duration) -> Capacity {
-        Capacity { serving, arriving: None, delay_s: delay.as_secs_f64(), last_up: None }
+        Capacity { serving, arriving: std::collections::VecDeque::new(), delay_s: delay.as_secs_f64(), last_up: None }
     }
 
     /// Units asked for come into service.
     fn arrive(&mut self, t: f64) {
-        if let Some((ready, units)) = self.arriving
+        while let Some(&(ready, units)) = self.arriving.front()
             && t >= ready
         {
             self.serving = units;
-            self.arriving = None;
+            self.arriving.pop_front();
         }
     }
 
     /// Units serving or on their way.
     fn asked(&self) -> u32 {
-        self.arriving.map_or(self.serving, |(_, units)| units)
+        self.arriving.back().map_or(self.serving, |(_, units)| *units)
     }
 
     /// A decision from `from` to `to` units at `t`; scores the onset-to-decision time and
@@ -310,10 +312,10 @@ impl Capacity {
             if report.onset_to_decision_s.is_none() && onset_s.is_some_and(|onset| t >= onset) {
                 report.onset_to_decision_s = onset_s.map(|onset| t - onset);
             }
-            self.arriving = Some((t + self.delay_s, to));
+            self.arriving.push_back((t + self.delay_s, to));
         } else {
             self.serving = self.serving.min(to);
-            self.arriving = self.arriving.filter(|(_, units)| *units <= to);
+            self.arriving.retain(|(_, units)| *units <= to);
         }
         if self.last_up == Some(!up) {
             report.direction_reversals += 1;
