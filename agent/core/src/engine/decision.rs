@@ -53,6 +53,17 @@ pub enum Reason {
         /// Noise level (σ) of the baseline.
         sigma: f64,
     },
+    /// During a spike the load kept climbing for 30 s: it was projected one provisioning delay
+    /// ahead, so the capacity asked for now fits the demand when it arrives.
+    Climb {
+        /// Growth of the load per minute, at the slowest rate between the window's quarters
+        /// (1.5 = 50% a minute).
+        growth_per_minute: f64,
+        /// The projected load (requests/s).
+        projected: f64,
+        /// How far ahead, seconds (the provisioning delay).
+        ahead_seconds: f64,
+    },
     /// Pre-scaled for the forecast peak (learned weekly profile × seasons) over the horizon.
     Predictive {
         /// Forecast peak demand (requests/s).

@@ -9,7 +9,10 @@
 //! One round per pool:
 //! 1. *Freshness*: no fresh demand for `stale_rounds` rounds → hold (never scale in blind).
 //! 2. *Load*: a slow EWMA of demand; while a CUSUM spike is active, the max of that and the
-//!    mean of the last five samples (0.5 s at 10 Hz).
+//!    mean of the last five samples (0.5 s at 10 Hz), and, when that mean has kept climbing
+//!    across each quarter of the last 30 s (a ramp, not a step), projected one provisioning
+//!    delay ahead at the slowest quarter's rate (at most 2×), so capacity asked for during a
+//!    climb fits the demand when it arrives.
 //! 3. *Target tracking*: `desired = ceil(load / (capacity per unit × target utilization))`,
 //!    ignored while utilization is within the tolerance of the target.
 //! 4. *Scale-up cap*: at most `max_scale_up_factor` × current per decision.
@@ -173,6 +176,15 @@ pub struct PoolStatus {
 }
 
 const RECENT_SAMPLES: usize = 5;
+/// The climb detector keeps one recent-load sample per this step...
+const CLIMB_STEP: Duration = Duration::from_secs(1);
+/// ...over this window; a climb is growth across each of its quarters.
+const CLIMB_WINDOW: Duration = Duration::from_secs(30);
+/// A projected climb asks for at most this multiple of the recent load.
+const CLIMB_MAX_FACTOR: f64 = 2.0;
+/// Growth each quarter of the window must show over the one before to count as a climb (above
+/// the noise of quarter means on a busy day).
+const CLIMB_MIN_GROWTH: f64 = 1.03;
 /// How long the fast load estimate stays in force after a spike.
 const SPIKE_HOLD: Duration = Duration::from_secs(60);
 /// Half-life of the slow load EWMA.
@@ -191,6 +203,8 @@ struct PoolRuntime {
     detector: SpikeDetector,
     slow_load: Option<f64>,
     recent: VecDeque<f64>,
+    /// Recent-load samples, one per [`CLIMB_STEP`], over [`CLIMB_WINDOW`] (oldest first).
+    climb: VecDeque<(Timestamp, f64)>,
     spike: Option<(Timestamp, Spike)>,
     latest: Option<Demand>,
     fresh: bool,
@@ -261,6 +275,7 @@ impl Engine {
                 detector: SpikeDetector::new(settings.detector),
                 slow_load: None,
                 recent: VecDeque::with_capacity(RECENT_SAMPLES),
+                climb: VecDeque::new(),
                 spike: None,
                 latest: None,
                 fresh: false,
@@ -342,6 +357,12 @@ impl Engine {
             Some(slow) => slow + alpha * (total - slow),
         });
         let recent_mean = p.recent.iter().sum::<f64>() / p.recent.len() as f64;
+        if p.climb.back().is_none_or(|(at, _)| now.saturating_since(*at) >= CLIMB_STEP) {
+            p.climb.push_back((now, recent_mean));
+            while p.climb.front().is_some_and(|(at, _)| now.saturating_since(*at) > CLIMB_WINDOW) {
+                p.climb.pop_front();
+            }
+        }
         if let Some(spike) = p.detector.observe(total, || recent_mean) {
             p.spike = Some((now, spike));
         }
@@ -526,7 +547,14 @@ impl Engine {
             let load = match p.spike {
                 Some((_, spike)) if recent > slow => {
                     reasons.push(Reason::Spike { baseline: spike.baseline, recent, sigma: spike.sigma });
-                    recent
+                    match climb_projection(&p.climb, recent, spec.provisioning_delay) {
+                        Some(climb) => {
+                            let projected = climb.projected;
+                            reasons.push(climb.reason());
+                            projected
+                        }
+                        None => recent,
+                    }
                 }
                 _ => slow,
             };
@@ -795,6 +823,55 @@ struct TargetPlan {
 
 /// Steps 2–5 and prediction for a pool on `own_load` (plus a failover's), without changing the
 /// pool: a policy's failover veto plans again without the failover.
+/// A sustained climb, projected ahead.
+struct Climb {
+    growth_per_second: f64,
+    projected: f64,
+    ahead: Duration,
+}
+
+impl Climb {
+    fn reason(&self) -> Reason {
+        Reason::Climb {
+            growth_per_minute: (self.growth_per_second * 60.0).exp(),
+            projected: self.projected,
+            ahead_seconds: self.ahead.as_secs_f64(),
+        }
+    }
+}
+
+/// The load `ahead` from now if it keeps climbing: only when each quarter of the climb window
+/// grew by [`CLIMB_MIN_GROWTH`] over the one before (a ramp, not a one-off step, which the spike
+/// path already follows), at the slowest of those rates, and at most [`CLIMB_MAX_FACTOR`] ×
+/// `recent`.
+fn climb_projection(samples: &VecDeque<(Timestamp, f64)>, recent: f64, ahead: Duration) -> Option<Climb> {
+    let (&(t0, _), &(t_last, _)) = (samples.front()?, samples.back()?);
+    let span = t_last.saturating_since(t0);
+    if span < CLIMB_WINDOW.saturating_sub(CLIMB_STEP * 2) || !recent.is_finite() || recent <= 0.0 {
+        return None;
+    }
+    // The window's samples (and the load now) in four consecutive quarters, each averaged: a
+    // ramp raises every quarter over the one before; a one-off step raises at most two
+    // neighbouring ones, so one of the three steps between quarters stays flat.
+    let values: Vec<f64> = samples.iter().map(|(_, v)| *v).chain(std::iter::once(recent)).collect();
+    let quarter = values.len() / 4;
+    if quarter == 0 {
+        return None;
+    }
+    let mean = |i: usize| values[i * quarter..(i + 1) * quarter].iter().sum::<f64>() / quarter as f64;
+    let means = [mean(0), mean(1), mean(2), values[values.len() - quarter..].iter().sum::<f64>() / quarter as f64];
+    let quarter_secs = span.as_secs_f64() / 4.0;
+    let mut slowest = f64::INFINITY;
+    for pair in means.windows(2) {
+        if !(pair[0] > 0.0 && pair[1] >= pair[0] * CLIMB_MIN_GROWTH) {
+            return None;
+        }
+        slowest = slowest.min((pair[1] / pair[0]).ln() / quarter_secs);
+    }
+    let projected = (recent * (slowest * ahead.as_secs_f64()).exp()).min(recent * CLIMB_MAX_FACTOR);
+    (projected.is_finite() && projected > recent).then_some(Climb { growth_per_second: slowest, projected, ahead })
+}
+
 fn plan_target(
     p: &PoolRuntime,
     s: &EngineSettings,

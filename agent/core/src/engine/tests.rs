@@ -116,6 +116,46 @@ fn three_sigma_step_scales_up_within_a_second() {
 }
 
 #[test]
+fn a_sustained_climb_is_projected_one_provisioning_delay_ahead_and_a_step_is_not() {
+    let mut spec = pool("api");
+    spec.provisioning_delay = Duration::from_secs(60);
+    // A climb: 1000 rps, then 3% a second (about 6x a minute) for a minute.
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec.clone()]);
+    drive(&mut engine, 0, 3000, |_| demand(TrafficClass::Registration, 1000.0));
+    let climb = drive(&mut engine, 3000, 600, |r| {
+        demand(TrafficClass::Registration, 1000.0 * 1.03f64.powf((r - 3000) as f64 / 10.0))
+    });
+    let projected: Vec<&Decision> =
+        climb.iter().filter(|d| d.reasons.iter().any(|r| matches!(r, Reason::Climb { .. }))).collect();
+    let first = projected.first().expect("the climb is projected");
+    let Some(Reason::Climb { growth_per_minute, projected: load, ahead_seconds }) =
+        first.reasons.iter().find(|r| matches!(r, Reason::Climb { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(*ahead_seconds, 60.0);
+    // Never faster than the real climb (1.03^60 ≈ 5.9 a minute).
+    assert!(*growth_per_minute > 1.0 && *growth_per_minute <= 1.03f64.powf(60.0) * 1.05, "{growth_per_minute}");
+    // Sized for more than the demand now, at most twice it.
+    let at_s = (first.at.as_nanos() / 1_000_000_000) as f64 - 300.0;
+    let now = 1000.0 * 1.03f64.powf(at_s);
+    assert!(*load > now && *load <= 2.0 * now * 1.05, "{load} vs {now}");
+    // Later in the climb both halves of the window see the full rate.
+    let late = projected.last().expect("projected");
+    assert!(
+        late.reasons.iter().any(|r| matches!(r, Reason::Climb { growth_per_minute, .. } if *growth_per_minute > 4.0)),
+        "{:?}",
+        late.reasons
+    );
+    // The same total growth in one step: followed (spike path), not projected.
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    drive(&mut engine, 0, 3000, |_| demand(TrafficClass::Registration, 1000.0));
+    let step = drive(&mut engine, 3000, 600, |_| demand(TrafficClass::Registration, 5900.0));
+    assert!(!step.is_empty());
+    assert!(step.iter().all(|d| !d.reasons.iter().any(|r| matches!(r, Reason::Climb { .. }))), "{step:?}");
+}
+
+#[test]
 fn stationary_noise_neither_flaps_nor_falsely_scales() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
     let mut noise = Noise(5);
