@@ -99,8 +99,8 @@ fn flash_crowd_during_a_wedding_degrades_by_class() {
 
 /// The engine against the Kubernetes HPA baseline (its documented defaults) on every trace: same
 /// pool, same capacity model, same scoring, printed side by side. The engine must reach capacity
-/// no later than the baseline, never leave wedding-critical demand unserved, and cost at most
-/// 10% more.
+/// no later than the baseline, never leave wedding-critical demand unserved, keep its
+/// wedding-critical p99 latency no higher, and cost at most 10% more.
 #[test]
 fn the_engine_against_the_hpa_baseline() {
     use wedsync_core::baseline::HpaSettings;
@@ -119,7 +119,8 @@ fn the_engine_against_the_hpa_baseline() {
         let f = |o: Option<f64>| o.map_or("-".to_owned(), |s| format!("{s:.0}"));
         eprintln!(
             "{name:28} onset→capacity s: engine {:>5} hpa {:>5} | under-provisioned unit-s: engine {:>9.0} hpa {:>9.0} | \
-             wedding-critical unserved: engine {:>8.0} hpa {:>8.0} | cost: engine {:>7.2} hpa {:>7.2}",
+             wedding-critical unserved: engine {:>8.0} hpa {:>8.0} | cost: engine {:>7.2} hpa {:>7.2} | \
+             p99 latency ms, wedding-critical: engine {:>8.0} hpa {:>8.0}; registration: engine {:>8.0} hpa {:>8.0}",
             f(engine.onset_to_capacity_s),
             f(hpa.onset_to_capacity_s),
             engine.under_provisioned_unit_seconds,
@@ -128,7 +129,12 @@ fn the_engine_against_the_hpa_baseline() {
             hpa.wedding_critical_unserved,
             engine.total_cost,
             hpa.total_cost,
+            engine.p99_latency_ms[0],
+            hpa.p99_latency_ms[0],
+            engine.p99_latency_ms[2],
+            hpa.p99_latency_ms[2],
         );
+        assert!(engine.p99_latency_ms[0] <= hpa.p99_latency_ms[0], "{name}: wedding-critical p99 latency");
         assert_eq!(engine.wedding_critical_unserved, 0.0, "{name}");
         assert!(engine.total_cost <= 1.1 * hpa.total_cost, "{name}: cost {engine:?} vs {hpa:?}");
         if let Some(baseline) = hpa.onset_to_capacity_s {

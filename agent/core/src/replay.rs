@@ -191,6 +191,11 @@ pub struct ReplayReport {
     /// protection has lasted the provisioning delay (capacity asked for at its start could not
     /// serve sooner). None: never protected that long.
     pub min_units_while_protected: Option<u32>,
+    /// 99th percentile latency of each class's admitted requests, ms (in
+    /// [`TrafficClass::ALL`] order; 0 for a class without requests), from a queueing model:
+    /// 20 ms of service, an M/M/1 wait at the class's utilization, and the time to drain the
+    /// backlog ahead of it.
+    pub p99_latency_ms: [f64; 5],
 }
 
 impl ReplayReport {
@@ -210,6 +215,7 @@ impl ReplayReport {
             peak_demand: 0.0,
             peak_units: 0,
             min_units_while_protected: None,
+            p99_latency_ms: [0.0; 5],
         }
     }
 
@@ -237,7 +243,7 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
     if engine.active_weddings(&pool.region, trace.start_unix_ms) > 0 {
         serving = serving.max(pool.protected_floor).min(pool.max);
     }
-    let mut protected_since: Option<f64> = None;
+    let mut scorer = Scorer::new(Serving::ByPriority);
     let mut capacity = Capacity::new(serving, pool.provisioning_delay);
     let mut admission = [1.0f64; 5];
     let mut cost_per_hour = 0.0;
@@ -264,8 +270,9 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         let serving = capacity.serving;
         let protected = engine.active_weddings(&pool.region, wall) > 0;
         let round = Round { t, round_s, demand, serving, admission, cost_per_hour, protected };
-        score(&mut report, &pool, trace.onset_s, &mut protected_since, &round, Serving::ByPriority);
+        scorer.round(&mut report, &pool, trace.onset_s, &round);
     }
+    scorer.finish(&mut report);
     (report, decisions)
 }
 
@@ -324,7 +331,7 @@ impl Capacity {
     }
 }
 
-/// One round's facts, for [`score`].
+/// One round's facts, for [`Scorer::round`].
 struct Round {
     t: f64,
     round_s: f64,
@@ -344,53 +351,133 @@ enum Serving {
     Proportional,
 }
 
-/// Adds one round to `report`.
-fn score(
-    report: &mut ReplayReport,
-    pool: &PoolSpec,
-    onset_s: Option<f64>,
-    protected_since: &mut Option<f64>,
-    r: &Round,
+/// Service time of one request in the latency model.
+const SERVICE_S: f64 = 0.02;
+/// Latency recorded while a pool has no capacity at all.
+const NO_CAPACITY_WAIT_S: f64 = 60.0;
+
+/// Scores rounds into a report: the sums, the protection floor and, through per-class queues,
+/// latency.
+struct Scorer {
     serving_rule: Serving,
-) {
-    let (t, round_s, demand, serving) = (r.t, r.round_s, r.demand, r.serving);
-    let total = demand.total();
-    report.peak_demand = report.peak_demand.max(total);
-    // Capacity comparisons in "average requests" (per-class costs applied).
-    let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
-    report.peak_units = report.peak_units.max(serving);
-    let capacity = f64::from(serving) * pool.capacity_per_unit;
-    let needed_full = weighted / pool.capacity_per_unit;
-    report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
-    let needed_target = (weighted / pool.target_load_per_unit()).ceil();
-    report.over_provisioned_cost +=
-        (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
-    report.total_cost += r.cost_per_hour * round_s / 3600.0;
-    for (i, class) in TrafficClass::ALL.iter().enumerate() {
-        report.shed_requests[i] += demand.of(*class) * (1.0 - r.admission[i]) * round_s;
+    protected_since: Option<f64>,
+    /// Admitted requests waiting, per class (in "average requests").
+    backlog: [f64; 5],
+    /// Latency of admitted requests per class, µs, weighted by requests.
+    latency: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+impl Scorer {
+    fn new(serving_rule: Serving) -> Scorer {
+        let latency =
+            (0..5).filter_map(|_| hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok()).collect();
+        Scorer { serving_rule, protected_since: None, backlog: [0.0; 5], latency }
     }
-    let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
-    report.wedding_critical_unserved += match serving_rule {
-        Serving::ByPriority => (critical - capacity).max(0.0),
-        Serving::Proportional if weighted > capacity && weighted > 0.0 => critical * (1.0 - capacity / weighted),
-        Serving::Proportional => 0.0,
-    } * round_s;
-    if report.onset_to_capacity_s.is_none()
-        && let Some(onset) = onset_s.filter(|onset| t >= *onset)
-    {
-        let admitted: f64 = TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * r.admission[i]).sum();
-        if capacity >= total || (capacity >= admitted && serving >= pool.max) {
-            report.onset_to_capacity_s = Some(t - onset);
+
+    /// Adds one round to `report`.
+    fn round(&mut self, report: &mut ReplayReport, pool: &PoolSpec, onset_s: Option<f64>, r: &Round) {
+        let (t, round_s, demand, serving) = (r.t, r.round_s, r.demand, r.serving);
+        let total = demand.total();
+        report.peak_demand = report.peak_demand.max(total);
+        // Capacity comparisons in "average requests" (per-class costs applied).
+        let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
+        report.peak_units = report.peak_units.max(serving);
+        let capacity = f64::from(serving) * pool.capacity_per_unit;
+        let needed_full = weighted / pool.capacity_per_unit;
+        report.under_provisioned_unit_seconds += (needed_full - f64::from(serving)).max(0.0) * round_s;
+        let needed_target = (weighted / pool.target_load_per_unit()).ceil();
+        report.over_provisioned_cost +=
+            (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
+        report.total_cost += r.cost_per_hour * round_s / 3600.0;
+        for (i, class) in TrafficClass::ALL.iter().enumerate() {
+            report.shed_requests[i] += demand.of(*class) * (1.0 - r.admission[i]) * round_s;
+        }
+        let critical = demand.of(TrafficClass::WeddingCritical) * pool.class_weight(TrafficClass::WeddingCritical);
+        report.wedding_critical_unserved += match self.serving_rule {
+            Serving::ByPriority => (critical - capacity).max(0.0),
+            Serving::Proportional if weighted > capacity && weighted > 0.0 => critical * (1.0 - capacity / weighted),
+            Serving::Proportional => 0.0,
+        } * round_s;
+        if report.onset_to_capacity_s.is_none()
+            && let Some(onset) = onset_s.filter(|onset| t >= *onset)
+        {
+            let admitted: f64 = TrafficClass::ALL.iter().enumerate().map(|(i, c)| demand.of(*c) * r.admission[i]).sum();
+            if capacity >= total || (capacity >= admitted && serving >= pool.max) {
+                report.onset_to_capacity_s = Some(t - onset);
+            }
+        }
+        if r.protected {
+            let since = *self.protected_since.get_or_insert(t);
+            if t - since >= pool.provisioning_delay.as_secs_f64() {
+                report.min_units_while_protected =
+                    Some(report.min_units_while_protected.map_or(serving, |m| m.min(serving)));
+            }
+        } else {
+            self.protected_since = None;
+        }
+        let admitted: [f64; 5] = std::array::from_fn(|i| {
+            let class = TrafficClass::ALL[i];
+            demand.of(class) * pool.class_weight(class) * r.admission[i]
+        });
+        self.queue(&admitted, capacity, round_s);
+    }
+
+    /// Serves this round's admitted requests (requests/s per class) from `capacity` and records
+    /// their latency.
+    fn queue(&mut self, admitted: &[f64; 5], capacity: f64, round_s: f64) {
+        let budget = capacity * round_s;
+        let wait_for = |backlog: f64, load: f64| {
+            if capacity <= 0.0 {
+                return NO_CAPACITY_WAIT_S;
+            }
+            let rho = (load / capacity).min(0.99);
+            SERVICE_S * rho / (1.0 - rho) + backlog / capacity
+        };
+        let mut latency_s = [0.0; 5];
+        match self.serving_rule {
+            Serving::ByPriority => {
+                // Most important class first: each waits for the classes ahead of it and itself.
+                let mut left = budget;
+                let (mut load_ahead, mut backlog_ahead) = (0.0, 0.0);
+                for i in 0..5 {
+                    let queued = self.backlog[i] + admitted[i] * round_s;
+                    let served = queued.min(left);
+                    left -= served;
+                    self.backlog[i] = queued - served;
+                    load_ahead += admitted[i];
+                    backlog_ahead += self.backlog[i];
+                    latency_s[i] = SERVICE_S + wait_for(backlog_ahead, load_ahead);
+                }
+            }
+            Serving::Proportional => {
+                // One queue: every class waits alike.
+                let queued: f64 = (0..5).map(|i| self.backlog[i] + admitted[i] * round_s).sum();
+                let kept = if queued > 0.0 { 1.0 - queued.min(budget) / queued } else { 0.0 };
+                for (backlog, rate) in self.backlog.iter_mut().zip(admitted) {
+                    *backlog = (*backlog + rate * round_s) * kept;
+                }
+                let wait = wait_for(self.backlog.iter().sum(), admitted.iter().sum());
+                latency_s = [SERVICE_S + wait; 5];
+            }
+        }
+        for (i, histogram) in self.latency.iter_mut().enumerate() {
+            let requests = (admitted[i] * round_s).round();
+            if requests >= 1.0 {
+                let micros = (latency_s[i] * 1e6).clamp(1.0, 3.6e9) as u64;
+                let _ = histogram.record_n(micros, requests as u64);
+            }
         }
     }
-    if r.protected {
-        let since = *protected_since.get_or_insert(t);
-        if t - since >= pool.provisioning_delay.as_secs_f64() {
-            report.min_units_while_protected =
-                Some(report.min_units_while_protected.map_or(serving, |m| m.min(serving)));
+
+    /// Writes the latency percentiles into `report`.
+    fn finish(&self, report: &mut ReplayReport) {
+        for (i, histogram) in self.latency.iter().enumerate() {
+            if let Some(p99) = report.p99_latency_ms.get_mut(i)
+                && !histogram.is_empty()
+            {
+                *p99 = histogram.value_at_quantile(0.99) as f64 / 1000.0;
+            }
         }
-    } else {
-        *protected_since = None;
     }
 }
 
@@ -405,7 +492,7 @@ pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::Hpa
     let first = trace.rows.first().map(|(_, d)| d.total()).unwrap_or(0.0);
     let serving = ((first / pool.target_load_per_unit()).ceil() as u32).clamp(pool.min, pool.max);
     let mut capacity = Capacity::new(serving, pool.provisioning_delay);
-    let mut protected_since: Option<f64> = None;
+    let mut scorer = Scorer::new(Serving::Proportional);
     let mut cursor = 0usize;
     let rounds = (trace.duration_s() / round_s).floor() as u64;
     for r in 0..=rounds {
@@ -427,8 +514,9 @@ pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::Hpa
             trace.weddings.iter().any(|w| w.region == pool.region && w.start_unix_ms <= wall && wall < w.end_unix_ms);
         let cost_per_hour = f64::from(serving) * pool.cost.on_demand;
         let round = Round { t, round_s, demand, serving, admission: [1.0; 5], cost_per_hour, protected };
-        score(&mut report, pool, trace.onset_s, &mut protected_since, &round, Serving::Proportional);
+        scorer.round(&mut report, pool, trace.onset_s, &round);
     }
+    scorer.finish(&mut report);
     report
 }
 
@@ -453,6 +541,28 @@ mod tests {
             cost: UnitCost::default(),
             placements: Vec::new(),
         }
+    }
+
+    #[test]
+    fn queues_serve_wedding_critical_first_unless_there_are_no_classes() {
+        // 200 rps of capacity; 100 rps wedding-critical and 300 rps media for a minute.
+        let admitted = [100.0, 0.0, 0.0, 300.0, 0.0];
+        let mut priority = Scorer::new(Serving::ByPriority);
+        let mut shared = Scorer::new(Serving::Proportional);
+        for _ in 0..600 {
+            priority.queue(&admitted, 200.0, 0.1);
+            shared.queue(&admitted, 200.0, 0.1);
+        }
+        let (mut a, mut b) = (ReplayReport::empty("p"), ReplayReport::empty("s"));
+        priority.finish(&mut a);
+        shared.finish(&mut b);
+        // Wedding-critical sees half the capacity busy: 20 ms of service + 20 ms of waiting.
+        assert!((a.p99_latency_ms[0] - 40.0).abs() < 2.0, "{:?}", a.p99_latency_ms);
+        // Media queues behind it: 200 rps over for a minute, drained at 200 rps: up to a minute.
+        assert!(a.p99_latency_ms[3] > 50_000.0, "{:?}", a.p99_latency_ms);
+        // Without classes, wedding-critical waits in the same queue as media.
+        assert!(b.p99_latency_ms[0] > 25_000.0, "{:?}", b.p99_latency_ms);
+        assert_eq!(a.p99_latency_ms[1], 0.0, "no requests, no figure");
     }
 
     #[test]
