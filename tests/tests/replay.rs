@@ -5,8 +5,8 @@
 use std::time::Duration;
 use wedsync_core::TrafficClass;
 use wedsync_core::engine::EngineSettings;
-use wedsync_core::engine::pool::{PoolSpec, UnitCost};
-use wedsync_core::replay::{ReplayReport, Trace, replay};
+use wedsync_core::engine::pool::PoolSpec;
+use wedsync_core::replay::{ReplayReport, Trace, replay, trace_pool};
 
 fn trace(name: &str) -> Trace {
     let path = format!("{}/traces/{name}.csv", env!("CARGO_MANIFEST_DIR"));
@@ -14,21 +14,7 @@ fn trace(name: &str) -> Trace {
 }
 
 fn pool(min: u32, max: u32, delay_s: u64) -> PoolSpec {
-    PoolSpec {
-        name: "web".into(),
-        region: "eu-west".into(),
-        min,
-        max,
-        capacity_per_unit: 100.0,
-        class_capacity: [100.0; 5],
-        target_utilization: 0.7,
-        classes: TrafficClass::ALL.to_vec(),
-        provisioning_delay: Duration::from_secs(delay_s),
-        protected_floor: 30,
-        time_zone: "UTC".into(),
-        cost: UnitCost::default(),
-        placements: Vec::new(),
-    }
+    trace_pool(min, max, Duration::from_secs(delay_s))
 }
 
 fn run(name: &str, pool: PoolSpec) -> ReplayReport {

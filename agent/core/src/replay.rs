@@ -225,6 +225,26 @@ impl ReplayReport {
     }
 }
 
+/// The pool the shipped traces are written for: 100 requests/s per unit for every class at a
+/// 70% target, all classes, a protected floor of 30 units (within `[min, max]`), default prices.
+pub fn trace_pool(min: u32, max: u32, provisioning_delay: Duration) -> PoolSpec {
+    PoolSpec {
+        name: "web".into(),
+        region: "eu-west".into(),
+        min,
+        max,
+        capacity_per_unit: 100.0,
+        class_capacity: [100.0; 5],
+        target_utilization: 0.7,
+        classes: TrafficClass::ALL.to_vec(),
+        provisioning_delay,
+        protected_floor: 30.min(max).max(min),
+        time_zone: "UTC".into(),
+        cost: crate::engine::pool::UnitCost::default(),
+        placements: Vec::new(),
+    }
+}
+
 /// Runs the engine over `trace` for `pool` and scores it. Deterministic.
 pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (ReplayReport, Vec<Decision>) {
     settings.round_interval = trace.round;

@@ -20,4 +20,5 @@ pub mod ingest;
 pub mod logging;
 pub mod plugins;
 pub mod process;
+pub mod sim;
 pub mod telemetry;

@@ -58,6 +58,26 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Simulate one pool over a demand scenario with the decision engine and with the
+    /// Kubernetes HPA baseline, and write the comparison (report.md, report.json).
+    Sim {
+        /// A built-in scenario (viral-spike, saturday-surge, april-ramp, wedding-day,
+        /// flash-crowd-during-wedding) or a trace file (CSV).
+        #[arg(long, default_value = "viral-spike")]
+        scenario: String,
+        /// Where the report goes.
+        #[arg(long, value_name = "DIR", default_value = "sim-report")]
+        out: PathBuf,
+        /// The pool's minimum units (default: the scenario's).
+        #[arg(long)]
+        min: Option<u32>,
+        /// The pool's maximum units (default: the scenario's).
+        #[arg(long)]
+        max: Option<u32>,
+        /// Time from asking for a unit to its serving, e.g. "60s" (default: the scenario's).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        provisioning_delay: Option<std::time::Duration>,
+    },
     /// Sign, verify and inspect policy plugins.
     Plugin {
         #[command(subcommand)]
@@ -229,6 +249,17 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command } => plugin_command(command),
+        Command::Sim { scenario, out, min, max, provisioning_delay } => {
+            let options = wedsync_agent::sim::SimOptions { scenario, out, min, max, provisioning_delay };
+            let report = wedsync_agent::sim::run(&options)?;
+            print!("{}", wedsync_agent::sim::markdown(&report));
+            println!(
+                "\nreport: {} and {}",
+                options.out.join("report.md").display(),
+                options.out.join("report.json").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
             Ok(_) => {
                 println!("{}: ok", file.display());

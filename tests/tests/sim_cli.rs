@@ -1,0 +1,74 @@
+//! End to end: `wedsync-agent sim` runs a scenario with the engine and with the HPA baseline and
+//! writes the comparison.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use wedsync_tests::{agent_binary, unique_dir};
+
+fn sim(args: &[&str]) -> (bool, String) {
+    let out = Command::new(agent_binary()).arg("sim").args(args).output().expect("run wedsync-agent");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_viral_spike_scenario_writes_a_report_the_engine_wins() {
+    let dir = unique_dir("sim");
+    let (ok, out) = sim(&["--scenario", "viral-spike", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("# Simulation: viral-spike") && out.contains("report.json"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["scenario"], "viral-spike");
+    assert_eq!(report["pool"]["max"], 1000);
+    for criterion in ["time_to_capacity", "wedding_critical_served", "wedding_critical_latency", "cost", "engine_wins"]
+    {
+        assert_eq!(report["verdict"][criterion], true, "{criterion}: {}", report["verdict"]);
+    }
+    let engine = report["engine"]["onset_to_capacity_s"].as_f64().unwrap();
+    let baseline = report["baseline"]["onset_to_capacity_s"].as_f64().unwrap();
+    assert!(engine <= baseline, "{engine} vs {baseline}");
+    assert_eq!(report["engine"]["wedding_critical_unserved"], 0.0);
+    assert!(report["baseline"]["wedding_critical_unserved"].as_f64().unwrap() > 0.0);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| onset → capacity |") && md.contains("wedding-critical p99 no higher: yes"), "{md}");
+}
+
+#[test]
+fn a_trace_file_and_pool_options_are_taken_and_bad_input_is_refused() {
+    let dir = unique_dir("sim-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("steady.csv");
+    std::fs::write(
+        &trace,
+        "# name: steady\n# round_ms: 1000\nt_s,wedding_critical,wedding_planning,registration,media,background\n\
+         0,100,100,100,100,100\n600,100,100,100,100,100\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let (ok, out) = sim(&[
+        "--scenario",
+        trace.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--min",
+        "3",
+        "--max",
+        "40",
+        "--provisioning-delay",
+        "30s",
+    ]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["scenario"], "steady");
+    assert_eq!((report["pool"]["min"].as_u64(), report["pool"]["max"].as_u64()), (Some(3), Some(40)));
+    assert_eq!(report["pool"]["provisioning_delay_s"], 30.0);
+
+    let (ok, out) = sim(&["--scenario", "no-such-scenario", "--out", out_dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("not a built-in scenario (viral-spike"), "{out}");
+    let (ok, out) = sim(&["--min", "9", "--max", "3", "--out", out_dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("min 9 and max 3"), "{out}");
+    std::fs::write(&trace, "t_s,oops\n1,2\n").unwrap();
+    let (ok, out) = sim(&["--scenario", trace.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("line"), "{out}");
+}
