@@ -553,10 +553,19 @@ impl PluginStage {
 
     fn round(&mut self, input: &PolicyRound<'_>) -> Round {
         let mut pools = PoolTable::with_capacity(input.pools.len());
-        // Pools mostly share the agent's time zone: one offset look-up per zone and round.
+        // Pools mostly share a few time zones: one offset look-up per zone and round.
         let own_offset = utc_offset_minutes(input.wall_ms, &self.own_tz);
+        let mut offsets: Vec<(&jiff::tz::TimeZone, i32)> = vec![(&self.own_tz, own_offset)];
         for p in input.pools {
             let tz = self.pools.get(p.pool).map_or(&self.own_tz, |m| &m.tz);
+            let offset = match offsets.iter().find(|(zone, _)| *zone == tz) {
+                Some((_, offset)) => *offset,
+                None => {
+                    let offset = utc_offset_minutes(input.wall_ms, tz);
+                    offsets.push((tz, offset));
+                    offset
+                }
+            };
             let mut status = PoolStatus::empty();
             if p.protected {
                 status |= PoolStatus::PROTECTED;
@@ -573,7 +582,7 @@ impl PluginStage {
                 load: p.load,
                 demand: p.demand.0,
                 status,
-                utc_offset_minutes: if *tz == self.own_tz { own_offset } else { utc_offset_minutes(input.wall_ms, tz) },
+                utc_offset_minutes: offset,
                 proposed: p.to,
                 placement: self.region_id(&p.placement),
                 admission: p.admission,

@@ -853,13 +853,15 @@ fn climb_projection(samples: &VecDeque<(Timestamp, f64)>, recent: f64, ahead: Du
     // The window's samples (and the load now) in four consecutive quarters, each averaged: a
     // ramp raises every quarter over the one before; a one-off step raises at most two
     // neighbouring ones, so one of the three steps between quarters stays flat.
-    let values: Vec<f64> = samples.iter().map(|(_, v)| *v).chain(std::iter::once(recent)).collect();
-    let quarter = values.len() / 4;
+    // Runs every spike round: no allocation, the load now is the value after the samples.
+    let len = samples.len() + 1;
+    let value = |i: usize| samples.get(i).map_or(recent, |(_, v)| *v);
+    let quarter = len / 4;
     if quarter == 0 {
         return None;
     }
-    let mean = |i: usize| values[i * quarter..(i + 1) * quarter].iter().sum::<f64>() / quarter as f64;
-    let means = [mean(0), mean(1), mean(2), values[values.len() - quarter..].iter().sum::<f64>() / quarter as f64];
+    let mean = |start: usize| (start..start + quarter).map(value).sum::<f64>() / quarter as f64;
+    let means = [mean(0), mean(quarter), mean(2 * quarter), mean(len - quarter)];
     let quarter_secs = span.as_secs_f64() / 4.0;
     let mut slowest = f64::INFINITY;
     for pair in means.windows(2) {
