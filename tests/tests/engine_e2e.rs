@@ -18,15 +18,46 @@ demand_metric = "requests"
 demand_tags = ["service:checkout"]
 "#;
 
+/// Counts requests owed at a steady rate since the first call, so a loop that wakes late sends
+/// more rather than lowering the rate the agent sees.
+struct Pacer {
+    started: Instant,
+    per_second: f64,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(per_second: f64) -> Self {
+        Self { started: Instant::now(), per_second, sent: 0 }
+    }
+
+    /// Requests owed since the last call (at least one, so the first datagram is not empty).
+    fn due(&mut self) -> u64 {
+        let owed = (self.started.elapsed().as_secs_f64() * self.per_second) as u64;
+        let due = owed.saturating_sub(self.sent).max(1);
+        self.sent += due;
+        due
+    }
+}
+
 #[test]
 fn statsd_demand_drives_a_scale_up_decision() {
     let agent = AgentProcess::start_with_config(POOL, &[]);
-    // 100 requests per 100 ms = 1000 rps of wedding-critical demand for up to 10 s:
-    // 1000 / (100 × 0.7) → 15 units.
+    // 1000 rps of checkout demand, half wedding-critical, for up to 10 s: 1000 / (100 × 0.7) → 15
+    // units. The rate follows the clock, not the loop, so a slow CI machine still sends 1000 rps.
+    let mut pacer = Pacer::new(1000.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut decided = None;
     while Instant::now() < deadline {
-        agent.send(b"requests:50|c|#service:checkout,class:wedding-critical\nrequests:50|c|#service:checkout,class:media\nrequests:999|c|#service:search");
+        let due = pacer.due();
+        let critical = due / 2;
+        let media = due - critical;
+        agent.send(
+            format!(
+                "requests:{critical}|c|#service:checkout,class:wedding-critical\nrequests:{media}|c|#service:checkout,class:media\nrequests:999|c|#service:search"
+            )
+            .as_bytes(),
+        );
         std::thread::sleep(Duration::from_millis(100));
         let body = agent.get_json("/v1/decisions?pool=checkout&limit=10");
         // Newest first; later admission-only ("hold") decisions may follow the scale-up.
@@ -117,11 +148,12 @@ timeout = "5s"
     );
     let agent = AgentProcess::start_with_config(&config, &[]);
     // Generous: this checks what reaches the command, not how fast the engine is (the engine's
-    // tests and the replay bench do that); on a loaded CI machine the test's own 10 Hz sending
-    // jitters and the load estimate takes longer to converge.
+    // tests and the replay bench do that); on a loaded CI machine the load estimate takes longer
+    // to converge.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pacer = Pacer::new(1000.0);
     let decision = loop {
-        agent.send(b"requests:100|c|#class:registration");
+        agent.send(format!("requests:{}|c|#class:registration", pacer.due()).as_bytes());
         std::thread::sleep(Duration::from_millis(100));
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let applied: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();

@@ -68,6 +68,11 @@ impl SpikeDetector {
         self.mean
     }
 
+    /// Whether the baseline has seen too few samples for the detector to fire yet.
+    pub fn warming_up(&self) -> bool {
+        self.seen < self.tuning.warmup_samples
+    }
+
     /// The σ used for detection (with its floor).
     pub fn sigma(&self) -> f64 {
         self.variance.sqrt().max(self.mean.abs() * self.tuning.min_sigma_fraction).max(1e-9)

@@ -8,7 +8,8 @@
 //!
 //! One round per pool:
 //! 1. *Freshness*: no fresh demand for `stale_rounds` rounds → hold (never scale in blind).
-//! 2. *Load*: a slow EWMA of demand; while a CUSUM spike is active, the max of that and the
+//! 2. *Load*: a slow EWMA of demand; while a CUSUM spike is active (or before the detector has
+//!    a baseline), the max of that and the
 //!    mean of the last five samples (0.5 s at 10 Hz), and, when that mean has kept climbing
 //!    across each quarter of the last 30 s (a ramp, not a step), projected one provisioning
 //!    delay ahead at the slowest quarter's rate (at most 2×), so capacity asked for during a
@@ -201,7 +202,8 @@ const ADMISSION_EPSILON: f64 = 0.05;
 struct PoolRuntime {
     spec: Arc<PoolSpec>, // shared: each round takes a cheap handle, not a deep copy
     detector: SpikeDetector,
-    slow_load: Option<f64>,
+    /// The slow load estimate and how many samples it has seen (capped).
+    slow_load: Option<(f64, u32)>,
     recent: VecDeque<f64>,
     /// Recent-load samples, one per [`CLIMB_STEP`], over [`CLIMB_WINDOW`] (oldest first).
     climb: VecDeque<(Timestamp, f64)>,
@@ -351,10 +353,15 @@ impl Engine {
             p.recent.pop_front();
         }
         p.recent.push_back(total);
+        // A plain running mean until the EWMA's own weight takes over, so the estimate does not
+        // hang on whichever sample happened to come first.
         let alpha = 1.0 - 0.5f64.powf(1.0 / SLOW_LOAD_HALF_LIFE_SAMPLES);
         p.slow_load = Some(match p.slow_load {
-            None => total,
-            Some(slow) => slow + alpha * (total - slow),
+            None => (total, 1),
+            Some((slow, seen)) => {
+                let weight = alpha.max(1.0 / f64::from(seen + 1));
+                (slow + weight * (total - slow), seen.saturating_add(1).min(u32::MAX / 2))
+            }
         });
         let recent_mean = p.recent.iter().sum::<f64>() / p.recent.len() as f64;
         if p.climb.back().is_none_or(|(at, _)| now.saturating_since(*at) >= CLIMB_STEP) {
@@ -542,7 +549,7 @@ impl Engine {
             reasons.push(Reason::StaleMetrics { rounds: p.stale_rounds });
         } else {
             // 2. Load.
-            let slow = p.slow_load.unwrap_or(0.0);
+            let slow = p.slow_load.map_or(0.0, |(slow, _)| slow);
             let recent = p.recent.iter().sum::<f64>() / p.recent.len().max(1) as f64;
             let load = match p.spike {
                 Some((_, spike)) if recent > slow => {
@@ -556,6 +563,10 @@ impl Engine {
                         None => recent,
                     }
                 }
+                // Until the detector has a baseline it cannot call a jump a spike, and the slow
+                // estimate started from one arbitrary sample: a pool that starts into a surge
+                // follows the recent mean up rather than taking half-lives to catch it.
+                _ if p.detector.warming_up() => slow.max(recent),
                 _ => slow,
             };
             if p.failover.as_ref().is_some_and(|f| now.saturating_since(f.confirmed_at) > FAILOVER_TTL) {

@@ -70,6 +70,21 @@ fn target_tracking_sizes_the_pool() {
 }
 
 #[test]
+fn a_pool_that_starts_into_a_surge_is_sized_for_it_within_a_second() {
+    // The first sample is tiny (the surge starts a few ms into the first window); the spike
+    // detector has no baseline yet, so only the warm-up rule can catch this in time.
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let decisions =
+        drive(&mut engine, 0, 10, |r| demand(TrafficClass::Registration, if r == 0 { 10.0 } else { 1000.0 }));
+    assert_eq!(decisions.iter().map(|d| d.to).max(), Some(15), "{decisions:?}");
+    // After the warm-up the slow estimate has the surge's level, not the first sample's, so the
+    // target holds rather than sliding back while the estimate catches up.
+    let later = drive(&mut engine, 10, 100, |_| demand(TrafficClass::Registration, 1000.0));
+    assert!(later.iter().all(|d| d.to == 15), "{later:?}");
+    assert_eq!(engine.status()[0].target, 15);
+}
+
+#[test]
 fn a_failed_regions_load_scales_the_pool_that_takes_it_then_lapses() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
     let settled = drive(&mut engine, 0, 100, |_| demand(TrafficClass::Registration, 700.0));
