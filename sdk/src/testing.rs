@@ -245,6 +245,12 @@ impl<'a> RoundBuilder<'a> {
         self
     }
 
+    /// The round's wall clock, Unix ms (local times are set apart, with [`Self::at`]).
+    pub fn unix_ms(mut self, unix_ms: i64) -> Self {
+        self.round.unix_ms = unix_ms;
+        self
+    }
+
     /// Local calendar time for the agent's region and every pool (weekday worked out).
     pub fn at(self, year: i32, month: u8, day: u8, hour: u8, minute: u8) -> Self {
         self.local_time(local_time(year, month, day, hour, minute))

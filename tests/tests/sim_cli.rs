@@ -65,10 +65,63 @@ fn a_trace_file_and_pool_options_are_taken_and_bad_input_is_refused() {
     assert_eq!(report["pool"]["provisioning_delay_s"], 30.0);
 
     let (ok, out) = sim(&["--scenario", "no-such-scenario", "--out", out_dir.to_str().unwrap()]);
-    assert!(!ok && out.contains("not a built-in scenario (viral-spike"), "{out}");
-    let (ok, out) = sim(&["--min", "9", "--max", "3", "--out", out_dir.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("not a built-in scenario (viral-saturday") && out.contains("traces: viral-spike"),
+        "{out}"
+    );
+    let (ok, out) = sim(&["--scenario", "viral-spike", "--min", "9", "--max", "3", "--out", out_dir.to_str().unwrap()]);
     assert!(!ok && out.contains("min 9 and max 3"), "{out}");
+    let (ok, out) = sim(&["--scenario", "quick", "--min", "9", "--out", out_dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("a fleet scenario sets each region's pool"), "{out}");
     std::fs::write(&trace, "t_s,oops\n1,2\n").unwrap();
     let (ok, out) = sim(&["--scenario", trace.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
     assert!(!ok && out.contains("line"), "{out}");
+}
+
+#[test]
+fn a_fleet_scenario_runs_every_node_with_its_plugins_and_reports_per_region() {
+    let dir = unique_dir("sim-fleet");
+    let (ok, out) = sim(&["--scenario", "quick", "--out", dir.to_str().unwrap(), "--fail-unless-won"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("# Simulation: quick") && out.contains("## Verdict: the engine won"), "{out}");
+    // Progress went to stderr: a bar and a line per region.
+    assert!(out.contains("100%") && out.contains("nodes up"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["scenario"], "quick");
+    assert_eq!(report["nodes"], 3);
+    assert_eq!(report["verdict"]["won"], true, "{}", report["verdict"]);
+    let west = &report["regions"][0];
+    assert_eq!(west["name"], "eu-west");
+    assert_eq!(west["engine"]["wedding_critical_unserved"], 0.0);
+    assert!(
+        west["engine"]["onset_to_capacity_s"].as_f64().unwrap() < west["hpa"]["onset_to_capacity_s"].as_f64().unwrap()
+    );
+    // eu-central died; the mesh saw it.
+    assert!(report["fleet"]["failure_detection_s"][0].as_f64().unwrap() > 0.0);
+    for region in ["eu-west", "eu-central", "us-east"] {
+        for kind in ["demand", "latency"] {
+            for ext in ["svg", "png"] {
+                let file = dir.join(format!("{kind}-{region}.{ext}"));
+                assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 1000), "{}", file.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_scenario_file_is_refused_with_the_field_named() {
+    let dir = unique_dir("sim-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"bad\"\nstart = \"2026-06-13T09:00:00Z\"\nduration = \"10m\"\n[[regions]]\nname = \"eu-west\"\nnodes = 0\n[regions.base]\nmedia = 1.0\n",
+    )
+    .unwrap();
+    let (ok, out) = sim(&["--scenario", file.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("regions[0].nodes") && out.contains("bad.toml"), "{out}");
+    let (ok, out) = sim(&["--scenario", "no-such-thing.toml"]);
+    assert!(!ok && out.contains("no-such-thing.toml") && out.contains("viral-saturday"), "{out}");
 }

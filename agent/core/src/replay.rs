@@ -254,19 +254,16 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         // Parsed weddings are valid; an invalid one would simply not protect.
         let _ = engine.handle_wedding_upsert(wedding.clone());
     }
-    let mut report = ReplayReport::empty(&trace.name);
-    let mut decisions = Vec::new();
     // Warm start: the pool serves what the first row needs (and its floor, if protected), as a
     // running pool would; the engine learns that as its starting point.
     let first = trace.rows.first().map(|(_, d)| d.total()).unwrap_or(0.0);
-    let mut serving = ((first / pool.target_load_per_unit()).ceil() as u32).clamp(pool.min, pool.max);
+    let mut serving = PoolModel::warm_units(&pool, first);
     if engine.active_weddings(&pool.region, trace.start_unix_ms) > 0 {
         serving = serving.max(pool.protected_floor).min(pool.max);
     }
-    let mut scorer = Scorer::new(Serving::ByPriority);
-    let mut capacity = Capacity::new(serving, pool.provisioning_delay);
-    let mut admission = [1.0f64; 5];
-    let mut cost_per_hour = 0.0;
+    let region = pool.region.clone();
+    let mut model = PoolModel::new(&trace.name, pool, serving, Serving::ByPriority, trace.onset_s);
+    let mut decisions = Vec::new();
     let mut cursor = 0usize;
     let rounds = (trace.duration_s() / round_s).floor() as u64;
     for r in 0..=rounds {
@@ -274,31 +271,151 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         let demand = trace.demand_at(t, &mut cursor);
         let now = Timestamp::from_nanos((t * 1e9) as u64);
         let wall = trace.start_unix_ms + (t * 1000.0) as i64;
-        capacity.arrive(t);
-        engine.handle_pool_state(now, 0, capacity.serving);
+        model.arrive(t);
+        engine.handle_pool_state(now, 0, model.serving());
         engine.handle_demand(now, 0, demand);
         engine.handle_timeout(now, wall);
         while let Some(decision) = engine.poll_decision() {
-            capacity.scale(t, decision.from, decision.to, trace.onset_s, &mut report);
-            for a in &decision.admission {
-                admission[TrafficClass::ALL.iter().position(|c| *c == a.class).unwrap_or(0)] = a.admit;
-            }
-            cost_per_hour = decision.cost_per_hour;
-            report.decisions += 1;
+            model.apply(t, &decision);
             decisions.push(decision);
         }
-        let serving = capacity.serving;
-        let protected = engine.active_weddings(&pool.region, wall) > 0;
-        let round = Round { t, round_s, demand, serving, admission, cost_per_hour, protected };
-        scorer.round(&mut report, &pool, trace.onset_s, &round);
+        let protected = engine.active_weddings(&region, wall) > 0;
+        model.round(t, round_s, demand, protected);
     }
-    scorer.finish(&mut report);
-    (report, decisions)
+    (model.report(), decisions)
+}
+
+/// How serving capacity is shared out when demand exceeds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Wedding-critical first (the engine's admission control sheds the rest by class).
+    ByPriority,
+    /// Every class alike (an autoscaler without classes).
+    Proportional,
+}
+
+/// One pool under simulation: its capacity (each scale-up arriving after the provisioning
+/// delay), the admission levels and cost its autoscaler last set, and the scores so far. The
+/// replays here and the fleet simulator step it the same way: [`PoolModel::arrive`], then
+/// [`PoolModel::apply`] (or [`PoolModel::scale`]) for each decision, then [`PoolModel::round`].
+#[derive(Debug)]
+pub struct PoolModel {
+    pool: PoolSpec,
+    capacity: Capacity,
+    scorer: Scorer,
+    report: ReplayReport,
+    onset_s: Option<f64>,
+    admission: [f64; 5],
+    cost_per_hour: Option<f64>,
+}
+
+impl PoolModel {
+    /// A pool serving `serving` units, scored as `name`; `onset_s` is the spike onset (seconds
+    /// from the start) the onset-to-decision and onset-to-capacity scores count from.
+    pub fn new(name: &str, pool: PoolSpec, serving: u32, serving_rule: Serving, onset_s: Option<f64>) -> PoolModel {
+        let capacity = Capacity::new(serving, pool.provisioning_delay);
+        PoolModel {
+            pool,
+            capacity,
+            scorer: Scorer::new(serving_rule),
+            report: ReplayReport::empty(name),
+            onset_s,
+            admission: [1.0; 5],
+            cost_per_hour: None,
+        }
+    }
+
+    /// Units a running pool would serve for `demand` (requests/s) at its target utilization,
+    /// within its bounds: the warm start of a replay.
+    pub fn warm_units(pool: &PoolSpec, demand: f64) -> u32 {
+        let units = (demand / pool.target_load_per_unit().max(f64::MIN_POSITIVE)).ceil();
+        (units.clamp(0.0, f64::from(u32::MAX)) as u32).clamp(pool.min, pool.max)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PoolSpec {
+        &self.pool
+    }
+
+    /// Units serving now.
+    pub fn serving(&self) -> u32 {
+        self.capacity.serving
+    }
+
+    /// Units serving or on their way.
+    pub fn asked(&self) -> u32 {
+        self.capacity.asked()
+    }
+
+    /// Admission levels last set, per class (in [`TrafficClass::ALL`] order).
+    pub fn admission(&self) -> [f64; 5] {
+        self.admission
+    }
+
+    /// Capacity asked for by `t` that is ready comes into service.
+    pub fn arrive(&mut self, t: f64) {
+        self.capacity.arrive(t);
+    }
+
+    /// An engine decision at `t`: scales, and takes its admission levels and cost.
+    pub fn apply(&mut self, t: f64, decision: &Decision) {
+        self.capacity.scale(t, decision.from, decision.to, self.onset_s, &mut self.report);
+        for a in &decision.admission {
+            if let Some(i) = TrafficClass::ALL.iter().position(|c| *c == a.class) {
+                self.admission[i] = a.admit;
+            }
+        }
+        self.cost_per_hour = Some(decision.cost_per_hour);
+        self.report.decisions += 1;
+    }
+
+    /// A scale from `from` to `to` units at `t` by an autoscaler without admission or purchase
+    /// mix (its capacity is costed at on-demand prices).
+    pub fn scale(&mut self, t: f64, from: u32, to: u32) {
+        self.capacity.scale(t, from, to, self.onset_s, &mut self.report);
+        self.report.decisions += 1;
+    }
+
+    /// Scores one round of `round_s` seconds at `t` with `demand`; `protected`: a wedding is
+    /// active in the pool's region.
+    pub fn round(&mut self, t: f64, round_s: f64, demand: Demand, protected: bool) {
+        let serving = self.capacity.serving;
+        let cost_per_hour = self.cost_per_hour.unwrap_or(f64::from(serving) * self.pool.cost.on_demand);
+        let round = Round { t, round_s, demand, serving, admission: self.admission, cost_per_hour, protected };
+        self.scorer.round(&mut self.report, &self.pool, self.onset_s, &round);
+    }
+
+    /// The scores so far, latency percentiles included.
+    pub fn report(&self) -> ReplayReport {
+        let mut report = self.report.clone();
+        self.scorer.finish(&mut report);
+        report
+    }
+
+    /// Adds this pool's latency samples to `into` (one histogram per class, in
+    /// [`TrafficClass::ALL`] order, µs), so pools can be scored together.
+    pub fn merge_latency(&self, into: &mut [hdrhistogram::Histogram<u64>]) {
+        for (sum, own) in into.iter_mut().zip(&self.scorer.latency) {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = sum.add(own);
+        }
+    }
+
+    /// Each class's latency in the last round scored, ms (in [`TrafficClass::ALL`] order).
+    pub fn latency_now_ms(&self) -> [f64; 5] {
+        self.scorer.last_latency_s.map(|s| s * 1000.0)
+    }
+
+    /// Empty latency histograms with the bounds [`PoolModel::merge_latency`] expects.
+    pub fn latency_histograms() -> Vec<hdrhistogram::Histogram<u64>> {
+        Scorer::histograms()
+    }
 }
 
 /// The pool's capacity as the replays model it: each scale-up's units serve once its own
 /// provisioning delay has passed (a later, larger request does not hold back an earlier one, as
 /// with a cloud provider); a scale-down takes effect at once and cancels requests above it.
+#[derive(Debug)]
 struct Capacity {
     serving: u32,
     /// Requests in flight, oldest first: (ready at, units serving from then).
@@ -362,15 +479,6 @@ struct Round {
     protected: bool,
 }
 
-/// How serving capacity is shared out when demand exceeds it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Serving {
-    /// Wedding-critical first (the engine's admission control sheds the rest by class).
-    ByPriority,
-    /// Every class alike (an autoscaler without classes).
-    Proportional,
-}
-
 /// Service time of one request in the latency model.
 const SERVICE_S: f64 = 0.02;
 /// Latency recorded while a pool has no capacity at all.
@@ -378,6 +486,7 @@ const NO_CAPACITY_WAIT_S: f64 = 60.0;
 
 /// Scores rounds into a report: the sums, the protection floor and, through per-class queues,
 /// latency.
+#[derive(Debug)]
 struct Scorer {
     serving_rule: Serving,
     protected_since: Option<f64>,
@@ -385,13 +494,23 @@ struct Scorer {
     backlog: [f64; 5],
     /// Latency of admitted requests per class, µs, weighted by requests.
     latency: Vec<hdrhistogram::Histogram<u64>>,
+    /// Each class's latency in the last round, seconds.
+    last_latency_s: [f64; 5],
 }
 
 impl Scorer {
     fn new(serving_rule: Serving) -> Scorer {
-        let latency =
-            (0..5).filter_map(|_| hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok()).collect();
-        Scorer { serving_rule, protected_since: None, backlog: [0.0; 5], latency }
+        Scorer {
+            serving_rule,
+            protected_since: None,
+            backlog: [0.0; 5],
+            latency: Scorer::histograms(),
+            last_latency_s: [0.0; 5],
+        }
+    }
+
+    fn histograms() -> Vec<hdrhistogram::Histogram<u64>> {
+        (0..5).filter_map(|_| hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok()).collect()
     }
 
     /// Adds one round to `report`.
@@ -480,6 +599,7 @@ impl Scorer {
                 latency_s = [SERVICE_S + wait; 5];
             }
         }
+        self.last_latency_s = latency_s;
         for (i, histogram) in self.latency.iter_mut().enumerate() {
             let requests = (admitted[i] * round_s).round();
             if requests >= 1.0 {
@@ -508,36 +628,37 @@ impl Scorer {
 pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::HpaSettings) -> ReplayReport {
     let round_s = trace.round.as_secs_f64();
     let mut hpa = crate::baseline::Hpa::new(settings, pool.min, pool.max, pool.target_utilization);
-    let mut report = ReplayReport::empty(&trace.name);
     let first = trace.rows.first().map(|(_, d)| d.total()).unwrap_or(0.0);
-    let serving = ((first / pool.target_load_per_unit()).ceil() as u32).clamp(pool.min, pool.max);
-    let mut capacity = Capacity::new(serving, pool.provisioning_delay);
-    let mut scorer = Scorer::new(Serving::Proportional);
+    let serving = PoolModel::warm_units(pool, first);
+    let mut model = PoolModel::new(&trace.name, pool.clone(), serving, Serving::Proportional, trace.onset_s);
     let mut cursor = 0usize;
     let rounds = (trace.duration_s() / round_s).floor() as u64;
     for r in 0..=rounds {
         let t = r as f64 * round_s;
         let demand = trace.demand_at(t, &mut cursor);
         let wall = trace.start_unix_ms + (t * 1000.0) as i64;
-        capacity.arrive(t);
-        let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
-        let servable = f64::from(capacity.serving) * pool.capacity_per_unit;
-        hpa.observe(t, if servable > 0.0 { weighted / servable } else { 0.0 });
+        model.arrive(t);
+        hpa.observe(t, utilization(pool, demand, model.asked()));
         // It sizes from what it asked for, as the HPA reads the workload's replica count.
-        let asked = capacity.asked();
+        let asked = model.asked();
         if let Some(to) = hpa.sync(t, asked) {
-            capacity.scale(t, asked, to, trace.onset_s, &mut report);
-            report.decisions += 1;
+            model.scale(t, asked, to);
         }
-        let serving = capacity.serving;
         let protected =
             trace.weddings.iter().any(|w| w.region == pool.region && w.start_unix_ms <= wall && wall < w.end_unix_ms);
-        let cost_per_hour = f64::from(serving) * pool.cost.on_demand;
-        let round = Round { t, round_s, demand, serving, admission: [1.0; 5], cost_per_hour, protected };
-        scorer.round(&mut report, pool, trace.onset_s, &round);
+        model.round(t, round_s, demand, protected);
     }
-    scorer.finish(&mut report);
-    report
+    model.report()
+}
+
+/// What the HPA's resource metric reads for `replicas` (serving or on their way): demand over
+/// their capacity, 0 with none. Replicas not ready yet count as idle, Kubernetes' rule for
+/// unready pods on scale-up, so the HPA does not keep doubling while capacity is on its way.
+/// Saturated replicas read above 100%, which flatters the baseline: a real CPU metric caps.
+pub fn utilization(pool: &PoolSpec, demand: Demand, replicas: u32) -> f64 {
+    let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
+    let servable = f64::from(replicas) * pool.capacity_per_unit;
+    if servable > 0.0 { weighted / servable } else { 0.0 }
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wedsync_core::Timestamp;
 use wedsync_core::config::{MeshProfile, MeshSettings};
 use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig};
 use wedsync_core::engine::Engine;
-use wedsync_core::{Timestamp, TrafficClass};
 use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{
     FailoverProposal, FleetView, MemberCounts, MemberHealth, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState,
-    PoolFigures, Profile,
+    Profile,
 };
 use wedsync_transport::{
     Inbound, NodeCredentials, PeerIdentity, PkiError, Transport, TransportConfig, TransportError, TransportStats,
@@ -32,8 +32,6 @@ const STATE_HEARTBEAT: Duration = Duration::from_secs(30);
 const SNAPSHOT_PERIOD: Duration = Duration::from_millis(250);
 /// Time the goodbye gets to leave the host before the endpoint closes.
 const LEAVE_GRACE: Duration = Duration::from_millis(100);
-/// Most pools described in one node state (the rest are summed into the node totals only).
-const MAX_POOLS_IN_STATE: usize = 16;
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
@@ -261,52 +259,6 @@ pub async fn start(
 }
 
 /// This node's state as the engine sees it now.
-fn own_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
-    let status = engine.status();
-    let mut pools = Vec::with_capacity(status.len().min(MAX_POOLS_IN_STATE));
-    let (mut capacity, mut load, mut healthy) = (0.0, 0.0, true);
-    for pool in &status {
-        let pool_capacity = f64::from(pool.available) * pool.spec.capacity_per_unit;
-        capacity += pool_capacity;
-        load += pool.load.max(0.0);
-        healthy &= !pool.holding_stale;
-        if pools.len() < MAX_POOLS_IN_STATE {
-            let mut class_load = [0f32; TrafficClass::ALL.len()];
-            for (slot, class) in class_load.iter_mut().zip(TrafficClass::ALL) {
-                *slot = pool.demand.of(class).max(0.0) as f32;
-            }
-            pools.push(PoolFigures {
-                pool: pool.spec.name.clone(),
-                capacity: pool_capacity,
-                load: pool.load.max(0.0),
-                class_load,
-            });
-        }
-    }
-    NodeState {
-        node: String::new(),
-        region: String::new(),
-        version: 0,
-        capacity,
-        load,
-        healthy,
-        active_weddings: u32::try_from(engine.active_weddings(region, wall_ms)).unwrap_or(u32::MAX),
-        pools,
-    }
-}
-
-/// Whether two states differ enough to be worth gossiping (1% of load or capacity, or any
-/// change in health, weddings or pools).
-fn changed(old: &NodeState, new: &NodeState) -> bool {
-    let moved = |a: f64, b: f64| (a - b).abs() > 0.01 * a.abs().max(b.abs()).max(1.0);
-    moved(old.capacity, new.capacity)
-        || moved(old.load, new.load)
-        || old.healthy != new.healthy
-        || old.active_weddings != new.active_weddings
-        || old.pools.len() != new.pools.len()
-        || old.pools.iter().zip(&new.pools).any(|(a, b)| a.pool != b.pool || moved(a.capacity, b.capacity))
-}
-
 impl FleetDriver {
     fn flush(&mut self) {
         while let Some((to, frame)) = self.mesh.poll_transmit() {
@@ -408,33 +360,14 @@ impl FleetDriver {
     /// proposal targeting this node's region: per pool name, the failed members' last known
     /// load of that pool, split over this region's alive members that run the pool.
     fn apply_failovers(&self, now: Timestamp) {
-        let me = self.mesh.identity();
-        let proposals: Vec<FailoverProposal> =
-            wedsync_mesh::failover_proposals(&self.mesh).into_iter().filter(|p| p.target_region == me.region).collect();
-        if proposals.is_empty() {
+        let shares = wedsync_mesh::failover_shares(&self.mesh);
+        if shares.is_empty() {
             return;
         }
-        let members: Vec<NodeState> =
-            self.mesh.member_states().filter_map(|(m, _)| self.mesh.state_of(&m.id)).collect();
         let mut engine = lock(&self.engine);
-        for proposal in proposals {
-            let failed = members.iter().filter(|s| s.region == proposal.failed_region);
-            let mut per_pool: BTreeMap<&str, f64> = BTreeMap::new();
-            for state in failed {
-                for pool in &state.pools {
-                    *per_pool.entry(pool.pool.as_str()).or_default() += pool.load;
-                }
-            }
-            for (pool, load) in per_pool {
-                let Some(index) = engine.pool_index(pool) else { continue };
-                let sharers = self
-                    .mesh
-                    .alive_members()
-                    .filter(|m| m.region == me.region)
-                    .filter(|m| self.mesh.state_of(&m.id).is_some_and(|s| s.pools.iter().any(|p| p.pool == pool)))
-                    .count()
-                    + 1;
-                engine.handle_failover(now, index, &proposal.id, &proposal.failed_region, load / sharers as f64);
+        for share in shares {
+            if let Some(index) = engine.pool_index(&share.pool) {
+                engine.handle_failover(now, index, &share.id, &share.failed_region, share.load);
             }
         }
     }
@@ -497,9 +430,9 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
             _ = state_tick.tick() => {
                 let state = {
                     let engine = lock(&driver.engine);
-                    own_state(&engine, crate::decisions::wall_ms(), &driver.mesh.identity().region)
+                    wedsync_mesh::node_state(&engine, crate::decisions::wall_ms(), &driver.mesh.identity().region)
                 };
-                let due = published.as_ref().is_none_or(|(old, at)| changed(old, &state) || at.elapsed() >= STATE_HEARTBEAT);
+                let due = published.as_ref().is_none_or(|(old, at)| wedsync_mesh::state_changed(old, &state) || at.elapsed() >= STATE_HEARTBEAT);
                 if due {
                     match driver.mesh.set_own_state(state.clone()) {
                         Ok(()) => published = Some((state, Instant::now())),

@@ -15,6 +15,7 @@ pub mod calendar;
 pub mod configuration;
 pub mod decisions;
 pub mod fleet;
+pub mod fleet_sim;
 pub mod host;
 pub mod ingest;
 pub mod logging;

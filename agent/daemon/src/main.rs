@@ -58,23 +58,45 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// Simulate one pool over a demand scenario with the decision engine and with the
-    /// Kubernetes HPA baseline, and write the comparison (report.md, report.json).
+    /// Simulate a fleet under a scenario: one decision engine per node with the bundled WASM
+    /// plugins, gossiping over the mesh, fed by a load model and answered by a capacity model,
+    /// beside the Kubernetes HPA baseline on the same traffic; writes report.md, report.json
+    /// and plots (SVG and PNG). A single-pool trace (CSV, or a built-in trace name) runs the
+    /// one-pool comparison instead.
     Sim {
-        /// A built-in scenario (viral-spike, saturday-surge, april-ramp, wedding-day,
-        /// flash-crowd-during-wedding) or a trace file (CSV).
-        #[arg(long, default_value = "viral-spike")]
+        /// A built-in scenario (viral-saturday, wedding-day, region-outage, season-ramp, quick),
+        /// a scenario file (TOML), a built-in single-pool trace (viral-spike, saturday-surge,
+        /// april-ramp, wedding-day-trace, flash-crowd-during-wedding) or a trace file (CSV).
+        #[arg(long, default_value = "viral-saturday")]
         scenario: String,
+        /// Scale the scenario's node counts to about this many nodes (at least one per region).
+        #[arg(long)]
+        nodes: Option<u32>,
+        /// Seeds the mesh's probes and the simulated network.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Run the mesh in virtual time in this process (the only fleet mode built so far).
+        #[arg(long = "virtual")]
+        virtual_time: bool,
+        /// Run the nodes without their plugins (the engine's proposals stand).
+        #[arg(long)]
+        no_plugins: bool,
+        /// Skip the plots.
+        #[arg(long)]
+        no_plots: bool,
+        /// Exit with status 3 when the engine did not win (for CI).
+        #[arg(long)]
+        fail_unless_won: bool,
         /// Where the report goes.
         #[arg(long, value_name = "DIR", default_value = "sim-report")]
         out: PathBuf,
-        /// The pool's minimum units (default: the scenario's).
+        /// Single-pool traces: the pool's minimum units (default: the trace's).
         #[arg(long)]
         min: Option<u32>,
-        /// The pool's maximum units (default: the scenario's).
+        /// Single-pool traces: the pool's maximum units (default: the trace's).
         #[arg(long)]
         max: Option<u32>,
-        /// Time from asking for a unit to its serving, e.g. "60s" (default: the scenario's).
+        /// Single-pool traces: time from asking for a unit to its serving, e.g. "60s".
         #[arg(long, value_parser = humantime::parse_duration)]
         provisioning_delay: Option<std::time::Duration>,
     },
@@ -249,7 +271,55 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command } => plugin_command(command),
-        Command::Sim { scenario, out, min, max, provisioning_delay } => {
+        Command::Sim {
+            scenario,
+            nodes,
+            seed,
+            virtual_time,
+            no_plugins,
+            no_plots,
+            fail_unless_won,
+            out,
+            min,
+            max,
+            provisioning_delay,
+        } => {
+            if wedsync_agent::fleet_sim::is_fleet_scenario(&scenario) {
+                if min.is_some() || max.is_some() || provisioning_delay.is_some() {
+                    anyhow::bail!(
+                        "sim --scenario {scenario}: --min, --max and --provisioning-delay size the one pool of a \
+                         trace (CSV); a fleet scenario sets each region's pool in its file"
+                    );
+                }
+                // Virtual time is the only fleet mode so far; --virtual says so explicitly.
+                let _ = virtual_time;
+                let options = wedsync_agent::fleet_sim::FleetSimOptions {
+                    scenario,
+                    nodes,
+                    seed,
+                    out: out.clone(),
+                    plugins: !no_plugins,
+                    plots: !no_plots,
+                    progress: true,
+                };
+                let (result, verdict, _) = wedsync_agent::fleet_sim::run(&options)?;
+                let plots: Vec<String> = if no_plots {
+                    Vec::new()
+                } else {
+                    result
+                        .regions
+                        .iter()
+                        .flat_map(|r| [format!("demand-{}", r.name), format!("latency-{}", r.name)])
+                        .collect()
+                };
+                print!("{}", wedsync_sim::report::markdown(&result, &verdict, &plots));
+                println!("\nreport: {} and {}", out.join("report.md").display(), out.join("report.json").display());
+                if fail_unless_won && !verdict.won {
+                    eprintln!("wedsync-agent sim: the engine did not win {}", result.scenario.name);
+                    return Ok(ExitCode::from(3));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let options = wedsync_agent::sim::SimOptions { scenario, out, min, max, provisioning_delay };
             let report = wedsync_agent::sim::run(&options)?;
             print!("{}", wedsync_agent::sim::markdown(&report));

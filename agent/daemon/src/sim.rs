@@ -1,9 +1,9 @@
-//! `wedsync-agent sim`, first part: one pool over a demand scenario, the decision engine against
+//! `wedsync-agent sim` over a single-pool trace: one pool over a demand trace, the decision engine against
 //! the Kubernetes HPA baseline on the same capacity model ([`wedsync_core::replay`]), scored
 //! side by side into `report.json` and `report.md`.
 //!
-//! Not here yet (issue #6): a fleet of real agents over QUIC, multi-region scenarios, plots,
-//! and the virtual-time scale mode.
+//! Fleet scenarios (many nodes, regions, plots) are [`crate::fleet_sim`]; this is the one-pool
+//! comparison over a demand trace.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub const SCENARIOS: [Scenario; 5] = [
         provisioning_delay_s: 120,
     },
     Scenario {
-        name: "wedding-day",
+        name: "wedding-day-trace",
         about: "three ceremonies with photo-upload surges, the region protected",
         csv: include_str!("../../../tests/traces/wedding-day.csv"),
         min: 2,
@@ -168,7 +168,11 @@ pub fn run(options: &SimOptions) -> Result<SimReport, SimError> {
         None => {
             let text = std::fs::read_to_string(&options.scenario).map_err(|source| SimError::UnknownScenario {
                 name: options.scenario.clone(),
-                known: SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+                known: format!(
+                    "{}; traces: {}",
+                    wedsync_sim::scenario::built_in_names(),
+                    SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ),
                 source,
             })?;
             let name = Path::new(&options.scenario)

@@ -4,10 +4,12 @@
 //! coordinators proposing while their views disagree issue the same id and a consumer applies
 //! it once. Whether the traffic may legally move there is the data-residency plugin's call.
 
-use crate::{FleetView, MemberHealth, Mesh, NodeState};
+use crate::{FleetView, MemberHealth, Mesh, NodeState, PoolFigures};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use wedsync_core::TrafficClass;
+use wedsync_core::engine::Engine;
 
 /// A proposed failover of a dead region's traffic.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,6 +31,108 @@ pub struct FailoverProposal {
     pub load_to_move: f64,
     /// Spare capacity of the target region (requests/s).
     pub target_spare_capacity: f64,
+}
+
+/// This node's share of a failed region's load, for one pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverShare {
+    /// The proposal's id.
+    pub id: String,
+    /// The failed region.
+    pub failed_region: String,
+    /// The pool (by name).
+    pub pool: String,
+    /// Requests/s this node should expect.
+    pub load: f64,
+}
+
+/// For every failover proposal targeting this node's region: per pool name, the failed members'
+/// last known load of that pool, split over this region's alive members that run the pool
+/// (this node included).
+pub fn failover_shares(mesh: &Mesh) -> Vec<FailoverShare> {
+    let me = mesh.identity();
+    let proposals: Vec<FailoverProposal> =
+        failover_proposals(mesh).into_iter().filter(|p| p.target_region == me.region).collect();
+    if proposals.is_empty() {
+        return Vec::new();
+    }
+    let members: Vec<NodeState> = mesh.member_states().filter_map(|(m, _)| mesh.state_of(&m.id)).collect();
+    let mut shares = Vec::new();
+    for proposal in proposals {
+        let mut per_pool: BTreeMap<&str, f64> = BTreeMap::new();
+        for state in members.iter().filter(|s| s.region == proposal.failed_region) {
+            for pool in &state.pools {
+                *per_pool.entry(pool.pool.as_str()).or_default() += pool.load;
+            }
+        }
+        for (pool, load) in per_pool {
+            let sharers = mesh
+                .alive_members()
+                .filter(|m| m.region == me.region)
+                .filter(|m| mesh.state_of(&m.id).is_some_and(|s| s.pools.iter().any(|p| p.pool == pool)))
+                .count()
+                + 1;
+            shares.push(FailoverShare {
+                id: proposal.id.clone(),
+                failed_region: proposal.failed_region.clone(),
+                pool: pool.to_owned(),
+                load: load / sharers as f64,
+            });
+        }
+    }
+    shares
+}
+
+/// Most pools described in one node state (the rest are summed into the node totals only).
+pub const MAX_POOLS_IN_STATE: usize = 16;
+
+/// The state a node running `engine` gossips: its pools' capacity, load and per-class demand,
+/// its health (no pool holding on stale metrics) and the weddings active in `region` at
+/// `wall_ms`. Node id, region and version are filled in by the mesh.
+pub fn node_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
+    let status = engine.status();
+    let mut pools = Vec::with_capacity(status.len().min(MAX_POOLS_IN_STATE));
+    let (mut capacity, mut load, mut healthy) = (0.0, 0.0, true);
+    for pool in &status {
+        let pool_capacity = f64::from(pool.available) * pool.spec.capacity_per_unit;
+        capacity += pool_capacity;
+        load += pool.load.max(0.0);
+        healthy &= !pool.holding_stale;
+        if pools.len() < MAX_POOLS_IN_STATE {
+            let mut class_load = [0f32; TrafficClass::ALL.len()];
+            for (slot, class) in class_load.iter_mut().zip(TrafficClass::ALL) {
+                *slot = pool.demand.of(class).max(0.0) as f32;
+            }
+            pools.push(PoolFigures {
+                pool: pool.spec.name.clone(),
+                capacity: pool_capacity,
+                load: pool.load.max(0.0),
+                class_load,
+            });
+        }
+    }
+    NodeState {
+        node: String::new(),
+        region: String::new(),
+        version: 0,
+        capacity,
+        load,
+        healthy,
+        active_weddings: u32::try_from(engine.active_weddings(region, wall_ms)).unwrap_or(u32::MAX),
+        pools,
+    }
+}
+
+/// Whether two states differ enough to be worth gossiping (1% of load or capacity, or any
+/// change in health, weddings or pools).
+pub fn state_changed(old: &NodeState, new: &NodeState) -> bool {
+    let moved = |a: f64, b: f64| (a - b).abs() > 0.01 * a.abs().max(b.abs()).max(1.0);
+    moved(old.capacity, new.capacity)
+        || moved(old.load, new.load)
+        || old.healthy != new.healthy
+        || old.active_weddings != new.active_weddings
+        || old.pools.len() != new.pools.len()
+        || old.pools.iter().zip(&new.pools).any(|(a, b)| a.pool != b.pool || moved(a.capacity, b.capacity))
 }
 
 /// The failovers `mesh` derives now: one for every region it knows whose members are all down

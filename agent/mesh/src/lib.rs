@@ -43,7 +43,9 @@ mod stats;
 mod wire;
 
 pub use config::{DEFAULT_MAX_PACKET, MIN_MAX_PACKET, MeshConfig};
-pub use failover::{FailoverProposal, failover_proposals};
+pub use failover::{
+    FailoverProposal, FailoverShare, MAX_POOLS_IN_STATE, failover_proposals, failover_shares, node_state, state_changed,
+};
 pub use state::{CLASSES, MAX_NAME_BYTES, MAX_POOLS, MAX_STATE_BYTES, NodeState, PoolFigures, StateError, StateKey};
 pub use stats::{FrameCounts, MemberCounts, MemberHealth, MeshStats, RefusedCounts};
 

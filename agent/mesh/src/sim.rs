@@ -224,11 +224,21 @@ impl Simulator {
     /// `n` nodes with explicit timings.
     pub fn with_config(n: usize, regions: usize, config: MeshConfig, network: Network, seed: u64) -> Self {
         let regions = regions.max(1);
-        let nodes: Vec<SimNode> = (0..n)
-            .map(|i| {
+        let members: Vec<(String, String)> =
+            (0..n).map(|i| (format!("edge-node-{i:05}"), format!("region-{}", i % regions))).collect();
+        Self::with_members(&members, config, network, seed)
+    }
+
+    /// One node per `(node id, region)` in `members`, none joined yet.
+    pub fn with_members(members: &[(String, String)], config: MeshConfig, network: Network, seed: u64) -> Self {
+        let n = members.len();
+        let nodes: Vec<SimNode> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (id, region))| {
                 let base = NodeIdentity {
-                    id: format!("edge-node-{i:05}"),
-                    region: format!("region-{}", i % regions),
+                    id: id.clone(),
+                    region: region.clone(),
                     addr: addr(i),
                     incarnation: FIRST_INCARNATION,
                 };

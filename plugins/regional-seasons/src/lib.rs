@@ -4,9 +4,15 @@
 //! Each round, for every pool, the multiplier in force in the pool's region at the pool's local
 //! time is the product of the season's (the largest among the region's seasons that hold), the
 //! Saturday surge on a local Saturday and the holiday surge on a listed holiday, capped at
-//! `max_multiplier`. When it is above 1 the pool gets a pre-scale floor of the units that carry
-//! `load × multiplier` at its target utilization (at most its maximum), when that is above the
-//! engine's proposal.
+//! `max_multiplier`.
+//!
+//! The plugin learns each pool's *usual* load: its load with the multiplier in force divided out,
+//! smoothed with a half-life of `baseline_half_life_hours` (24 h). When the multiplier is above 1
+//! the pool gets a pre-scale floor of the units that carry `usual load × multiplier` at its
+//! target utilization (at most its maximum), when that is above the engine's proposal. So the
+//! floor rises when the calendar turns (a Saturday begins, the season starts), before the
+//! traffic does; load that already carries the surge is not multiplied again. Until it has
+//! seen a pool, the plugin's first round of it is its usual load.
 //!
 //! Season presets: `south-asia` (November–February, ×1.8), `southern-hemisphere` (October–March,
 //! ×1.4), `northern-hemisphere` (April–October, ×1.4). Unless `use_region_presets` is false, a
@@ -23,6 +29,7 @@
 //!   "holiday": 1.5,
 //!   "holidays": ["12-25"],
 //!   "max_multiplier": 4.0,
+//!   "baseline_half_life_hours": 24.0,
 //!   "use_region_presets": true,
 //!   "regions": {
 //!     "ap-south-1": { "seasons": ["south-asia"], "holidays": ["11-12"], "holiday": 2.0 },
@@ -49,6 +56,8 @@ pub struct Config {
     pub holidays: Vec<String>,
     /// Cap on the combined multiplier.
     pub max_multiplier: f64,
+    /// Half-life of the learned usual load, hours.
+    pub baseline_half_life_hours: f64,
     /// Regions not listed get seasons from their names.
     pub use_region_presets: bool,
     /// Per region (by name).
@@ -62,6 +71,7 @@ impl Default for Config {
             holiday: 1.5,
             holidays: Vec::new(),
             max_multiplier: 4.0,
+            baseline_half_life_hours: 24.0,
             use_region_presets: true,
             regions: BTreeMap::new(),
         }
@@ -155,6 +165,7 @@ pub struct RegionalSeasons {
     calendars: Vec<Calendar>,
     pools: Vec<PoolPlan>,
     cap: f64,
+    half_life_ms: f64,
 }
 
 #[derive(Debug)]
@@ -162,6 +173,8 @@ struct PoolPlan {
     calendar: usize,
     per_unit: f64,
     max: u32,
+    /// The usual load (multiplier divided out) and when it was last updated, Unix ms.
+    usual: Option<(f64, i64)>,
 }
 
 fn check_multiplier(what: &str, m: f64) -> Result<f64, String> {
@@ -228,6 +241,10 @@ impl Policy for RegionalSeasons {
         check_multiplier("saturday", config.saturday)?;
         check_multiplier("holiday", config.holiday)?;
         let cap = check_multiplier("max", config.max_multiplier)?;
+        let half_life = config.baseline_half_life_hours;
+        if !(half_life.is_finite() && half_life > 0.0 && half_life <= 24.0 * 366.0) {
+            return Err(format!("regional-seasons: baseline_half_life_hours {half_life} must be in (0, 8784]"));
+        }
         for name in config.regions.keys() {
             if setup.region_id(name).is_none() {
                 log::warn!("regional-seasons: region {name:?} in the config is not one of the agent's regions");
@@ -238,25 +255,44 @@ impl Policy for RegionalSeasons {
         let pools = setup
             .pools
             .iter()
-            .map(|p| PoolPlan { calendar: p.region as usize, per_unit: p.effective_capacity_per_unit(), max: p.max })
+            .map(|p| PoolPlan {
+                calendar: p.region as usize,
+                per_unit: p.effective_capacity_per_unit(),
+                max: p.max,
+                usual: None,
+            })
             .collect();
         for (region, calendar) in setup.regions.iter().zip(&calendars) {
             let seasons: Vec<&str> = calendar.seasons.iter().map(|s| s.name.as_str()).collect();
             log::debug!("regional-seasons: {}: seasons {seasons:?}", region.name);
         }
-        Ok(RegionalSeasons { calendars, pools, cap })
+        Ok(RegionalSeasons { calendars, pools, cap, half_life_ms: half_life * 3_600_000.0 })
     }
 
     fn decide(&mut self, round: &Round) -> Verdict {
         let mut verdict = Verdict::builder();
         for state in &round.pools {
-            let Some(plan) = self.pools.get(state.pool as usize) else { continue };
+            let Some(plan) = self.pools.get_mut(state.pool as usize) else { continue };
             let Some(calendar) = self.calendars.get(plan.calendar) else { continue };
             let multiplier = calendar.multiplier(&state.local_time, self.cap);
+            let observed = state.load.max(state.demand.total());
+            if !(observed.is_finite() && observed >= 0.0 && multiplier > 0.0) {
+                continue;
+            }
+            // The floor comes from what was usual before this round; then this round is learned.
+            let usual = plan.usual.map_or(observed / multiplier, |(level, _)| level);
+            plan.usual = Some(match plan.usual {
+                None => (observed / multiplier, round.unix_ms),
+                Some((level, at)) => {
+                    let elapsed = round.unix_ms.saturating_sub(at).max(0) as f64;
+                    let weight = 1.0 - 0.5f64.powf(elapsed / self.half_life_ms);
+                    (level + weight * (observed / multiplier - level), round.unix_ms)
+                }
+            });
             if multiplier <= 1.0 || plan.per_unit <= 0.0 {
                 continue;
             }
-            let load = state.load.max(state.demand.total()) * multiplier;
+            let load = usual * multiplier;
             if !(load.is_finite() && load > 0.0) {
                 continue;
             }
@@ -311,6 +347,25 @@ mod tests {
             .build()
     }
 
+    /// One round where every pool's multiplier is 1 and its load is 1000 rps: what the plugin
+    /// learns as each pool's usual load.
+    fn taught(h: &mut Harness<RegionalSeasons>) {
+        let ordinary = h
+            .round()
+            .local_time(local_time(2026, 7, 15, 12, 0)) // a Wednesday: off season in the south
+            .pool_local_time("dublin", local_time(2026, 1, 14, 12, 0)) // off season in the north
+            .load("mumbai", 1000.0)
+            .load("sydney", 1000.0)
+            .load("dublin", 1000.0)
+            .load("lab", 1000.0)
+            .units("mumbai", 10)
+            .units("sydney", 10)
+            .units("dublin", 10)
+            .units("lab", 10)
+            .build();
+        assert!(h.decide(&ordinary).is_empty(), "no multiplier, no floor");
+    }
+
     #[test]
     fn describes_itself() {
         check_info(&Harness::<RegionalSeasons>::describe()).unwrap();
@@ -319,6 +374,7 @@ mod tests {
     #[test]
     fn presets_follow_each_region_season() {
         let mut h = Harness::<RegionalSeasons>::configure(setup("{}")).unwrap();
+        taught(&mut h);
         // Wednesday 2026-01-14: South Asia ×1.8, southern hemisphere ×1.4, Europe out of season.
         let v = h.decide(&round_at(&h, local_time(2026, 1, 14, 12, 0)));
         assert_eq!(v.prescale_floor(0), Some(18));
@@ -334,6 +390,7 @@ mod tests {
     fn saturday_and_holiday_surges_multiply_and_are_capped() {
         let cfg = r#"{"holidays": ["12-25"], "holiday": 2.0, "max_multiplier": 3.0}"#;
         let mut h = Harness::<RegionalSeasons>::configure(setup(cfg)).unwrap();
+        taught(&mut h);
         // Saturday 2026-06-13: Europe 1.4 × 1.5 = 2.1; Mars only the Saturday 1.5.
         let v = h.decide(&round_at(&h, local_time(2026, 6, 13, 9, 0)));
         assert_eq!(v.prescale_floor(2), Some(21));
@@ -346,6 +403,7 @@ mod tests {
     #[test]
     fn each_pool_uses_its_own_local_time() {
         let mut h = Harness::<RegionalSeasons>::configure(setup("{}")).unwrap();
+        taught(&mut h);
         // Friday in Dublin, already Saturday in Sydney.
         let round = h
             .round()
@@ -363,6 +421,7 @@ mod tests {
             "regions": {"eu-west-1": {"seasons": [{"name": "summer", "months": [5, 9], "multiplier": 1.6}],
                                        "holidays": ["06-10"], "holiday": 1.25}}}"#;
         let mut h = Harness::<RegionalSeasons>::configure(setup(cfg)).unwrap();
+        taught(&mut h);
         let v = h.decide(&round_at(&h, local_time(2026, 6, 10, 12, 0)));
         assert_eq!(v.prescale_floor(2), Some(20)); // 1.6 × 1.25
         let v = h.decide(&round_at(&h, local_time(2026, 1, 14, 12, 0)));
@@ -372,6 +431,8 @@ mod tests {
     #[test]
     fn floor_is_capped_at_max_and_skipped_when_the_proposal_is_higher() {
         let mut h = Harness::<RegionalSeasons>::configure(setup("{}")).unwrap();
+        let first = h.round().at(2026, 7, 15, 12, 0).load("mumbai", 1e6).build();
+        assert!(h.decide(&first).is_empty());
         let round =
             h.round().at(2026, 1, 14, 12, 0).load("mumbai", 1e6).units("sydney", 40).load("sydney", 1000.0).build();
         let v = h.decide(&round);
@@ -395,6 +456,41 @@ mod tests {
             let err = Harness::<RegionalSeasons>::configure(setup(cfg)).unwrap_err();
             assert!(err.contains(needle), "{cfg}: {err}");
         }
+    }
+
+    #[test]
+    fn load_that_already_carries_the_surge_is_not_multiplied_again_and_the_usual_load_is_learned() {
+        let mut h = Harness::<RegionalSeasons>::configure(setup("{}")).unwrap();
+        taught(&mut h);
+        let june_saturday = |h: &Harness<RegionalSeasons>, unix_ms: i64, load: f64| {
+            h.round().unix_ms(unix_ms).at(2026, 6, 13, 12, 0).units("dublin", 10).load("dublin", load).build()
+        };
+        let start = 1_781_092_800_000;
+        // Saturday in season (×2.1) while the load still looks like an ordinary day: pre-scale.
+        let v = h.decide(&june_saturday(&h, start, 1000.0));
+        assert_eq!(v.prescale_floor(2), Some(21));
+        // The surge arrived (2100 rps = 1000 usual × 2.1): the floor stays at 21, not 44.
+        let v = h.decide(&june_saturday(&h, start + 3_600_000, 2100.0));
+        assert_eq!(v.prescale_floor(2), Some(21));
+        // A day of 4200 rps (2000 usual): after one half-life the usual load is half way there.
+        let v = h.decide(&june_saturday(&h, start + 25 * 3_600_000, 4200.0));
+        assert_eq!(v.prescale_floor(2), Some(21), "the floor uses what was usual before the round");
+        let v = h.decide(&june_saturday(&h, start + 25 * 3_600_000, 1.0));
+        // Usual: 1000 + (1 - 0.5^(24/24)) × (2000 - 1000) = 1500 → 1500 × 2.1 = 3150 → 32 units.
+        assert_eq!(v.prescale_floor(2), Some(32));
+    }
+
+    #[test]
+    fn a_pool_first_seen_on_a_surge_day_takes_that_day_as_usual() {
+        let mut h = Harness::<RegionalSeasons>::configure(setup("{}")).unwrap();
+        // First round ever on a June Saturday at 2100 rps: usual = 1000, floor = 2100 = 21 units.
+        let round = h.round().at(2026, 6, 13, 12, 0).units("dublin", 10).load("dublin", 2100.0).build();
+        assert_eq!(h.decide(&round).prescale_floor(2), Some(21));
+        assert!(
+            Harness::<RegionalSeasons>::configure(setup(r#"{"baseline_half_life_hours": 0}"#))
+                .unwrap_err()
+                .contains("baseline_half_life_hours")
+        );
     }
 
     #[test]

@@ -217,6 +217,9 @@ struct PoolRuntime {
     arriving: Option<(Timestamp, u32)>,
     target: u32,
     desired_history: VecDeque<(Timestamp, u32)>,
+    /// Desired units of rounds that planned for a projected climb, kept for one provisioning
+    /// delay: the time the projection looked ahead.
+    projected_history: VecDeque<(Timestamp, u32)>,
     last_scale_down: Option<Timestamp>,
     admission: Vec<Admission>,
     typical_units: f64,
@@ -287,6 +290,7 @@ impl Engine {
                 arriving: None,
                 target: spec.min,
                 desired_history: VecDeque::new(),
+                projected_history: VecDeque::new(),
                 last_scale_down: None,
                 admission: full_admission(&spec),
                 typical_units: f64::from(spec.min),
@@ -545,6 +549,8 @@ impl Engine {
         p.protected = active_weddings > 0;
 
         let mut own_load = None;
+        // The load seen, where `own_load` is a projection of it.
+        let mut measured = None;
         if p.holding {
             reasons.push(Reason::StaleMetrics { rounds: p.stale_rounds });
         } else {
@@ -558,6 +564,7 @@ impl Engine {
                         Some(climb) => {
                             let projected = climb.projected;
                             reasons.push(climb.reason());
+                            measured = Some(recent);
                             projected
                         }
                         None => recent,
@@ -579,7 +586,7 @@ impl Engine {
             own_load = Some(load);
         }
         let failover = if p.holding { None } else { p.failover.clone() };
-        let target = plan_target(p, s, now, wall_ms, own_load, failover.as_ref());
+        let target = plan_target(p, s, now, wall_ms, (own_load, measured), failover.as_ref());
 
         // 8. Admission against what serves now.
         let demand = p.latest.unwrap_or_default();
@@ -605,6 +612,7 @@ impl Engine {
         };
         let pending = Pending {
             own_load,
+            measured,
             target,
             reasons,
             admission,
@@ -630,6 +638,7 @@ impl Engine {
     ) -> Option<Decision> {
         let Pending {
             own_load,
+            measured,
             mut target,
             mut reasons,
             mut admission,
@@ -654,7 +663,7 @@ impl Engine {
                 })
             })
         {
-            target = plan_target(p, s, now, wall_ms, own_load, None);
+            target = plan_target(p, s, now, wall_ms, (own_load, measured), None);
             reasons.push(Reason::Policy {
                 policy: verdict.policy.clone(),
                 version: verdict.version.clone(),
@@ -669,6 +678,12 @@ impl Engine {
         reasons.append(&mut target.reasons);
         if let Some(desired) = target.desired {
             p.desired_history.push_back((now, desired));
+        }
+        if let Some(projected) = target.projected_desired {
+            p.projected_history.push_back((now, projected));
+        }
+        while p.projected_history.front().is_some_and(|(at, _)| now.saturating_since(*at) > spec.provisioning_delay) {
+            p.projected_history.pop_front();
         }
         while p.desired_history.front().is_some_and(|(at, _)| now.saturating_since(*at) > s.scale_down_stabilization) {
             p.desired_history.pop_front();
@@ -812,6 +827,7 @@ impl Engine {
 #[derive(Debug)]
 struct Pending {
     own_load: Option<f64>,
+    measured: Option<f64>,
     target: TargetPlan,
     reasons: Vec<Reason>,
     admission: Vec<Admission>,
@@ -826,14 +842,21 @@ struct Pending {
 #[derive(Debug)]
 struct TargetPlan {
     to: u32,
-    /// Desired units to remember for scale-down stabilization (none while holding).
+    /// Desired units to remember for scale-down stabilization (none while holding): what the
+    /// measured load needs.
     desired: Option<u32>,
+    /// Desired units planned for a projected climb, remembered for one provisioning delay.
+    projected_desired: Option<u32>,
     load: f64,
     reasons: Vec<Reason>,
 }
 
-/// Steps 2–5 and prediction for a pool on `own_load` (plus a failover's), without changing the
-/// pool: a policy's failover veto plans again without the failover.
+/// Steps 2–5 and prediction for a pool on its own load (plus a failover's), without changing the
+/// pool: a policy's failover veto plans again without the failover. `load.0` is the load planned
+/// for; `load.1`, when set, the load measured that `load.0` projects ahead. Scale-down
+/// stabilization remembers what the measured load needed for the whole window, and what a
+/// projection needed for one provisioning delay (the time it looked ahead), so capacity bought
+/// for a climb that stops is released sooner, but not in the middle of one.
 /// A sustained climb, projected ahead.
 struct Climb {
     growth_per_second: f64,
@@ -890,7 +913,7 @@ fn plan_target(
     s: &EngineSettings,
     now: Timestamp,
     wall_ms: i64,
-    own_load: Option<f64>,
+    (own_load, measured): (Option<f64>, Option<f64>),
     failover: Option<&FailoverLoad>,
 ) -> TargetPlan {
     let spec = &p.spec;
@@ -898,6 +921,7 @@ fn plan_target(
     let mut reasons = Vec::new();
     let mut to = from;
     let mut desired_kept = None;
+    let mut projected_kept = None;
     let mut load_used = p.last_load;
     if let Some(own_load) = own_load {
         let mut load = own_load;
@@ -922,7 +946,15 @@ fn plan_target(
             reasons.push(Reason::ScaleUpCapped { factor: s.max_scale_up_factor, wanted: desired });
             desired = cap;
         }
-        desired_kept = Some(desired);
+        desired_kept = Some(match measured {
+            Some(measured) => {
+                projected_kept = Some(desired);
+                let borrowed = failover.map_or(0.0, |f| f.load);
+                let needed = ((measured + borrowed) / per_unit).ceil();
+                desired.min(if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 })
+            }
+            None => desired,
+        });
         to = desired;
         // 5. Scale-down, against the desired capacity over the stabilization window.
         if desired < from {
@@ -930,6 +962,9 @@ fn plan_target(
                 .desired_history
                 .iter()
                 .filter(|(at, _)| now.saturating_since(*at) <= s.scale_down_stabilization)
+                .chain(
+                    p.projected_history.iter().filter(|(at, _)| now.saturating_since(*at) <= spec.provisioning_delay),
+                )
                 .map(|(_, d)| *d)
                 .chain(std::iter::once(desired))
                 .max()
@@ -975,7 +1010,7 @@ fn plan_target(
             }
         }
     }
-    TargetPlan { to, desired: desired_kept, load: load_used, reasons }
+    TargetPlan { to, desired: desired_kept, projected_desired: projected_kept, load: load_used, reasons }
 }
 
 /// Admission levels per class in [`TrafficClass::ALL`] order (1.0 for classes not served).

@@ -171,6 +171,33 @@ fn a_sustained_climb_is_projected_one_provisioning_delay_ahead_and_a_step_is_not
 }
 
 #[test]
+fn capacity_bought_for_a_climb_that_stops_is_released_before_the_stabilization_window_ends() {
+    let mut spec = pool("api");
+    spec.provisioning_delay = Duration::from_secs(60);
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    drive(&mut engine, 0, 3000, |_| demand(TrafficClass::Registration, 1000.0));
+    // Climb for a minute (to ~5,900 rps), then hold flat.
+    let top = 1000.0 * 1.03f64.powf(60.0);
+    let climb = drive(&mut engine, 3000, 600, |r| {
+        demand(TrafficClass::Registration, 1000.0 * 1.03f64.powf((r - 3000) as f64 / 10.0))
+    });
+    let bought = climb.iter().map(|d| d.to).max().expect("decisions");
+    let flat_needs = (top / 70.0).ceil() as u32;
+    assert!(bought > flat_needs + flat_needs / 4, "the climb was projected: {bought} vs {flat_needs}");
+    // The stabilization window is 120 s; the projection's excess goes once the provisioning
+    // delay it looked ahead (60 s) has passed without the load arriving, before the window ends.
+    let flat = drive(&mut engine, 3600, 1800, |_| demand(TrafficClass::Registration, top));
+    let released = flat.iter().find(|d| d.to < bought).expect("a scale-down");
+    let after_s = (released.at.as_nanos() / 1_000_000 - 3600 * ROUND_MS) as f64 / 1000.0;
+    assert!(after_s < 90.0, "released {after_s} s after the climb stopped: {released:?}");
+    // Never below what the flat load needs.
+    assert!(flat.iter().all(|d| d.to >= flat_needs), "{flat:?}");
+    // And, three minutes on, back to what it needs, within the tolerance band.
+    let target = engine.status()[0].target;
+    assert!(target <= (f64::from(flat_needs) * 1.1).ceil() as u32, "{target} vs {flat_needs}");
+}
+
+#[test]
 fn stationary_noise_neither_flaps_nor_falsely_scales() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
     let mut noise = Noise(5);

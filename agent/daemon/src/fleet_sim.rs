@@ -1,0 +1,195 @@
+//! `wedsync-agent sim` over a fleet scenario: each node gets an agent configuration of its own
+//! (its node id, region and pool) and, unless turned off, the agent's own plugin stage loading
+//! the bundled plugins through wasmtime, so every round goes through the same WASM policies as
+//! in production. The run itself is [`wedsync_sim::fleet`]; the report, [`wedsync_sim::report`].
+
+use crate::plugins::{PluginStage, PluginStartError};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use wedsync_core::config::{AgentConfig, ConfigErrors, PoolConfig};
+use wedsync_core::engine::policy::RoundPolicy;
+use wedsync_sim::fleet::{NodeSpec, Progress, RunOptions};
+use wedsync_sim::report::Verdict;
+use wedsync_sim::{FleetResult, Scenario};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetSimOptions {
+    /// A built-in fleet scenario's name or a scenario file (TOML).
+    pub scenario: String,
+    /// Scale the scenario's node counts to about this many.
+    pub nodes: Option<u32>,
+    /// Seeds the mesh.
+    pub seed: u64,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Run every node's bundled plugins.
+    pub plugins: bool,
+    /// Draw the plots.
+    pub plots: bool,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// Why a fleet simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetSimError {
+    /// The scenario could not be used.
+    #[error(transparent)]
+    Scenario(#[from] wedsync_sim::ScenarioError),
+    /// The run failed.
+    #[error(transparent)]
+    Fleet(#[from] wedsync_sim::FleetError),
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] wedsync_sim::report::ReportError),
+}
+
+/// Most nodes that each get a plugin stage of their own: each is a wasmtime engine with its
+/// pooling allocator, which does not fit a thousand times in one process. Larger fleets run
+/// the engines alone (the engine's proposals stand), and the report says so.
+pub const MAX_NODES_WITH_PLUGINS: u32 = 64;
+
+/// Whether `name` names a fleet scenario (a built-in one, or a `.toml` file) rather than a
+/// single-pool trace.
+pub fn is_fleet_scenario(name: &str) -> bool {
+    wedsync_sim::scenario::BUILT_IN.iter().any(|b| b.name == name) || name.ends_with(".toml")
+}
+
+/// Runs the scenario and writes the report; returns the result, the verdict and the files.
+pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathBuf>), FleetSimError> {
+    let scenario = Scenario::load(&options.scenario)?;
+    let cache_dir = std::env::temp_dir().join("wedsync-sim-plugin-cache");
+    let state_dir = std::env::temp_dir().join("wedsync-sim-state");
+    let mut make_policy = |node: &NodeSpec| -> Result<Box<dyn RoundPolicy>, String> {
+        plugin_stage(node, &cache_dir, &state_dir).map(|s| Box::new(s) as Box<dyn RoundPolicy>)
+    };
+    let run_options = RunOptions {
+        seed: options.seed,
+        nodes: options.nodes,
+        progress_every: options.progress.then(|| progress_period(&scenario)),
+    };
+    let mut bar = ProgressBar::new();
+    let nodes = options.nodes.map_or_else(|| scenario.total_nodes(), |n| scenario.clone().with_nodes(n).total_nodes());
+    let plugins = options.plugins && nodes <= MAX_NODES_WITH_PLUGINS;
+    if options.plugins && !plugins {
+        eprintln!(
+            "sim: {nodes} nodes: the engines run without their plugins (each node's plugin stage is a wasmtime \
+             engine; at most {MAX_NODES_WITH_PLUGINS} nodes get one)"
+        );
+    }
+    let policies: Option<&mut wedsync_sim::fleet::PolicyFactory<'_>> =
+        if plugins { Some(&mut make_policy) } else { None };
+    let result = wedsync_sim::run(&scenario, &run_options, policies, |p| bar.show(p))?;
+    bar.finish();
+    let files = wedsync_sim::report::write(&result, &options.out, options.plots)?;
+    let verdict = wedsync_sim::report::verdict(&result);
+    Ok((result, verdict, files))
+}
+
+/// About 200 progress updates over the run.
+fn progress_period(scenario: &Scenario) -> Duration {
+    Duration::from_secs_f64((scenario.duration_s() / 200.0).max(scenario.round.as_secs_f64()))
+}
+
+/// Why a node's plugin stage could not start.
+#[derive(Debug, thiserror::Error)]
+enum NodeStageError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Plugins(#[from] PluginStartError),
+    #[error("plugins are off in the default configuration")]
+    Off,
+}
+
+/// The agent's plugin stage for one simulated node: the default configuration with the node's
+/// id, region and pool, loading the bundled plugins (their compiled artifacts shared by every
+/// node through one cache directory).
+fn plugin_stage(
+    node: &NodeSpec,
+    cache_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<PluginStage, String> {
+    let stage = || -> Result<PluginStage, NodeStageError> {
+        let mut config = AgentConfig::default();
+        config.agent.node_id = node.id.clone();
+        config.agent.region = node.region.clone();
+        config.plugins.cache_dir = cache_dir.display().to_string();
+        let p = &node.pool;
+        config.pools = vec![PoolConfig {
+            name: p.name.clone(),
+            region: p.region.clone(),
+            min: p.min,
+            max: p.max,
+            capacity_per_unit: p.capacity_per_unit,
+            target_utilization: p.target_utilization,
+            provisioning_delay: humantime::format_duration(p.provisioning_delay).to_string(),
+            protected_floor: p.protected_floor,
+            time_zone: p.time_zone.clone(),
+            ..PoolConfig::default()
+        }];
+        let settings = config.validate()?;
+        let Some(plugins) = &settings.plugins else { return Err(NodeStageError::Off) };
+        Ok(PluginStage::start(
+            &settings,
+            plugins,
+            state_dir,
+            Arc::new(RwLock::new(crate::telemetry::HostView::default())),
+            None,
+            prometheus_client::metrics::counter::Counter::default(),
+            None,
+        )?)
+    };
+    stage().map_err(|e| e.to_string())
+}
+
+/// Live progress on stderr: a bar and a line per region, redrawn in place on a terminal, a line
+/// every tenth of the run otherwise.
+struct ProgressBar {
+    terminal: bool,
+    drawn_lines: usize,
+    last_tenth: i64,
+}
+
+impl ProgressBar {
+    fn new() -> ProgressBar {
+        ProgressBar { terminal: std::io::stderr().is_terminal(), drawn_lines: 0, last_tenth: -1 }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        let fraction = if p.duration > 0.0 { (p.t / p.duration).clamp(0.0, 1.0) } else { 1.0 };
+        let tenth = (fraction * 10.0).floor() as i64;
+        if !self.terminal && tenth == self.last_tenth {
+            return;
+        }
+        self.last_tenth = tenth;
+        let width = 30;
+        let filled = (fraction * f64::from(width)).round() as usize;
+        let mut text = format!(
+            "[{}{}] {:>3.0}%  t = {:>5.1} min of {:.0}\n",
+            "#".repeat(filled),
+            ".".repeat(width as usize - filled.min(width as usize)),
+            fraction * 100.0,
+            p.t / 60.0,
+            p.duration / 60.0
+        );
+        for (name, demand, engine, hpa, alive) in &p.regions {
+            text.push_str(&format!(
+                "  {name:<14} demand {demand:>8.0} req/s  capacity: engine {engine:>8.0}  hpa {hpa:>8.0}  nodes up {alive}\n"
+            ));
+        }
+        let mut err = std::io::stderr().lock();
+        if self.terminal && self.drawn_lines > 0 {
+            let _ = write!(err, "\x1b[{}A\x1b[J", self.drawn_lines);
+        }
+        let _ = err.write_all(text.as_bytes());
+        self.drawn_lines = text.lines().count();
+    }
+
+    fn finish(&mut self) {
+        let _ = std::io::stderr().flush();
+    }
+}
