@@ -320,7 +320,10 @@ mod tests {
             provisioning_delay: None,
         };
         let e = run(&options("no-such-scenario")).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("not a built-in scenario (viral-spike, ") && e.contains("no-such-scenario"), "{e}");
+        assert!(
+            e.contains("traces: viral-spike, ") && e.contains("viral-saturday") && e.contains("no-such-scenario"),
+            "{e}"
+        );
         let e = run(&SimOptions { min: Some(10), max: Some(5), ..options("viral-spike") }).map(|_| ()).unwrap_err();
         assert!(e.to_string().contains("min 10 and max 5"), "{e}");
     }
