@@ -153,6 +153,10 @@ pub fn failover_proposals(mesh: &Mesh) -> Vec<FailoverProposal> {
         }
     }
     failed.retain(|region, _| !alive_regions.contains(region));
+    if failed.is_empty() {
+        // The usual case, asked every second on every node: no fleet view to build.
+        return Vec::new();
+    }
     let states: BTreeMap<String, NodeState> =
         failed.values().flatten().filter_map(|(node, _)| mesh.state_of(node).map(|s| (node.clone(), s))).collect();
     proposals(&me.id, &failed, &states, &mesh.fleet_view())

@@ -27,6 +27,8 @@ use wedsync_mesh::{MeshConfig, Profile};
 pub const POOL_NAME: &str = "web";
 /// How often nodes publish their state to the mesh and take failover shares from it.
 const MESH_PERIOD_S: f64 = 1.0;
+/// A node republishes an unchanged state this often (the daemon's heartbeat).
+const STATE_HEARTBEAT_S: f64 = 30.0;
 /// How far ahead of an onset a predictive scale-up counts as the answer to it.
 const PREDICTION_WINDOW_S: f64 = 3600.0;
 /// Most points kept per plotted series.
@@ -219,6 +221,8 @@ struct Node {
     hpa: Hpa,
     hpa_model: PoolModel,
     alive: bool,
+    /// The state last gossiped and when.
+    published: Option<(wedsync_mesh::NodeState, f64)>,
 }
 
 /// Runs `scenario`; `policies` makes each node's round policy (None: no policy).
@@ -281,7 +285,7 @@ pub fn run(
                 None => Box::new(NoPolicy),
             };
             members.push((spec.id.clone(), spec.region.clone()));
-            nodes.push(Node { spec, region: r, engine, policy, model, hpa, hpa_model, alive: true });
+            nodes.push(Node { spec, region: r, engine, policy, model, hpa, hpa_model, alive: true, published: None });
         }
     }
     let n = nodes.len();
@@ -339,6 +343,7 @@ pub fn run(
                 let seed = seeds.iter().copied().find(|s| nodes_alive_hint(*s, i)).unwrap_or(0);
                 mesh.restart(i, seed);
                 node.alive = true;
+                node.published = None;
             }
         }
 
@@ -349,6 +354,9 @@ pub fn run(
 
         // The mesh: publish states, take failover shares.
         let mesh_due = t - last_mesh_t >= MESH_PERIOD_S - 1e-9;
+        // A failover share needs the node's fleet view, O(nodes) to build: every second up to
+        // 100 nodes, every five above (the daemon takes them once a second).
+        let failover_due = mesh_due && (n <= 100 || (t.round() as u64).is_multiple_of(5));
         for (i, node) in nodes.iter_mut().enumerate() {
             if !node.alive {
                 continue;
@@ -359,7 +367,7 @@ pub fn run(
             node.model.arrive(t);
             node.engine.handle_pool_state(now, 0, node.model.serving());
             node.engine.handle_demand(now, 0, demand);
-            if mesh_due {
+            if failover_due {
                 for failover in mesh.mesh(i).map(wedsync_mesh::failover_shares).unwrap_or_default() {
                     if failover.pool == POOL_NAME {
                         node.engine.handle_failover(now, 0, &failover.id, &failover.failed_region, failover.load);
@@ -388,13 +396,25 @@ pub fn run(
             }
             node.hpa_model.round(t, round_s, demand, protected);
             if mesh_due {
+                // As the daemon: a new state when it moved, else a heartbeat.
                 let state = wedsync_mesh::node_state(&node.engine, wall, &node.spec.region);
-                mesh.publish(i, state);
+                let due = node
+                    .published
+                    .as_ref()
+                    .is_none_or(|(old, at)| wedsync_mesh::state_changed(old, &state) || t - at >= STATE_HEARTBEAT_S);
+                if due {
+                    mesh.publish(i, state.clone());
+                    node.published = Some((state, t));
+                }
             }
         }
         if mesh_due {
             last_mesh_t = t;
-            observe_mesh(&mesh, &mut fleet, &mut coordinators, &mut agreement_checks, &mut agreeing, t, &killed);
+            // Whole-fleet checks cost O(nodes²): every second up to 100 nodes, then every ten.
+            let check_every = if n > 100 { 10 } else { 1 };
+            if (t.round() as u64).is_multiple_of(check_every) || fleet.join_convergence_s.is_none() {
+                observe_mesh(&mesh, &mut fleet, &mut coordinators, &mut agreement_checks, &mut agreeing, t, &killed);
+            }
         }
         tracker.round(t, round_s, &routed, &nodes);
         if t >= next_sample {
