@@ -52,6 +52,9 @@ pub enum FleetSimError {
 /// the engines alone (the engine's proposals stand), and the report says so.
 pub const MAX_NODES_WITH_PLUGINS: u32 = 64;
 
+/// Each simulated node's plugin call budget.
+const SIM_CALL_BUDGET: &str = "100ms";
+
 /// Whether `name` names a fleet scenario (a built-in one, or a `.toml` file) rather than a
 /// single-pool trace.
 pub fn is_fleet_scenario(name: &str) -> bool {
@@ -118,6 +121,10 @@ fn plugin_stage(
         config.agent.node_id = node.id.clone();
         config.agent.region = node.region.clone();
         config.plugins.cache_dir = cache_dir.display().to_string();
+        // A plugin call that overran the agent's 5 ms budget on a busy machine would drop that
+        // plugin's output for the round and make the run depend on the machine's load. The
+        // simulation is about decisions; the plugins' speed is measured in the benches.
+        config.plugins.call_budget = SIM_CALL_BUDGET.into();
         let p = &node.pool;
         config.pools = vec![PoolConfig {
             name: p.name.clone(),

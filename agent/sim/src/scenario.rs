@@ -425,7 +425,9 @@ impl Scenario {
     }
 
     /// The same scenario with every region's node count scaled so the fleet has about `nodes`
-    /// nodes (at least one per region), keeping the regions' proportions.
+    /// nodes (at least one per region), keeping the regions' proportions, and each region's
+    /// traffic scaled with its nodes, so every node carries what it did (a thousand nodes
+    /// sharing six nodes' traffic would each sit at their pool's minimum).
     pub fn with_nodes(mut self, nodes: u32) -> Scenario {
         let total = self.total_nodes().max(1);
         let mut left = nodes.max(self.regions.len() as u32);
@@ -438,6 +440,13 @@ impl Scenario {
                     .max(1)
                     .min(left.saturating_sub((count - i - 1) as u32))
             };
+            let factor = f64::from(share.max(1)) / f64::from(region.nodes.max(1));
+            let b = &mut region.base;
+            for rate in
+                [&mut b.wedding_critical, &mut b.wedding_planning, &mut b.registration, &mut b.media, &mut b.background]
+            {
+                *rate *= factor;
+            }
             region.nodes = share.max(1);
             left = left.saturating_sub(share);
         }
@@ -628,6 +637,10 @@ media = 100.0
         let scaled = s.clone().with_nodes(1000);
         assert_eq!(scaled.total_nodes(), 1000);
         assert!(scaled.regions.iter().all(|r| r.nodes >= 1));
+        // Each node carries what it did: eu-west's 2 nodes become 333 with 166.5× the traffic.
+        let (before, after) = (&s.regions[0], &scaled.regions[0]);
+        let per_node = |r: &RegionSpec| r.base.media / f64::from(r.nodes);
+        assert!((per_node(before) - per_node(after)).abs() < 1e-9, "{} vs {}", per_node(before), per_node(after));
         assert_eq!(s.with_nodes(1).total_nodes(), regions, "at least one per region");
     }
 }
