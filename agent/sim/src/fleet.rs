@@ -340,7 +340,8 @@ pub fn run(
         }
         for (i, node) in nodes.iter_mut().enumerate() {
             if !node.alive && !load.is_down(node.region, t) {
-                let seed = seeds.iter().copied().find(|s| nodes_alive_hint(*s, i)).unwrap_or(0);
+                // Rejoin through any seed but itself.
+                let seed = seeds.iter().copied().find(|s| *s != i).unwrap_or(0);
                 mesh.restart(i, seed);
                 node.alive = true;
                 node.published = None;
@@ -442,13 +443,8 @@ pub fn run(
     fleet.coordinator_agreement = if agreement_checks == 0 { 1.0 } else { agreeing as f64 / agreement_checks as f64 };
     let bytes: u64 = (0..n).map(|i| mesh.bytes_sent(i)).sum();
     fleet.bytes_per_node_per_s = bytes as f64 / n.max(1) as f64 / scenario.duration_s().max(1.0);
-    let regions = tracker.finish(&nodes, &load);
+    let regions = tracker.finish(&nodes);
     Ok(FleetResult { scenario, regions, fleet, policies: with_policies, elapsed_s: started.elapsed().as_secs_f64() })
-}
-
-/// Whether node `seed` may serve as a rejoin seed for node `i` (any other node).
-fn nodes_alive_hint(seed: usize, i: usize) -> bool {
-    seed != i
 }
 
 fn first_of_each_region(nodes: &[Node]) -> Vec<usize> {
@@ -683,7 +679,7 @@ impl RegionTracker {
         Progress { t, duration, regions }
     }
 
-    fn finish(self, nodes: &[Node], load: &LoadModel) -> Vec<RegionResult> {
+    fn finish(self, nodes: &[Node]) -> Vec<RegionResult> {
         let mut out = Vec::new();
         for (r, name) in self.names.iter().enumerate() {
             let members: Vec<&Node> = nodes.iter().filter(|n| n.region == r).collect();
@@ -701,7 +697,6 @@ impl RegionTracker {
                 |short: Option<f64>| self.onset[r].map(|o| short.map_or(0.0, |s| (s + self.round_s - o).max(0.0)));
             engine.onset_to_capacity_s = carried(self.last_short[r].0);
             hpa.onset_to_capacity_s = carried(self.last_short[r].1);
-            let _ = load;
             out.push(RegionResult {
                 name: name.clone(),
                 nodes: members.len(),
