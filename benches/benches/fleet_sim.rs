@@ -10,7 +10,7 @@
 //! 1,000-node part, `=scenarios` only the built-ins.
 
 use std::path::PathBuf;
-use wedsync_agent::fleet_sim::{FleetSimOptions, run};
+use wedsync_agent::fleet_sim::{FleetSimOptions, MeshMode, run};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !std::env::args().any(|a| a == "--bench") {
@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             plugins,
             plots: false,
             progress: false,
+            mesh: MeshMode::Virtual,
         };
         let (result, verdict, _) = run(&options)?;
         let c = |i: usize| (verdict.criteria[i].engine, verdict.criteria[i].hpa);

@@ -78,10 +78,12 @@ fn a_trace_file_and_pool_options_are_taken_and_bad_input_is_refused() {
     assert!(!ok && out.contains("line"), "{out}");
 }
 
+/// The default mode: every node its own QUIC endpoint on loopback, the agent's mesh task on each,
+/// at 30x (3 scenario minutes in 6 s; the debug binary, beside other tests).
 #[test]
-fn a_fleet_scenario_runs_every_node_with_its_plugins_and_reports_per_region() {
+fn a_fleet_scenario_runs_every_node_with_its_plugins_over_real_quic_and_reports_per_region() {
     let dir = unique_dir("sim-fleet");
-    let (ok, out) = sim(&["--scenario", "quick", "--out", dir.to_str().unwrap(), "--fail-unless-won"]);
+    let (ok, out) = sim(&["--scenario", "quick", "--speed", "30", "--out", dir.to_str().unwrap(), "--fail-unless-won"]);
     assert!(ok, "{out}");
     assert!(out.contains("# Simulation: quick") && out.contains("## Verdict: the engine won"), "{out}");
     // Progress went to stderr: a bar and a line per region.
@@ -97,8 +99,15 @@ fn a_fleet_scenario_runs_every_node_with_its_plugins_and_reports_per_region() {
     assert!(
         west["engine"]["onset_to_capacity_s"].as_f64().unwrap() < west["hpa"]["onset_to_capacity_s"].as_f64().unwrap()
     );
-    // eu-central died; the mesh saw it.
-    assert!(report["fleet"]["failure_detection_s"][0].as_f64().unwrap() > 0.0);
+    assert!(report["mesh"].as_str().unwrap().contains("real QUIC"), "{}", report["mesh"]);
+    // eu-central died; every survivor's mesh saw it over QUIC, and eu-west took its clients' load.
+    let fleet = &report["fleet"];
+    let detected = fleet["failure_detection_s"][0].as_f64().unwrap();
+    assert!(detected > 0.0 && detected < 30.0, "{fleet}");
+    assert!(fleet["failover_applied_s"][0].as_f64().is_some_and(|s| s < 60.0), "{fleet}");
+    assert!(fleet["reconvergence_s"][0].as_f64().is_some(), "{fleet}");
+    assert!(fleet["join_convergence_s"].as_f64().is_some_and(|s| s <= 10.0), "{fleet}");
+    assert!(fleet["bytes_per_node_per_s"].as_f64().unwrap() > 0.0, "{fleet}");
     for region in ["eu-west", "eu-central", "us-east"] {
         for kind in ["demand", "latency"] {
             for ext in ["svg", "png"] {
@@ -124,4 +133,23 @@ fn a_bad_scenario_file_is_refused_with_the_field_named() {
     assert!(out.contains("regions[0].nodes") && out.contains("bad.toml"), "{out}");
     let (ok, out) = sim(&["--scenario", "no-such-thing.toml"]);
     assert!(!ok && out.contains("no-such-thing.toml") && out.contains("viral-saturday"), "{out}");
+}
+
+#[test]
+fn the_virtual_mesh_runs_on_request_and_impossible_fleets_are_refused_before_they_start() {
+    let dir = unique_dir("sim-virtual");
+    let (ok, out) =
+        sim(&["--scenario", "quick", "--virtual", "--no-plugins", "--no-plots", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert!(report["mesh"].as_str().unwrap().contains("virtual time"), "{}", report["mesh"]);
+    assert_eq!(report["fleet"]["max_lag_s"], 0.0);
+
+    let (ok, out) = sim(&["--scenario", "quick", "--nodes", "500", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("500 nodes") && out.contains("--virtual"), "{out}");
+    let (ok, out) = sim(&["--scenario", "quick", "--speed", "0", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("--speed 0"), "{out}");
+    let (ok, out) = sim(&["--scenario", "quick", "--virtual", "--speed", "5", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("cannot be used with"), "{out}");
 }

@@ -264,8 +264,14 @@ impl RunningAgent {
         };
         let fleet = match &settings.mesh {
             Some(mesh) => {
-                let (handle, driver) =
-                    crate::fleet::start(mesh, &settings.node_id, &settings.region, clock, engine.clone()).await?;
+                let (handle, driver) = crate::fleet::start(
+                    mesh,
+                    &settings.node_id,
+                    &settings.region,
+                    clock,
+                    Arc::new(crate::fleet::EngineLink { engine: engine.clone() }),
+                )
+                .await?;
                 telemetry.register_fleet(handle.clone());
                 Some((handle, driver))
             }

@@ -18,8 +18,8 @@ use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig}
 use wedsync_core::engine::Engine;
 use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{
-    FailoverProposal, FleetView, MemberCounts, MemberHealth, Mesh, MeshEvent, MeshStats, NodeIdentity, NodeState,
-    Profile,
+    FailoverProposal, FailoverShare, FleetView, MemberCounts, MemberHealth, Mesh, MeshEvent, MeshStats, NodeIdentity,
+    NodeState, Profile,
 };
 use wedsync_transport::{
     Inbound, NodeCredentials, PeerIdentity, PkiError, Transport, TransportConfig, TransportError, TransportStats,
@@ -147,6 +147,48 @@ pub struct HintsSnapshot {
     pub stats: ContentStats,
 }
 
+/// What the mesh task needs from the rest of its agent: the node's state to gossip, and where
+/// its shares of failed regions' load go. The daemon links its engine ([`EngineLink`]); the
+/// fleet simulator links each simulated node.
+pub trait NodeLink: Send + Sync + std::fmt::Debug {
+    /// This node's state now (None: nothing to publish yet).
+    fn state(&self, region: &str) -> Option<NodeState>;
+
+    /// This node's shares of failed regions' load, as its mesh computes them now (every state
+    /// period; empty when no region it takes over from is down).
+    fn failover(&self, now: Timestamp, shares: Vec<FailoverShare>);
+
+    /// A membership change this node's mesh reported at `now`.
+    fn event(&self, _now: Timestamp, _event: &MeshEvent) {}
+}
+
+/// The daemon's link: the state is the engine's; failover shares go to the engine's pools.
+#[derive(Debug)]
+pub struct EngineLink {
+    /// The agent's engine.
+    pub engine: Arc<Mutex<Engine>>,
+}
+
+impl NodeLink for EngineLink {
+    fn state(&self, region: &str) -> Option<NodeState> {
+        let engine = lock(&self.engine);
+        Some(wedsync_mesh::node_state(&engine, crate::decisions::wall_ms(), region))
+    }
+
+    /// Hands this node's share of a failed region's load to the engine, per pool name.
+    fn failover(&self, now: Timestamp, shares: Vec<FailoverShare>) {
+        if shares.is_empty() {
+            return;
+        }
+        let mut engine = lock(&self.engine);
+        for share in shares {
+            if let Some(index) = engine.pool_index(&share.pool) {
+                engine.handle_failover(now, index, &share.id, &share.failed_region, share.load);
+            }
+        }
+    }
+}
+
 /// Shared between the driver, the API and `/metrics`.
 #[derive(Debug)]
 pub struct FleetHandle {
@@ -170,7 +212,7 @@ pub struct FleetDriver {
     inbound: mpsc::Receiver<Inbound>,
     settings: MeshSettings,
     clock: Clock,
-    engine: Arc<Mutex<Engine>>,
+    link: Arc<dyn NodeLink>,
     content: ContentExchange,
     /// Failover proposals this node has already announced.
     announced_failovers: std::collections::BTreeSet<String>,
@@ -187,7 +229,7 @@ pub async fn start(
     node_id: &str,
     region: &str,
     clock: Clock,
-    engine: Arc<Mutex<Engine>>,
+    link: Arc<dyn NodeLink>,
 ) -> Result<(Arc<FleetHandle>, FleetDriver), FleetError> {
     let credentials = match &settings.tls {
         Some(files) => NodeCredentials::load(files.ca_cert.as_ref(), files.cert.as_ref(), files.key.as_ref())?,
@@ -222,7 +264,8 @@ pub async fn start(
         MeshProfile::Lan => Profile::Lan,
         MeshProfile::Wan => Profile::Wan,
     };
-    let seed = unix_ms() ^ u64::from(std::process::id()).rotate_left(32);
+    // The node id keeps nodes started in the same millisecond (the fleet simulator's) apart.
+    let seed = unix_ms() ^ u64::from(std::process::id()).rotate_left(32) ^ fnv1a(node_id.as_bytes());
     let mesh = Mesh::new(identity.clone(), profile, settings.expected_size, seed);
     let interval_ms = u64::try_from(settings.content_interval.as_millis()).unwrap_or(1000);
     let handle = Arc::new(FleetHandle {
@@ -251,20 +294,42 @@ pub async fn start(
         inbound,
         settings: settings.clone(),
         clock,
-        engine,
+        link,
         content,
         announced_failovers: Default::default(),
     };
     Ok((handle, driver))
 }
 
-/// This node's state as the engine sees it now.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 impl FleetDriver {
+    /// The address peers reach this node at.
+    pub fn addr(&self) -> SocketAddr {
+        self.mesh.identity().addr
+    }
+
+    /// Replaces the clock the task runs on (the fleet simulator starts every node's clock
+    /// together, once all their endpoints are bound).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Replaces the seeds this node announces itself to (the fleet simulator learns its
+    /// nodes' addresses only once their endpoints are bound).
+    pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        self.settings.seeds = seeds;
+    }
+
     fn flush(&mut self) {
         while let Some((to, frame)) = self.mesh.poll_transmit() {
             self.handle.transport.send(to, frame);
         }
+        let now = self.clock.now();
         while let Some(event) = self.mesh.poll_event() {
+            self.link.event(now, &event);
             match &event {
                 MeshEvent::MemberUp(id) => {
                     tracing::info!(node = %id.id, region = %id.region, addr = %id.addr, "mesh: member up")
@@ -356,20 +421,11 @@ impl FleetDriver {
         *self.handle.hints.write().unwrap_or_else(std::sync::PoisonError::into_inner) = hints;
     }
 
-    /// Hands this node's share of a failed region's load to the engine, for every failover
-    /// proposal targeting this node's region: per pool name, the failed members' last known
-    /// load of that pool, split over this region's alive members that run the pool.
+    /// Hands the link this node's shares of failed regions' load: for every failover proposal
+    /// targeting this node's region, per pool name, the failed members' last known load of that
+    /// pool, split over this region's alive members that run the pool.
     fn apply_failovers(&self, now: Timestamp) {
-        let shares = wedsync_mesh::failover_shares(&self.mesh);
-        if shares.is_empty() {
-            return;
-        }
-        let mut engine = lock(&self.engine);
-        for share in shares {
-            if let Some(index) = engine.pool_index(&share.pool) {
-                engine.handle_failover(now, index, &share.id, &share.failed_region, share.load);
-            }
-        }
+        self.link.failover(now, wedsync_mesh::failover_shares(&self.mesh));
     }
 
     fn join_seeds(&mut self, now: Timestamp) {
@@ -386,8 +442,7 @@ impl FleetDriver {
 }
 
 fn instant_of(clock: &Clock, at: Timestamp) -> tokio::time::Instant {
-    let wait = Duration::from_nanos(at.as_nanos().saturating_sub(clock.now().as_nanos()));
-    tokio::time::Instant::now() + wait
+    tokio::time::Instant::now() + clock.instant_of(at).saturating_duration_since(Instant::now())
 }
 
 /// Runs the mesh until `stop`, then leaves the fleet gracefully and closes the endpoint.
@@ -395,13 +450,15 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
     let clock = driver.clock;
     driver.join_seeds(clock.now());
     driver.flush();
-    let mut state_tick = tokio::time::interval(driver.settings.state_interval);
+    // Periods are in the clock's time (the fleet simulator's runs faster than the wall's).
+    let mut state_tick = tokio::time::interval(clock.wall(driver.settings.state_interval));
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Seeds are retried while this node knows nobody (they may start after it).
-    let mut seed_retry = tokio::time::interval(Duration::from_secs(2));
+    let mut seed_retry = tokio::time::interval(clock.wall(Duration::from_secs(2)));
     seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut published: Option<(NodeState, Instant)> = None;
-    let mut last_snapshot = Instant::now() - SNAPSHOT_PERIOD;
+    let mut published: Option<(NodeState, Timestamp)> = None;
+    let snapshot_period = clock.wall(SNAPSHOT_PERIOD);
+    let mut last_snapshot: Option<Instant> = None;
     let mut refusals_logged = RateLimiter::new(2);
     loop {
         let wake = driver.mesh.poll_timeout().map(|at| instant_of(&clock, at));
@@ -428,17 +485,19 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
                 }
             }
             _ = state_tick.tick() => {
-                let state = {
-                    let engine = lock(&driver.engine);
-                    wedsync_mesh::node_state(&engine, crate::decisions::wall_ms(), &driver.mesh.identity().region)
-                };
-                let due = published.as_ref().is_none_or(|(old, at)| wedsync_mesh::state_changed(old, &state) || at.elapsed() >= STATE_HEARTBEAT);
-                if due {
-                    match driver.mesh.set_own_state(state.clone()) {
-                        Ok(()) => published = Some((state, Instant::now())),
-                        Err(e) => tracing::warn!(error = %e, "mesh: cannot publish this node's state"),
+                let now = clock.now();
+                if let Some(state) = driver.link.state(&driver.mesh.identity().region) {
+                    let due = published.as_ref().is_none_or(|(old, at)| {
+                        wedsync_mesh::state_changed(old, &state) || now.saturating_since(*at) >= STATE_HEARTBEAT
+                    });
+                    if due {
+                        match driver.mesh.set_own_state(state.clone()) {
+                            Ok(()) => published = Some((state, now)),
+                            Err(e) => tracing::warn!(error = %e, "mesh: cannot publish this node's state"),
+                        }
                     }
                 }
+                driver.apply_failovers(now);
             }
             () = tokio::time::sleep_until(content_wake) => {
                 let now = unix_ms();
@@ -449,7 +508,6 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
                 for (to, frame) in driver.content.tick(now, closed, &driver.mesh) {
                     driver.handle.transport.send(to, frame);
                 }
-                driver.apply_failovers(clock.now());
             }
             _ = seed_retry.tick() => {
                 if driver.mesh.alive_members().next().is_none() {
@@ -458,9 +516,9 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
             }
         }
         driver.flush();
-        if last_snapshot.elapsed() >= SNAPSHOT_PERIOD {
+        if last_snapshot.is_none_or(|at| at.elapsed() >= snapshot_period) {
             driver.publish_snapshot();
-            last_snapshot = Instant::now();
+            last_snapshot = Some(Instant::now());
         }
     }
     if let Err(e) = driver.mesh.leave(clock.now()) {

@@ -1,9 +1,13 @@
 //! `wedsync-agent sim` over a fleet scenario: each node gets an agent configuration of its own
 //! (its node id, region and pool) and, unless turned off, the agent's own plugin stage loading
 //! the bundled plugins through wasmtime, so every round goes through the same WASM policies as
-//! in production. The run itself is [`wedsync_sim::fleet`]; the report, [`wedsync_sim::report`].
+//! in production. The nodes gossip over real QUIC ([`crate::quic_fleet`]: an endpoint and the
+//! agent's mesh task per node, paced at `--speed`) or, with `--virtual`, over the mesh's
+//! virtual-time simulator. The run itself is [`wedsync_sim::fleet`]; the report,
+//! [`wedsync_sim::report`].
 
 use crate::plugins::{PluginStage, PluginStartError};
+use crate::quic_fleet::{QuicFleet, QuicFleetError};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -12,7 +16,7 @@ use wedsync_core::config::{AgentConfig, ConfigErrors, PoolConfig};
 use wedsync_core::engine::policy::RoundPolicy;
 use wedsync_sim::fleet::{NodeSpec, Progress, RunOptions};
 use wedsync_sim::report::Verdict;
-use wedsync_sim::{FleetResult, Scenario};
+use wedsync_sim::{FleetMesh, FleetResult, MeshPlan, Scenario};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -31,6 +35,22 @@ pub struct FleetSimOptions {
     pub plots: bool,
     /// Show progress on stderr.
     pub progress: bool,
+    /// The mesh the nodes gossip over.
+    pub mesh: MeshMode,
+}
+
+/// The mesh a fleet simulation gossips over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MeshMode {
+    /// Every node its own QUIC endpoint on loopback running the agent's mesh task, the whole run
+    /// paced at `speed` times the wall clock.
+    Quic {
+        /// Scenario seconds per wall-clock second.
+        speed: f64,
+    },
+    /// The mesh's state machines in virtual time in this thread: as fast as the machine goes,
+    /// the same result for the same seed, up to thousands of nodes.
+    Virtual,
 }
 
 /// Why a fleet simulation could not run.
@@ -42,6 +62,9 @@ pub enum FleetSimError {
     /// The run failed.
     #[error(transparent)]
     Fleet(#[from] wedsync_sim::FleetError),
+    /// The real mesh cannot run this fleet.
+    #[error(transparent)]
+    Quic(#[from] QuicFleetError),
     /// The report could not be written.
     #[error(transparent)]
     Report(#[from] wedsync_sim::report::ReportError),
@@ -64,6 +87,10 @@ pub fn is_fleet_scenario(name: &str) -> bool {
 /// Runs the scenario and writes the report; returns the result, the verdict and the files.
 pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathBuf>), FleetSimError> {
     let scenario = Scenario::load(&options.scenario)?;
+    let nodes = options.nodes.map_or_else(|| scenario.total_nodes(), |n| scenario.clone().with_nodes(n).total_nodes());
+    if let MeshMode::Quic { speed } = options.mesh {
+        QuicFleet::check(nodes as usize, speed)?;
+    }
     let cache_dir = std::env::temp_dir().join("wedsync-sim-plugin-cache");
     let state_dir = std::env::temp_dir().join("wedsync-sim-state");
     let mut make_policy = |node: &NodeSpec| -> Result<Box<dyn RoundPolicy>, String> {
@@ -75,7 +102,6 @@ pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathB
         progress_every: options.progress.then(|| progress_period(&scenario)),
     };
     let mut bar = ProgressBar::new();
-    let nodes = options.nodes.map_or_else(|| scenario.total_nodes(), |n| scenario.clone().with_nodes(n).total_nodes());
     let plugins = options.plugins && nodes <= MAX_NODES_WITH_PLUGINS;
     if options.plugins && !plugins {
         eprintln!(
@@ -85,7 +111,25 @@ pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathB
     }
     let policies: Option<&mut wedsync_sim::fleet::PolicyFactory<'_>> =
         if plugins { Some(&mut make_policy) } else { None };
-    let result = wedsync_sim::run(&scenario, &run_options, policies, |p| bar.show(p))?;
+    let result = match options.mesh {
+        MeshMode::Virtual => wedsync_sim::run(&scenario, &run_options, policies, |p| bar.show(p))?,
+        MeshMode::Quic { speed } => {
+            let pki = std::env::temp_dir().join(format!(
+                "wedsync-sim-pki-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            ));
+            let mut quic = |plan: &MeshPlan| -> Result<Box<dyn FleetMesh>, String> {
+                QuicFleet::start(plan, speed, &pki)
+                    .map(|q| Box::new(q) as Box<dyn FleetMesh>)
+                    .map_err(|e| e.to_string())
+            };
+            let result = wedsync_sim::run_on(&scenario, &run_options, policies, &mut quic, |p| bar.show(p));
+            // The run's CA key and node keys are worth nothing after it; do not leave them.
+            let _ = std::fs::remove_dir_all(&pki);
+            result?
+        }
+    };
     bar.finish();
     let files = wedsync_sim::report::write(&result, &options.out, options.plots)?;
     let verdict = wedsync_sim::report::verdict(&result);

@@ -21,5 +21,6 @@ pub mod ingest;
 pub mod logging;
 pub mod plugins;
 pub mod process;
+pub mod quic_fleet;
 pub mod sim;
 pub mod telemetry;

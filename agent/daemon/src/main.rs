@@ -59,7 +59,7 @@ enum Command {
         command: CertCommand,
     },
     /// Simulate a fleet under a scenario: one decision engine per node with the bundled WASM
-    /// plugins, gossiping over the mesh, fed by a load model and answered by a capacity model,
+    /// plugins, gossiping over real QUIC on loopback (or, with --virtual, in virtual time), fed by a load model and answered by a capacity model,
     /// beside the Kubernetes HPA baseline on the same traffic; writes report.md, report.json
     /// and plots (SVG and PNG). A single-pool trace (CSV, or a built-in trace name) runs the
     /// one-pool comparison instead.
@@ -75,9 +75,14 @@ enum Command {
         /// Seeds the mesh's probes and the simulated network.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Run the mesh in virtual time in this process (the only fleet mode built so far).
+        /// Run the mesh's state machines in virtual time in this thread instead of one QUIC
+        /// endpoint per node: as fast as the machine goes, deterministic, up to thousands of nodes.
         #[arg(long = "virtual")]
         virtual_time: bool,
+        /// Scenario seconds per wall-clock second over the real QUIC mesh (the mesh's timers
+        /// run at the same pace).
+        #[arg(long, default_value_t = 60.0, conflicts_with = "virtual_time")]
+        speed: f64,
         /// Run the nodes without their plugins (the engine's proposals stand).
         #[arg(long)]
         no_plugins: bool,
@@ -276,6 +281,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             nodes,
             seed,
             virtual_time,
+            speed,
             no_plugins,
             no_plots,
             fail_unless_won,
@@ -291,8 +297,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                          trace (CSV); a fleet scenario sets each region's pool in its file"
                     );
                 }
-                // Virtual time is the only fleet mode so far; --virtual says so explicitly.
-                let _ = virtual_time;
+                let mesh = if virtual_time {
+                    wedsync_agent::fleet_sim::MeshMode::Virtual
+                } else {
+                    wedsync_agent::fleet_sim::MeshMode::Quic { speed }
+                };
                 let options = wedsync_agent::fleet_sim::FleetSimOptions {
                     scenario,
                     nodes,
@@ -301,6 +310,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     plugins: !no_plugins,
                     plots: !no_plots,
                     progress: true,
+                    mesh,
                 };
                 let (result, verdict, _) = wedsync_agent::fleet_sim::run(&options)?;
                 let plots: Vec<String> = if no_plots {

@@ -27,16 +27,30 @@ use wedsync_core::store::MetricStore;
 /// The HTTP content type of [`Telemetry::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Monotonic time since the agent started, as the core's [`Timestamp`].
+/// Monotonic time since the agent started, as the core's [`Timestamp`]. The agent's runs at the
+/// wall clock's pace; the fleet simulator's runs `speed` times faster.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: Instant,
+    speed: f64,
 }
 
 impl Clock {
     /// A clock whose origin is now.
     pub fn start() -> Self {
-        Clock { origin: Instant::now() }
+        Clock { origin: Instant::now(), speed: 1.0 }
+    }
+
+    /// A clock whose origin is now and that runs `speed` times faster than the wall clock (a
+    /// speed that is not a positive number is taken as 1).
+    pub fn with_speed(speed: f64) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        Clock { origin: Instant::now(), speed }
+    }
+
+    /// How many times faster than the wall clock this clock runs.
+    pub fn speed(&self) -> f64 {
+        self.speed
     }
 
     /// Now.
@@ -46,9 +60,33 @@ impl Clock {
 
     /// The timestamp of `instant`.
     pub fn at(&self, instant: Instant) -> Timestamp {
-        Timestamp::from_nanos(
-            u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX),
-        )
+        let elapsed = instant.saturating_duration_since(self.origin);
+        let elapsed = if self.speed == 1.0 {
+            elapsed
+        } else {
+            Duration::try_from_secs_f64(elapsed.as_secs_f64() * self.speed).unwrap_or(Duration::MAX)
+        };
+        Timestamp::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// How long `d` of this clock's time lasts on the wall clock (at least a millisecond, so a
+    /// period made from it is never zero).
+    pub fn wall(&self, d: Duration) -> Duration {
+        self.unscaled(d).max(Duration::from_millis(1))
+    }
+
+    /// The wall-clock instant at which this clock reads `at`.
+    pub fn instant_of(&self, at: Timestamp) -> Instant {
+        let since = self.unscaled(Duration::from_nanos(at.as_nanos()));
+        self.origin.checked_add(since).unwrap_or(self.origin)
+    }
+
+    fn unscaled(&self, d: Duration) -> Duration {
+        if self.speed == 1.0 {
+            d
+        } else {
+            Duration::try_from_secs_f64(d.as_secs_f64() / self.speed).unwrap_or(Duration::MAX)
+        }
     }
 
     /// Time since the origin.
@@ -656,6 +694,23 @@ impl Collector for AppCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fast_clock_runs_its_speed_times_the_wall_and_maps_back_to_instants() {
+        let clock = Clock::with_speed(50.0);
+        let later = clock.origin + Duration::from_millis(100);
+        assert_eq!(clock.at(later), Timestamp::from_nanos(5_000_000_000));
+        assert_eq!(clock.instant_of(Timestamp::from_nanos(5_000_000_000)), later);
+        assert_eq!(clock.wall(Duration::from_secs(1)), Duration::from_millis(20));
+        // A period never comes out zero, however fast the clock.
+        assert_eq!(clock.wall(Duration::from_micros(10)), Duration::from_millis(1));
+        let real = Clock::start();
+        assert_eq!(real.wall(Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(real.at(real.origin + Duration::from_nanos(1)), Timestamp::from_nanos(1));
+        for nonsense in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(Clock::with_speed(nonsense).speed(), 1.0, "{nonsense}");
+        }
+    }
 
     #[test]
     fn tag_keys_become_valid_labels() {

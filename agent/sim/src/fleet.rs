@@ -10,6 +10,7 @@
 //! region its share of the dead region's load, as the daemon does.
 
 use crate::load::{LoadModel, Rates};
+use crate::mesh::{FleetMesh, VirtualMesh};
 use crate::scenario::{Event, Scenario, ScenarioError};
 use std::time::Duration;
 use wedsync_core::baseline::{Hpa, HpaSettings};
@@ -20,15 +21,12 @@ use wedsync_core::engine::pool::{PoolSpec, UnitCost};
 use wedsync_core::engine::{Demand, Engine, EngineSettings};
 use wedsync_core::replay::{PoolModel, ReplayReport, Serving, utilization};
 use wedsync_core::{Timestamp, TrafficClass};
-use wedsync_mesh::sim::{Network, Simulator};
 use wedsync_mesh::{MeshConfig, Profile};
 
 /// The name of every node's pool.
 pub const POOL_NAME: &str = "web";
 /// How often nodes publish their state to the mesh and take failover shares from it.
 const MESH_PERIOD_S: f64 = 1.0;
-/// A node republishes an unchanged state this often (the daemon's heartbeat).
-const STATE_HEARTBEAT_S: f64 = 30.0;
 /// How far ahead of an onset a predictive scale-up counts as the answer to it.
 const PREDICTION_WINDOW_S: f64 = 3600.0;
 /// Most points kept per plotted series.
@@ -48,6 +46,9 @@ pub enum FleetError {
         /// What went wrong.
         reason: String,
     },
+    /// The mesh could not start.
+    #[error("mesh: {0}")]
+    Mesh(String),
     /// The engine refused a scenario's wedding.
     #[error("wedding {id}: {reason}")]
     Wedding {
@@ -77,6 +78,22 @@ pub struct NodeSpec {
 
 /// Makes each node's round policy (the daemon: its plugin stage).
 pub type PolicyFactory<'a> = dyn FnMut(&NodeSpec) -> Result<Box<dyn RoundPolicy>, String> + 'a;
+
+/// What a [`MeshFactory`] is asked to build.
+#[derive(Debug, Clone)]
+pub struct MeshPlan {
+    /// The members, node `i` first as (node id, region).
+    pub members: Vec<(String, String)>,
+    /// The mesh's timings (the WAN profile sized for the fleet).
+    pub config: MeshConfig,
+    /// Seeds the mesh's probes (and a virtual network's jitter).
+    pub seed: u64,
+    /// The nodes every node announces itself to at start: the first of each region.
+    pub seeds: Vec<usize>,
+}
+
+/// Builds the mesh a run gossips over.
+pub type MeshFactory<'a> = dyn FnMut(&MeshPlan) -> Result<Box<dyn FleetMesh>, String> + 'a;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -178,6 +195,11 @@ pub struct RegionResult {
 pub struct FleetFigures {
     /// Nodes.
     pub nodes: usize,
+    /// What the mesh was: virtual time, or real QUIC endpoints and at what speed.
+    pub mesh: String,
+    /// How far the run fell behind the real mesh's clock at worst, scenario seconds (0 in
+    /// virtual time): a run that cannot keep up measures a slower fleet than it simulates.
+    pub max_lag_s: f64,
     /// Seconds from everyone joining at t = 0 to every node seeing every other alive.
     pub join_convergence_s: Option<f64>,
     /// Per outage: seconds from the kill until every surviving node saw every killed node down.
@@ -221,15 +243,29 @@ struct Node {
     hpa: Hpa,
     hpa_model: PoolModel,
     alive: bool,
-    /// The state last gossiped and when.
-    published: Option<(wedsync_mesh::NodeState, f64)>,
 }
 
-/// Runs `scenario`; `policies` makes each node's round policy (None: no policy).
+/// Runs `scenario` over the virtual mesh; `policies` makes each node's round policy (None: no
+/// policy).
 pub fn run(
     scenario: &Scenario,
     options: &RunOptions,
+    policies: Option<&mut PolicyFactory<'_>>,
+    progress: impl FnMut(&Progress),
+) -> Result<FleetResult, FleetError> {
+    let mut virtual_mesh = |plan: &MeshPlan| -> Result<Box<dyn FleetMesh>, String> {
+        Ok(Box::new(VirtualMesh::new(&plan.members, plan.config.clone(), plan.seed, &plan.seeds)))
+    };
+    run_on(scenario, options, policies, &mut virtual_mesh, progress)
+}
+
+/// Runs `scenario` over the mesh `make_mesh` builds; `policies` makes each node's round policy
+/// (None: no policy).
+pub fn run_on(
+    scenario: &Scenario,
+    options: &RunOptions,
     mut policies: Option<&mut PolicyFactory<'_>>,
+    make_mesh: &mut MeshFactory<'_>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<FleetResult, FleetError> {
     let started = std::time::Instant::now();
@@ -285,15 +321,15 @@ pub fn run(
                 None => Box::new(NoPolicy),
             };
             members.push((spec.id.clone(), spec.region.clone()));
-            nodes.push(Node { spec, region: r, engine, policy, model, hpa, hpa_model, alive: true, published: None });
+            nodes.push(Node { spec, region: r, engine, policy, model, hpa, hpa_model, alive: true });
         }
     }
     let n = nodes.len();
     let config = MeshConfig::new(Profile::Wan, u32::try_from(n).unwrap_or(u32::MAX));
-    let mut mesh = Simulator::with_members(&members, config, Network::WAN, options.seed);
     // Every node announces itself to the first node of every region, as configured seeds.
     let seeds: Vec<usize> = first_of_each_region(&nodes);
-    mesh.join_all_by_addr(&seeds);
+    let plan = MeshPlan { members, config, seed: options.seed, seeds: seeds.clone() };
+    let mut mesh = make_mesh(&plan).map_err(FleetError::Mesh)?;
 
     let outages: Vec<(usize, f64)> = scenario
         .events
@@ -305,6 +341,7 @@ pub fn run(
         .collect();
     let mut fleet = FleetFigures {
         nodes: n,
+        mesh: mesh.describe(),
         failure_detection_s: vec![None; outages.len()],
         failover_applied_s: vec![None; outages.len()],
         reconvergence_s: vec![None; outages.len()],
@@ -319,23 +356,25 @@ pub fn run(
     let progress_every = options.progress_every.map(|d| d.as_secs_f64());
     let mut next_progress = 0.0;
     let rounds = (scenario.duration_s() / round_s).floor() as u64;
-    let mut killed: Vec<(usize, f64, Vec<usize>)> = Vec::new();
+    // Per outage: its index, the scenario second of the kill, the mesh's clock then, the victims.
+    let mut killed: Vec<Kill> = Vec::new();
 
     for step in 0..=rounds {
         let t = step as f64 * round_s;
         let now = Timestamp::from_nanos((t * 1e9) as u64);
         let wall = scenario.wall_ms(t);
-        mesh.run_until(now);
+        mesh.advance(now);
 
         // Deaths and recoveries.
         for (k, (r, at)) in outages.iter().enumerate() {
-            if t >= *at && !killed.iter().any(|(o, _, _)| *o == k) {
+            if t >= *at && !killed.iter().any(|kill| kill.outage == k) {
                 let victims: Vec<usize> = (0..n).filter(|i| nodes[*i].region == *r).collect();
+                let mesh_at = mesh.now();
                 for &v in &victims {
                     mesh.kill(v);
                     nodes[v].alive = false;
                 }
-                killed.push((k, t, victims));
+                killed.push(Kill { outage: k, at: t, mesh_at, victims });
             }
         }
         for (i, node) in nodes.iter_mut().enumerate() {
@@ -344,7 +383,6 @@ pub fn run(
                 let seed = seeds.iter().copied().find(|s| *s != i).unwrap_or(0);
                 mesh.restart(i, seed);
                 node.alive = true;
-                node.published = None;
             }
         }
 
@@ -369,10 +407,10 @@ pub fn run(
             node.engine.handle_pool_state(now, 0, node.model.serving());
             node.engine.handle_demand(now, 0, demand);
             if failover_due {
-                for failover in mesh.mesh(i).map(wedsync_mesh::failover_shares).unwrap_or_default() {
+                for failover in mesh.failover_shares(i) {
                     if failover.pool == POOL_NAME {
                         node.engine.handle_failover(now, 0, &failover.id, &failover.failed_region, failover.load);
-                        for (k, (_, killed_at, _)) in killed.iter().enumerate() {
+                        for (k, Kill { at: killed_at, .. }) in killed.iter().enumerate() {
                             if fleet.failover_applied_s[k].is_none() {
                                 fleet.failover_applied_s[k] = Some(t - killed_at);
                             }
@@ -397,16 +435,7 @@ pub fn run(
             }
             node.hpa_model.round(t, round_s, demand, protected);
             if mesh_due {
-                // As the daemon: a new state when it moved, else a heartbeat.
-                let state = wedsync_mesh::node_state(&node.engine, wall, &node.spec.region);
-                let due = node
-                    .published
-                    .as_ref()
-                    .is_none_or(|(old, at)| wedsync_mesh::state_changed(old, &state) || t - at >= STATE_HEARTBEAT_S);
-                if due {
-                    mesh.publish(i, state.clone());
-                    node.published = Some((state, t));
-                }
+                mesh.offer_state(i, wedsync_mesh::node_state(&node.engine, wall, &node.spec.region));
             }
         }
         if mesh_due {
@@ -414,7 +443,15 @@ pub fn run(
             // Whole-fleet checks cost O(nodes²): every second up to 100 nodes, then every ten.
             let check_every = if n > 100 { 10 } else { 1 };
             if (t.round() as u64).is_multiple_of(check_every) || fleet.join_convergence_s.is_none() {
-                observe_mesh(&mesh, &mut fleet, &mut coordinators, &mut agreement_checks, &mut agreeing, t, &killed);
+                observe_mesh(
+                    mesh.as_ref(),
+                    &mut fleet,
+                    &mut coordinators,
+                    &mut agreement_checks,
+                    &mut agreeing,
+                    t,
+                    &killed,
+                );
             }
         }
         tracker.round(t, round_s, &routed, &nodes);
@@ -434,9 +471,11 @@ pub fn run(
         let (routed, _) = load.routed(scenario.duration_s());
         progress(&tracker.progress(scenario.duration_s(), scenario.duration_s(), &routed, &nodes));
     }
-    for (k, (_, at, victims)) in killed.iter().enumerate() {
-        let since = Timestamp::from_nanos((at * 1e9) as u64);
-        let detected = victims.iter().map(|v| mesh.down_by_all_at(*v, since)).collect::<Option<Vec<_>>>();
+    mesh.finish();
+    fleet.max_lag_s = mesh.max_lag_s();
+    for (k, kill) in killed.iter().enumerate() {
+        let since = kill.mesh_at;
+        let detected = kill.victims.iter().map(|v| mesh.down_by_all_at(*v, since)).collect::<Option<Vec<_>>>();
         fleet.failure_detection_s[k] =
             detected.and_then(|d| d.into_iter().max()).map(|ts| ts.saturating_since(since).as_secs_f64());
     }
@@ -445,6 +484,17 @@ pub fn run(
     fleet.bytes_per_node_per_s = bytes as f64 / n.max(1) as f64 / scenario.duration_s().max(1.0);
     let regions = tracker.finish(&nodes);
     Ok(FleetResult { scenario, regions, fleet, policies: with_policies, elapsed_s: started.elapsed().as_secs_f64() })
+}
+
+/// A region's nodes killed by an outage.
+struct Kill {
+    /// Which outage of the scenario.
+    outage: usize,
+    /// Scenario second of the kill.
+    at: f64,
+    /// The mesh's clock at the kill (ahead of `at` when a real mesh's run fell behind).
+    mesh_at: Timestamp,
+    victims: Vec<usize>,
 }
 
 fn first_of_each_region(nodes: &[Node]) -> Vec<usize> {
@@ -525,21 +575,21 @@ fn teach(
 
 #[allow(clippy::too_many_arguments)]
 fn observe_mesh(
-    mesh: &Simulator,
+    mesh: &dyn FleetMesh,
     fleet: &mut FleetFigures,
     coordinators: &mut Option<Vec<(String, String)>>,
     checks: &mut u64,
     agreeing: &mut u64,
     t: f64,
-    killed: &[(usize, f64, Vec<usize>)],
+    killed: &[Kill],
 ) {
     let converged = mesh.converged();
     if fleet.join_convergence_s.is_none() && killed.is_empty() && converged {
         fleet.join_convergence_s = Some(t);
     }
-    for (k, (_, at, _)) in killed.iter().enumerate() {
-        if fleet.reconvergence_s[k].is_none() && converged && t > *at {
-            fleet.reconvergence_s[k] = Some(t - at);
+    for (k, kill) in killed.iter().enumerate() {
+        if fleet.reconvergence_s[k].is_none() && converged && t > kill.at {
+            fleet.reconvergence_s[k] = Some(t - kill.at);
         }
     }
     if fleet.join_convergence_s.is_none() {
@@ -549,9 +599,7 @@ fn observe_mesh(
     if mesh.coordinators_agree() {
         *agreeing += 1;
     }
-    let Some(observer) = mesh.running().next().and_then(|i| mesh.mesh(i)) else { return };
-    let now: Vec<(String, String)> =
-        observer.fleet_view().regions.into_iter().map(|(region, view)| (region, view.coordinator)).collect();
+    let Some(now) = mesh.coordinators() else { return };
     if let Some(before) = coordinators.as_ref() {
         for (region, coordinator) in &now {
             if let Some((_, old)) = before.iter().find(|(r, _)| r == region)

@@ -3,6 +3,7 @@
 //!
 //! - [`scenario`]: the scenario file format and the built-in scenarios.
 //! - [`load`]: the load model (each region's clients over time, and where a dead region's go).
+//! - [`mesh`]: the mesh a run gossips over: virtual time here, or the daemon's real QUIC mesh.
 //! - [`fleet`]: the run: one decision engine per node with its round policy (the daemon's
 //!   plugins), gossiping over the mesh, answered by the capacity model; the HPA beside it.
 //! - [`report`]: `report.md`, `report.json` and the plots.
@@ -10,8 +11,10 @@
 
 pub mod fleet;
 pub mod load;
+pub mod mesh;
 pub mod report;
 pub mod scenario;
 
-pub use fleet::{FleetError, FleetResult, RunOptions, run};
+pub use fleet::{FleetError, FleetResult, MeshFactory, MeshPlan, RunOptions, run, run_on};
+pub use mesh::{FleetMesh, VirtualMesh};
 pub use scenario::{Scenario, ScenarioError};

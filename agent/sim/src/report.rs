@@ -127,7 +127,7 @@ struct ReportJson<'a> {
     duration_s: f64,
     round_ms: u128,
     nodes: usize,
-    mesh: &'static str,
+    mesh: &'a str,
     policies: bool,
     elapsed_s: f64,
     classes: [&'static str; 5],
@@ -162,7 +162,7 @@ pub fn write(result: &FleetResult, out: &Path, plots: bool) -> Result<Vec<PathBu
         duration_s: result.scenario.duration_s(),
         round_ms: result.scenario.round.as_millis(),
         nodes: result.fleet.nodes,
-        mesh: "virtual time (the mesh's sans-IO state machines over a simulated WAN)",
+        mesh: &result.fleet.mesh,
         policies: result.policies,
         elapsed_s: result.elapsed_s,
         classes: TrafficClass::ALL.map(TrafficClass::as_str),
@@ -208,16 +208,25 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
     let _ = writeln!(md, "# Simulation: {}\n\n{}\n", s.name, s.about);
     let _ = writeln!(
         md,
-        "{} nodes in {} regions, {}, from {} for {:.0} min in rounds of {} ms; the mesh in virtual \
-         time. Took {:.1} s.\n",
+        "{} nodes in {} regions, {}, from {} for {:.0} min in rounds of {} ms; the mesh: {}. \
+         Took {:.1} s.\n",
         result.fleet.nodes,
         s.regions.len(),
         if result.policies { "each with its plugins" } else { "the engines without plugins" },
         s.start,
         s.duration_s() / 60.0,
         s.round.as_millis(),
+        result.fleet.mesh,
         result.elapsed_s
     );
+    if result.fleet.max_lag_s > 1.0 {
+        let _ = writeln!(
+            md,
+            "**The run fell up to {:.1} s behind the mesh's clock**: the machine could not keep up \
+             with this speed, so the fleet reacted later than it would have. Run with a lower `--speed`.\n",
+            result.fleet.max_lag_s
+        );
+    }
     let _ = writeln!(md, "## Verdict: the engine {}\n", if verdict.won { "won" } else { "did not win" });
     let _ = writeln!(md, "| Criterion | Engine | HPA baseline | Rule | Met |\n|---|---|---|---|---|");
     for c in &verdict.criteria {
@@ -292,6 +301,7 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
     let _ = writeln!(md, "| coordinator agreement | {:.1}% |", f.coordinator_agreement * 100.0);
     let _ = writeln!(md, "| mesh bytes per node per second | {:.0} |", f.bytes_per_node_per_s);
     let _ = writeln!(md, "| requests with nowhere to go | {:.0} |", f.unroutable_requests);
+    let _ = writeln!(md, "| run behind the mesh's clock, worst (s) | {:.2} |", f.max_lag_s);
     let _ = writeln!(
         md,
         "\nThe baseline is Kubernetes' HPA with its documented defaults (15 s sync on a 15 s old \
