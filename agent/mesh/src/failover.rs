@@ -56,11 +56,18 @@ pub fn failover_shares(mesh: &Mesh) -> Vec<FailoverShare> {
     if proposals.is_empty() {
         return Vec::new();
     }
-    let members: Vec<NodeState> = mesh.member_states().filter_map(|(m, _)| mesh.state_of(&m.id)).collect();
+    // Read in place under one lock: cloning every member's state on every node every second
+    // costs O(members²) across a large fleet.
+    let states = mesh.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut shares = Vec::new();
     for proposal in proposals {
         let mut per_pool: BTreeMap<&str, f64> = BTreeMap::new();
-        for state in members.iter().filter(|s| s.region == proposal.failed_region) {
+        let failed = mesh
+            .member_states()
+            .filter(|(m, _)| m.region == proposal.failed_region)
+            .filter_map(|(m, _)| states.get(&m.id))
+            .filter(|s| s.region == proposal.failed_region);
+        for state in failed {
             for pool in &state.pools {
                 *per_pool.entry(pool.pool.as_str()).or_default() += pool.load;
             }
@@ -69,7 +76,7 @@ pub fn failover_shares(mesh: &Mesh) -> Vec<FailoverShare> {
             let sharers = mesh
                 .alive_members()
                 .filter(|m| m.region == me.region)
-                .filter(|m| mesh.state_of(&m.id).is_some_and(|s| s.pools.iter().any(|p| p.pool == pool)))
+                .filter(|m| states.get(&m.id).is_some_and(|s| s.pools.iter().any(|p| p.pool == pool)))
                 .count()
                 + 1;
             shares.push(FailoverShare {
@@ -157,9 +164,11 @@ pub fn failover_proposals(mesh: &Mesh) -> Vec<FailoverProposal> {
         // The usual case, asked every second on every node: no fleet view to build.
         return Vec::new();
     }
-    let states: BTreeMap<String, NodeState> =
-        failed.values().flatten().filter_map(|(node, _)| mesh.state_of(node).map(|s| (node.clone(), s))).collect();
-    proposals(&me.id, &failed, &states, &mesh.fleet_view())
+    let loads: BTreeMap<String, f64> = {
+        let states = mesh.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.values().flatten().filter_map(|(node, _)| states.get(node).map(|s| (node.clone(), s.load))).collect()
+    };
+    proposals(&me.id, &failed, &loads, &mesh.fleet_view())
 }
 
 /// Proposals for every failed region. `failed` maps each region with no alive member to its
@@ -167,7 +176,7 @@ pub fn failover_proposals(mesh: &Mesh) -> Vec<FailoverProposal> {
 pub(crate) fn proposals(
     me: &str,
     failed: &BTreeMap<String, Vec<(String, u64)>>,
-    states: &BTreeMap<String, NodeState>,
+    loads: &BTreeMap<String, f64>,
     view: &FleetView,
 ) -> Vec<FailoverProposal> {
     let hasher = foldhash::fast::FixedState::with_seed(0x6661_696c);
@@ -182,7 +191,7 @@ pub(crate) fn proposals(
             .map(|(name, r)| (name, r, r.capacity - r.load))
             .max_by(|a, b| a.2.total_cmp(&b.2).then_with(|| b.0.cmp(a.0)));
         let Some((target_region, target, spare)) = target else { continue };
-        let load_to_move: f64 = members.iter().filter_map(|(node, _)| states.get(node)).map(|s| s.load).sum();
+        let load_to_move: f64 = members.iter().filter_map(|(node, _)| loads.get(node)).sum();
         let mut sorted = members.clone();
         sorted.sort();
         let failure = hasher.hash_one(&sorted);
@@ -224,20 +233,7 @@ mod tests {
         view.regions.insert("us".into(), region("u2", 1000.0, 200.0));
         let failed: BTreeMap<String, Vec<(String, u64)>> =
             [("ap".to_owned(), vec![("a2".to_owned(), 7), ("a1".to_owned(), 3)])].into();
-        let mut states = BTreeMap::new();
-        for (node, load) in [("a1", 100.0), ("a2", 150.0)] {
-            let state = NodeState {
-                node: node.into(),
-                region: "ap".into(),
-                version: 1,
-                capacity: 0.0,
-                load,
-                healthy: true,
-                active_weddings: 0,
-                pools: Vec::new(),
-            };
-            states.insert(node.to_owned(), state);
-        }
+        let states: BTreeMap<String, f64> = [("a1".to_owned(), 100.0), ("a2".to_owned(), 150.0)].into();
         let at_u2 = proposals("u2", &failed, &states, &view);
         let at_e1 = proposals("e1", &failed, &states, &view);
         assert_eq!(at_u2.len(), 1);

@@ -1397,7 +1397,11 @@ impl Mesh {
                 r.load += s.load;
                 r.active_weddings = r.active_weddings.max(s.active_weddings);
                 for pool in &s.pools {
-                    let agg = r.pools.entry(pool.pool.clone()).or_default();
+                    // The name is cloned once per region, not once per member.
+                    let agg = match r.pools.get_mut(pool.pool.as_str()) {
+                        Some(agg) => agg,
+                        None => r.pools.entry(pool.pool.clone()).or_default(),
+                    };
                     agg.members += 1;
                     agg.capacity += pool.capacity;
                     agg.load += pool.load;
