@@ -38,6 +38,7 @@ fn main() -> Result<(), PlotError> {
             Marker { x: 600.0, label: "scale up to 8".to_owned() },
             Marker { x: 900.0, label: "scale down to 5".to_owned() },
         ],
+        ticks: Vec::new(),
         spans: vec![
             Span { from: 300.0, to: 420.0, label: "region outage".to_owned() },
             Span { from: 660.0, to: 840.0, label: "wedding: Smith & Jones".to_owned() },
@@ -74,6 +75,7 @@ fn main() -> Result<(), PlotError> {
         ],
         markers: vec![],
         spans: vec![Span { from: 300.0, to: 420.0, label: "region outage".to_owned() }],
+        ticks: Vec::new(),
     };
     let (svg, png) = write(&latency, &dir.join("wedsync-plot-demo-latency"))?;
     println!("{}\n{}", svg.display(), png.display());

@@ -64,6 +64,9 @@ const PALETTE: [RGBColor; 8] = [
 const SPAN_PALETTE: [RGBColor; 3] = [RGBColor(255, 160, 0), RGBColor(120, 120, 120), RGBColor(70, 130, 180)];
 /// Colour of the marker lines and their labels.
 const MARKER_COLOR: RGBColor = RGBColor(190, 30, 45);
+/// Colours of upward and downward ticks.
+const TICK_UP: RGBColor = RGBColor(190, 30, 45);
+const TICK_DOWN: RGBColor = RGBColor(31, 119, 180);
 /// Colour of span labels.
 const ANNOTATION_TEXT: RGBColor = RGBColor(60, 60, 60);
 
@@ -129,6 +132,18 @@ pub struct Chart {
     pub markers: Vec<Marker>,
     /// Shaded intervals, clipped to the x range of the series.
     pub spans: Vec<Span>,
+    /// Small up or down triangles along the bottom of the plot (e.g. each scaling decision):
+    /// unlike markers, hundreds of them in a burst stay readable.
+    pub ticks: Vec<Tick>,
+}
+
+/// A small triangle on the x axis at `x`, pointing up or down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    /// Where it stands on the x axis.
+    pub x: f64,
+    /// Points up (true) or down.
+    pub up: bool,
 }
 
 /// Why a chart could not be drawn or written.
@@ -282,6 +297,9 @@ fn prepare(chart: &Chart) -> Result<Prepared<'_>, PlotError> {
     }
     if let Some(m) = chart.markers.iter().find(|m| !m.x.is_finite()) {
         return Err(PlotError::NonFiniteAnnotation { what: format!("marker {:?}", m.label) });
+    }
+    if chart.ticks.iter().any(|t| !t.x.is_finite()) {
+        return Err(PlotError::NonFiniteAnnotation { what: "a tick".to_owned() });
     }
     if let Some(s) = chart.spans.iter().find(|s| !s.from.is_finite() || !s.to.is_finite()) {
         return Err(PlotError::NonFiniteAnnotation { what: format!("span {:?}", s.label) });
@@ -526,6 +544,17 @@ where
         }
     }
 
+    for tick in p.chart.ticks.iter().filter(|t| t.x >= x0 && t.x <= x1) {
+        // Pixel offsets from the foot of the plot (y grows downwards).
+        let (shape, color) = if tick.up {
+            (vec![(-4, -1), (4, -1), (0, -9)], TICK_UP)
+        } else {
+            (vec![(-4, -9), (4, -9), (0, -1)], TICK_DOWN)
+        };
+        ctx.draw_series(iter::once(EmptyElement::at((tick.x, y0)) + Polygon::new(shape, color.mix(0.75).filled())))
+            .map_err(draw_err)?;
+    }
+
     if p.chart.series.iter().any(|s| !s.name.is_empty()) {
         ctx.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -569,6 +598,7 @@ mod tests {
                 Marker { x: 75.0, label: "scale down to 5".to_owned() },
             ],
             spans: vec![Span { from: 40.0, to: 60.0, label: "eu-west outage".to_owned() }],
+            ticks: vec![Tick { x: 30.0, up: true }, Tick { x: 75.0, up: false }],
         }
     }
 
@@ -686,6 +716,11 @@ mod tests {
         chart.markers.push(Marker { x: f64::NAN, label: "bad".to_owned() });
         let err = svg_string(&chart).unwrap_err();
         assert!(matches!(err, PlotError::NonFiniteAnnotation { .. }) && err.to_string().contains("bad"), "{err}");
+
+        let mut chart = two_series_chart();
+        chart.ticks.push(Tick { x: f64::INFINITY, up: false });
+        let err = png_bytes(&chart).unwrap_err();
+        assert!(matches!(err, PlotError::NonFiniteAnnotation { .. }) && err.to_string().contains("tick"), "{err}");
     }
 
     #[test]
@@ -804,6 +839,7 @@ mod tests {
             ],
             markers: (0..50).map(|i| Marker { x: i as f64 * 4.0, label: format!("decision {i}") }).collect(),
             spans: vec![Span { from: 50.0, to: 80.0, label: "wedding".to_owned() }],
+            ticks: (0..400).map(|i| Tick { x: f64::from(i) * 0.5, up: i % 3 != 0 }).collect(),
         };
         let svg = svg_string(&chart).unwrap();
         assert!(svg.len() < 1_500_000, "SVG is {} bytes", svg.len());

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use wedsync_core::TrafficClass;
-use wedsync_plot::{Chart, LineStyle, Marker, Series, Span};
+use wedsync_plot::{Chart, LineStyle, Marker, Series, Span, Tick};
 
 /// Why the report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -314,15 +314,14 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
 
 fn demand_chart(r: &RegionResult) -> Chart {
     let s = &r.series;
-    let mut markers: Vec<Marker> = s.decisions.iter().map(|(t, _)| Marker { x: *t, label: String::new() }).collect();
-    if let Some(onset) = r.onset_s {
-        markers.push(Marker { x: onset / 60.0, label: "onset".into() });
-    }
+    let markers: Vec<Marker> =
+        r.onset_s.map(|onset| Marker { x: onset / 60.0, label: "onset".into() }).into_iter().collect();
+    let ticks: Vec<Tick> = s.decisions.iter().map(|(t, up)| Tick { x: *t, up: *up }).collect();
     let end = s.demand.last().map_or(0.0, |(t, _)| *t);
     let spans =
         r.down_at_s.map(|down| vec![Span { from: down / 60.0, to: end, label: "outage".into() }]).unwrap_or_default();
     Chart {
-        title: format!("{}: demand and capacity (engine decisions marked)", r.name),
+        title: format!("{}: demand and capacity (engine decisions: red up, blue down)", r.name),
         x_label: "minutes since start".into(),
         y_label: "requests/s".into(),
         log_y: false,
@@ -333,6 +332,7 @@ fn demand_chart(r: &RegionResult) -> Chart {
         ],
         markers,
         spans,
+        ticks,
     }
 }
 
@@ -363,6 +363,7 @@ fn latency_chart(r: &RegionResult) -> Chart {
         series,
         markers: Vec::new(),
         spans: Vec::new(),
+        ticks: Vec::new(),
     }
 }
 
