@@ -73,6 +73,8 @@ fn a_trace_file_and_pool_options_are_taken_and_bad_input_is_refused() {
     assert!(!ok && out.contains("min 9 and max 3"), "{out}");
     let (ok, out) = sim(&["--scenario", "quick", "--min", "9", "--out", out_dir.to_str().unwrap()]);
     assert!(!ok && out.contains("a fleet scenario sets each region's pool"), "{out}");
+    let (ok, out) = sim(&["--scenario", "viral-spike", "--speed", "10", "--out", out_dir.to_str().unwrap()]);
+    assert!(!ok && out.contains("a trace (CSV) runs one pool"), "{out}");
     std::fs::write(&trace, "t_s,oops\n1,2\n").unwrap();
     let (ok, out) = sim(&["--scenario", trace.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
     assert!(!ok && out.contains("line"), "{out}");

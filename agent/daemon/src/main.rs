@@ -80,9 +80,9 @@ enum Command {
         #[arg(long = "virtual")]
         virtual_time: bool,
         /// Scenario seconds per wall-clock second over the real QUIC mesh (the mesh's timers
-        /// run at the same pace).
-        #[arg(long, default_value_t = 60.0, conflicts_with = "virtual_time")]
-        speed: f64,
+        /// run at the same pace) [default: 60].
+        #[arg(long, conflicts_with = "virtual_time")]
+        speed: Option<f64>,
         /// Run the nodes without their plugins (the engine's proposals stand).
         #[arg(long)]
         no_plugins: bool,
@@ -204,6 +204,9 @@ enum ConfigCommand {
     },
 }
 
+/// Scenario seconds per wall second of `sim` over real QUIC: viral-saturday's 45 minutes in 45 s.
+const DEFAULT_SIM_SPEED: f64 = 60.0;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli) {
@@ -300,7 +303,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mesh = if virtual_time {
                     wedsync_agent::fleet_sim::MeshMode::Virtual
                 } else {
-                    wedsync_agent::fleet_sim::MeshMode::Quic { speed }
+                    wedsync_agent::fleet_sim::MeshMode::Quic { speed: speed.unwrap_or(DEFAULT_SIM_SPEED) }
                 };
                 let options = wedsync_agent::fleet_sim::FleetSimOptions {
                     scenario,
@@ -329,6 +332,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(3));
                 }
                 return Ok(ExitCode::SUCCESS);
+            }
+            if nodes.is_some() || speed.is_some() || virtual_time {
+                anyhow::bail!(
+                    "sim --scenario {scenario}: --nodes, --speed and --virtual shape a fleet; a trace (CSV) runs one \
+                     pool"
+                );
             }
             let options = wedsync_agent::sim::SimOptions { scenario, out, min, max, provisioning_delay };
             let report = wedsync_agent::sim::run(&options)?;
