@@ -270,6 +270,7 @@ impl RunningAgent {
                     &settings.region,
                     clock,
                     Arc::new(crate::fleet::EngineLink { engine: engine.clone() }),
+                    None,
                 )
                 .await?;
                 telemetry.register_fleet(handle.clone());

@@ -192,8 +192,9 @@ impl NodeLink for EngineLink {
 /// Shared between the driver, the API and `/metrics`.
 #[derive(Debug)]
 pub struct FleetHandle {
-    /// What the API serves.
-    pub snapshot: RwLock<FleetSnapshot>,
+    /// What the API serves (shared: the fleet simulator hands a restarted node's new mesh the
+    /// same snapshot, so whoever reads it follows the node across incarnations).
+    pub snapshot: Arc<RwLock<FleetSnapshot>>,
     /// Cache hints.
     pub hints: RwLock<HintsSnapshot>,
     /// Content keys counted from StatsD, waiting for the next interval.
@@ -230,6 +231,7 @@ pub async fn start(
     region: &str,
     clock: Clock,
     link: Arc<dyn NodeLink>,
+    snapshot: Option<Arc<RwLock<FleetSnapshot>>>,
 ) -> Result<(Arc<FleetHandle>, FleetDriver), FleetError> {
     let credentials = match &settings.tls {
         Some(files) => NodeCredentials::load(files.ca_cert.as_ref(), files.cert.as_ref(), files.key.as_ref())?,
@@ -268,14 +270,22 @@ pub async fn start(
     let seed = unix_ms() ^ u64::from(std::process::id()).rotate_left(32) ^ fnv1a(node_id.as_bytes());
     let mesh = Mesh::new(identity.clone(), profile, settings.expected_size, seed);
     let interval_ms = u64::try_from(settings.content_interval.as_millis()).unwrap_or(1000);
+    let first = FleetSnapshot {
+        node: identity.id.clone(),
+        region: identity.region.clone(),
+        addr: Some(advertise),
+        incarnation: identity.incarnation,
+        ..FleetSnapshot::default()
+    };
+    let snapshot = match snapshot {
+        Some(shared) => {
+            *shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = first;
+            shared
+        }
+        None => Arc::new(RwLock::new(first)),
+    };
     let handle = Arc::new(FleetHandle {
-        snapshot: RwLock::new(FleetSnapshot {
-            node: identity.id.clone(),
-            region: identity.region.clone(),
-            addr: Some(advertise),
-            incarnation: identity.incarnation,
-            ..FleetSnapshot::default()
-        }),
+        snapshot,
         hints: RwLock::new(HintsSnapshot::default()),
         content: Arc::new(Mutex::new(IntervalSketch::new(interval_ms))),
         transport,

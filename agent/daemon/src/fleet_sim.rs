@@ -6,6 +6,7 @@
 //! virtual-time simulator. The run itself is [`wedsync_sim::fleet`]; the report,
 //! [`wedsync_sim::report`].
 
+use crate::fleet::FleetHandle;
 use crate::plugins::{PluginStage, PluginStartError};
 use crate::quic_fleet::{QuicFleet, QuicFleetError};
 use std::io::{IsTerminal, Write};
@@ -14,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use wedsync_core::config::{AgentConfig, ConfigErrors, PoolConfig};
 use wedsync_core::engine::policy::RoundPolicy;
-use wedsync_sim::fleet::{NodeSpec, Progress, RunOptions};
+use wedsync_sim::fleet::{NodeSpec, PolicyFactory, Progress, RunOptions};
 use wedsync_sim::report::Verdict;
 use wedsync_sim::{FleetMesh, FleetResult, MeshPlan, Scenario};
 
@@ -93,9 +94,6 @@ pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathB
     }
     let cache_dir = std::env::temp_dir().join("wedsync-sim-plugin-cache");
     let state_dir = std::env::temp_dir().join("wedsync-sim-state");
-    let mut make_policy = |node: &NodeSpec| -> Result<Box<dyn RoundPolicy>, String> {
-        plugin_stage(node, &cache_dir, &state_dir).map(|s| Box::new(s) as Box<dyn RoundPolicy>)
-    };
     let run_options = RunOptions {
         seed: options.seed,
         nodes: options.nodes,
@@ -109,22 +107,21 @@ pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathB
              engine; at most {MAX_NODES_WITH_PLUGINS} nodes get one)"
         );
     }
-    let policies: Option<&mut wedsync_sim::fleet::PolicyFactory<'_>> =
-        if plugins { Some(&mut make_policy) } else { None };
     let result = match options.mesh {
-        MeshMode::Virtual => wedsync_sim::run(&scenario, &run_options, policies, |p| bar.show(p))?,
+        MeshMode::Virtual => {
+            let mut make_policy = |node: &NodeSpec| -> Result<Box<dyn RoundPolicy>, String> {
+                plugin_stage(node, &cache_dir, &state_dir, None).map(|s| Box::new(s) as Box<dyn RoundPolicy>)
+            };
+            let policies: Option<&mut PolicyFactory<'_>> = if plugins { Some(&mut make_policy) } else { None };
+            wedsync_sim::run(&scenario, &run_options, policies, |p| bar.show(p))?
+        }
         MeshMode::Quic { speed } => {
             let pki = std::env::temp_dir().join(format!(
                 "wedsync-sim-pki-{}-{}",
                 std::process::id(),
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
             ));
-            let mut quic = |plan: &MeshPlan| -> Result<Box<dyn FleetMesh>, String> {
-                QuicFleet::start(plan, speed, &pki)
-                    .map(|q| Box::new(q) as Box<dyn FleetMesh>)
-                    .map_err(|e| e.to_string())
-            };
-            let result = wedsync_sim::run_on(&scenario, &run_options, policies, &mut quic, |p| bar.show(p));
+            let result = run_over_quic(&scenario, &run_options, speed, &pki, plugins, &cache_dir, &state_dir, &mut bar);
             // The run's CA key and node keys are worth nothing after it; do not leave them.
             let _ = std::fs::remove_dir_all(&pki);
             result?
@@ -134,6 +131,39 @@ pub fn run(options: &FleetSimOptions) -> Result<(FleetResult, Verdict, Vec<PathB
     let files = wedsync_sim::report::write(&result, &options.out, options.plots)?;
     let verdict = wedsync_sim::report::verdict(&result);
     Ok((result, verdict, files))
+}
+
+/// The run over real QUIC: every node's endpoint is bound first, so each node's plugin stage
+/// reads its own node's fleet view as in `run`; the mesh tasks start with the run.
+#[allow(clippy::too_many_arguments)]
+fn run_over_quic(
+    scenario: &Scenario,
+    run_options: &RunOptions,
+    speed: f64,
+    pki: &std::path::Path,
+    plugins: bool,
+    cache_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    bar: &mut ProgressBar,
+) -> Result<FleetResult, FleetSimError> {
+    let plan = wedsync_sim::mesh_plan(scenario, run_options);
+    let bound = QuicFleet::bind(&plan, speed, pki)?;
+    let handles: Vec<_> = (0..plan.members.len()).map(|i| bound.handle(i)).collect();
+    let mut make_policy = |node: &NodeSpec| -> Result<Box<dyn RoundPolicy>, String> {
+        let fleet = handles.get(node.index).cloned().flatten();
+        plugin_stage(node, cache_dir, state_dir, fleet).map(|s| Box::new(s) as Box<dyn RoundPolicy>)
+    };
+    let policies: Option<&mut PolicyFactory<'_>> = if plugins { Some(&mut make_policy) } else { None };
+    let mut pending = Some(bound);
+    let mut quic = |plan: &MeshPlan| -> Result<Box<dyn FleetMesh>, String> {
+        let mut fleet = pending.take().ok_or("the QUIC mesh was asked for twice")?;
+        if fleet.members() != plan.members.as_slice() {
+            return Err("the run's members differ from the bound endpoints'".to_owned());
+        }
+        fleet.launch();
+        Ok(Box::new(fleet))
+    };
+    Ok(wedsync_sim::run_on(scenario, run_options, policies, &mut quic, |p| bar.show(p))?)
 }
 
 /// About 200 progress updates over the run.
@@ -159,6 +189,7 @@ fn plugin_stage(
     node: &NodeSpec,
     cache_dir: &std::path::Path,
     state_dir: &std::path::Path,
+    fleet: Option<Arc<FleetHandle>>,
 ) -> Result<PluginStage, String> {
     let stage = || -> Result<PluginStage, NodeStageError> {
         let mut config = AgentConfig::default();
@@ -189,7 +220,7 @@ fn plugin_stage(
             plugins,
             state_dir,
             Arc::new(RwLock::new(crate::telemetry::HostView::default())),
-            None,
+            fleet,
             prometheus_client::metrics::counter::Counter::default(),
             None,
         )?)

@@ -9,11 +9,11 @@
 //! the mesh task and the mesh's failover shares back, as [`crate::fleet::EngineLink`] does in the
 //! daemon.
 
-use crate::fleet::{FleetDriver, FleetError, FleetHandle, NodeLink};
+use crate::fleet::{FleetDriver, FleetError, FleetHandle, FleetSnapshot, NodeLink};
 use crate::telemetry::{Clock, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -103,6 +103,8 @@ struct QuicNode {
     id: String,
     region: String,
     link: Arc<SimLink>,
+    /// The first incarnation's handle: its snapshot is every incarnation's.
+    first: Arc<FleetHandle>,
     /// The running incarnation's handle (None: killed). It stays after the run ends, for the
     /// figures.
     running: Option<Arc<FleetHandle>>,
@@ -119,14 +121,25 @@ pub struct QuicFleet {
     expected_size: u32,
     pki: PathBuf,
     nodes: Vec<QuicNode>,
+    /// Bound nodes' mesh tasks, waiting for [`QuicFleet::launch`].
+    pending: Vec<FleetDriver>,
+    seeds: Vec<usize>,
+    members: Vec<(String, String)>,
     max_lag_s: f64,
 }
 
 impl QuicFleet {
-    /// Makes a fleet CA in `pki` (a fresh directory), issues every member a certificate, binds
-    /// each member's endpoint on 127.0.0.1 and starts its mesh task, announcing itself to the
-    /// plan's seeds. The mesh's clock starts now and runs `speed` times faster than the wall's.
+    /// [`QuicFleet::bind`], then [`QuicFleet::launch`].
     pub fn start(plan: &MeshPlan, speed: f64, pki: &Path) -> Result<QuicFleet, QuicFleetError> {
+        let mut fleet = Self::bind(plan, speed, pki)?;
+        fleet.launch();
+        Ok(fleet)
+    }
+
+    /// Makes a fleet CA in `pki` (a fresh directory), issues every member a certificate and
+    /// binds each member's endpoint on 127.0.0.1. Nothing is sent until [`QuicFleet::launch`];
+    /// meanwhile each node's [`FleetHandle`] is there for its plugin stage.
+    pub fn bind(plan: &MeshPlan, speed: f64, pki: &Path) -> Result<QuicFleet, QuicFleetError> {
         Self::check(plan.members.len(), speed)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -142,32 +155,56 @@ impl QuicFleet {
             expected_size: u32::try_from(plan.members.len()).unwrap_or(u32::MAX),
             pki: pki.to_owned(),
             nodes: Vec::new(),
+            pending: Vec::new(),
+            seeds: plan.seeds.clone(),
+            members: plan.members.clone(),
             max_lag_s: 0.0,
         };
-        let mut drivers = Vec::new();
         for (id, region) in &plan.members {
             wedsync_transport::issue_node_cert(pki, id, region, pki).map_err(pki_error)?;
             let link = Arc::new(SimLink::default());
-            let (handle, driver) = fleet.bind(id, region, link.clone())?;
-            drivers.push((handle, driver));
+            let (handle, driver) = fleet.bind_node(id, region, link.clone(), None)?;
+            fleet.pending.push(driver);
             fleet.nodes.push(QuicNode {
                 id: id.clone(),
                 region: region.clone(),
                 link,
-                running: None,
+                first: handle.clone(),
+                running: Some(handle),
                 task: None,
                 dead: Vec::new(),
             });
         }
-        let seeds: Vec<SocketAddr> = plan.seeds.iter().filter_map(|s| drivers.get(*s).map(|(_, d)| d.addr())).collect();
-        // The clock starts when every endpoint is up, as the run's t = 0.
-        fleet.clock = Clock::with_speed(speed);
-        for (i, (handle, mut driver)) in drivers.into_iter().enumerate() {
-            driver.set_seeds(seeds.clone());
-            driver.set_clock(fleet.clock);
-            fleet.spawn(i, handle, driver);
-        }
         Ok(fleet)
+    }
+
+    /// Starts every bound node's mesh task, each announcing itself to the plan's seeds. The
+    /// mesh's clock starts now (the run's t = 0) and runs at the fleet's speed. Once only.
+    pub fn launch(&mut self) {
+        let seeds: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter_map(|s| self.nodes.get(*s)?.running.as_ref())
+            .map(|h| h.transport.local_addr())
+            .collect();
+        self.clock = Clock::with_speed(self.clock.speed());
+        for (i, mut driver) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            driver.set_seeds(seeds.clone());
+            driver.set_clock(self.clock);
+            let handle = self.nodes[i].first.clone();
+            self.spawn(i, handle, driver);
+        }
+    }
+
+    /// The members, in node order, as (node id, region).
+    pub fn members(&self) -> &[(String, String)] {
+        &self.members
+    }
+
+    /// Node `i`'s handle: its snapshot (what its API would serve, and what its plugin stage
+    /// reads) follows the node across restarts.
+    pub fn handle(&self, i: usize) -> Option<Arc<FleetHandle>> {
+        self.nodes.get(i).map(|n| n.first.clone())
     }
 
     /// Whether a fleet of `nodes` can run at `speed` (checked before anything starts).
@@ -202,15 +239,16 @@ impl QuicFleet {
         }
     }
 
-    fn bind(
+    fn bind_node(
         &self,
         id: &str,
         region: &str,
         link: Arc<SimLink>,
+        snapshot: Option<Arc<RwLock<FleetSnapshot>>>,
     ) -> Result<(Arc<FleetHandle>, FleetDriver), QuicFleetError> {
         let settings = self.settings(Vec::new(), id);
         self.runtime
-            .block_on(crate::fleet::start(&settings, id, region, self.clock, link))
+            .block_on(crate::fleet::start(&settings, id, region, self.clock, link, snapshot))
             .map_err(|source| QuicFleetError::Node { node: id.to_owned(), source })
     }
 
@@ -277,8 +315,10 @@ impl FleetMesh for QuicFleet {
             .and_then(|n| n.running.as_ref())
             .or_else(|| self.nodes.iter().find_map(|n| n.running.as_ref()))
             .map(|h| h.transport.local_addr());
-        let (id, region, link) = (self.nodes[i].id.clone(), self.nodes[i].region.clone(), self.nodes[i].link.clone());
-        match self.bind(&id, &region, link) {
+        let node = &self.nodes[i];
+        let (id, region, link) = (node.id.clone(), node.region.clone(), node.link.clone());
+        let snapshot = Some(node.first.snapshot.clone());
+        match self.bind_node(&id, &region, link, snapshot) {
             Ok((handle, mut driver)) => {
                 driver.set_seeds(seed_addr.into_iter().collect());
                 self.spawn(i, handle, driver);
@@ -441,6 +481,8 @@ mod tests {
             snapshot.members.len() == 3 && snapshot.members.iter().all(|m| m.state.is_some())
         };
         assert!(until(&mut fleet, 60, states_known).is_some(), "states never spread");
+        let watched = fleet.handle(2).unwrap();
+        let first_incarnation = crate::telemetry::read(&watched.snapshot).incarnation;
         let since = fleet.now();
         fleet.kill(2);
         let mut shares = Vec::new();
@@ -460,6 +502,9 @@ mod tests {
         // It comes back with a new incarnation and a new endpoint, and is taken back.
         fleet.restart(2, 0);
         assert!(until(&mut fleet, 30, |f| f.converged()).is_some(), "the restarted node was not taken back");
+        // The first incarnation's handle (what its plugin stage holds) shows the new one.
+        let now_seen = crate::telemetry::read(&watched.snapshot).clone();
+        assert!(now_seen.incarnation > first_incarnation && now_seen.members.len() == 3, "{now_seen:?}");
         assert!(fleet.bytes_sent(2) > 0 && fleet.bytes_sent(0) > fleet.bytes_sent(2));
         fleet.finish();
         assert!(!pki.exists(), "the run's keys are removed at the end");

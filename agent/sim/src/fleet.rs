@@ -245,6 +245,29 @@ struct Node {
     alive: bool,
 }
 
+/// The mesh a run of `scenario` with `options` needs: its members in node order (each region's
+/// nodes `{region}-1`, `{region}-2`, ...), the WAN profile sized for them, the seed, and the
+/// first node of each region as everyone's seed. [`run_on`] hands its factory exactly this, so
+/// a caller can bind a real mesh's endpoints before the run (its plugins can then see it).
+pub fn mesh_plan(scenario: &Scenario, options: &RunOptions) -> MeshPlan {
+    let scenario = match options.nodes {
+        Some(n) => scenario.clone().with_nodes(n),
+        None => scenario.clone(),
+    };
+    let mut members = Vec::new();
+    let mut seeds = Vec::new();
+    for region in &scenario.regions {
+        if region.nodes > 0 {
+            seeds.push(members.len());
+        }
+        for k in 0..region.nodes {
+            members.push((format!("{}-{}", region.name, k + 1), region.name.clone()));
+        }
+    }
+    let config = MeshConfig::new(Profile::Wan, u32::try_from(members.len()).unwrap_or(u32::MAX));
+    MeshPlan { members, config, seed: options.seed, seeds }
+}
+
 /// Runs `scenario` over the virtual mesh; `policies` makes each node's round policy (None: no
 /// policy).
 pub fn run(
@@ -284,14 +307,14 @@ pub fn run_on(
 
     // The fleet.
     let mut nodes: Vec<Node> = Vec::new();
-    let mut members = Vec::new();
+    let plan = mesh_plan(&scenario, &RunOptions { nodes: None, ..options.clone() });
     for (r, region) in scenario.regions.iter().enumerate() {
         let onset = load.onset_s(r);
-        for k in 0..region.nodes {
+        for _ in 0..region.nodes {
             let pool = pool_spec(&scenario, r);
             let spec = NodeSpec {
                 index: nodes.len(),
-                id: format!("{}-{}", region.name, k + 1),
+                id: plan.members[nodes.len()].0.clone(),
                 region: region.name.clone(),
                 time_zone: region.time_zone.clone(),
                 pool: pool.clone(),
@@ -320,15 +343,12 @@ pub fn run_on(
                 Some(make) => make(&spec).map_err(|reason| FleetError::Policy { node: spec.id.clone(), reason })?,
                 None => Box::new(NoPolicy),
             };
-            members.push((spec.id.clone(), spec.region.clone()));
             nodes.push(Node { spec, region: r, engine, policy, model, hpa, hpa_model, alive: true });
         }
     }
     let n = nodes.len();
-    let config = MeshConfig::new(Profile::Wan, u32::try_from(n).unwrap_or(u32::MAX));
     // Every node announces itself to the first node of every region, as configured seeds.
-    let seeds: Vec<usize> = first_of_each_region(&nodes);
-    let plan = MeshPlan { members, config, seed: options.seed, seeds: seeds.clone() };
+    let seeds = plan.seeds.clone();
     let mut mesh = make_mesh(&plan).map_err(FleetError::Mesh)?;
 
     let outages: Vec<(usize, f64)> = scenario
@@ -495,16 +515,6 @@ struct Kill {
     /// The mesh's clock at the kill (ahead of `at` when a real mesh's run fell behind).
     mesh_at: Timestamp,
     victims: Vec<usize>,
-}
-
-fn first_of_each_region(nodes: &[Node]) -> Vec<usize> {
-    let mut seeds: Vec<usize> = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        if !seeds.iter().any(|s| nodes[*s].region == node.region) {
-            seeds.push(i);
-        }
-    }
-    seeds
 }
 
 fn alive_counts(nodes: &[Node], regions: usize) -> Vec<usize> {

@@ -15,6 +15,6 @@ pub mod mesh;
 pub mod report;
 pub mod scenario;
 
-pub use fleet::{FleetError, FleetResult, MeshFactory, MeshPlan, RunOptions, run, run_on};
+pub use fleet::{FleetError, FleetResult, MeshFactory, MeshPlan, RunOptions, mesh_plan, run, run_on};
 pub use mesh::{FleetMesh, VirtualMesh};
 pub use scenario::{Scenario, ScenarioError};
