@@ -13,6 +13,7 @@ use crate::fleet::{FleetDriver, FleetError, FleetHandle, FleetSnapshot, NodeLink
 use crate::telemetry::{Clock, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -126,6 +127,9 @@ pub struct QuicFleet {
     seeds: Vec<usize>,
     members: Vec<(String, String)>,
     max_lag_s: f64,
+    /// The mesh runtime's worst lateness waking a timer, wall nanoseconds: the mesh tasks'
+    /// share of falling behind, which the simulator's own loop does not see.
+    runtime_late_ns: Arc<AtomicU64>,
 }
 
 impl QuicFleet {
@@ -159,6 +163,7 @@ impl QuicFleet {
             seeds: plan.seeds.clone(),
             members: plan.members.clone(),
             max_lag_s: 0.0,
+            runtime_late_ns: Arc::new(AtomicU64::new(0)),
         };
         for (id, region) in &plan.members {
             wedsync_transport::issue_node_cert(pki, id, region, pki).map_err(pki_error)?;
@@ -181,6 +186,7 @@ impl QuicFleet {
     /// Starts every bound node's mesh task, each announcing itself to the plan's seeds. The
     /// mesh's clock starts now (the run's t = 0) and runs at the fleet's speed. Once only.
     pub fn launch(&mut self) {
+        self.runtime.spawn(watch_lateness(self.runtime_late_ns.clone()));
         let seeds: Vec<SocketAddr> = self
             .seeds
             .iter()
@@ -379,7 +385,8 @@ impl FleetMesh for QuicFleet {
     }
 
     fn max_lag_s(&self) -> f64 {
-        self.max_lag_s
+        let runtime = Duration::from_nanos(self.runtime_late_ns.load(Ordering::Relaxed)).as_secs_f64();
+        self.max_lag_s.max(runtime * self.clock.speed())
     }
 
     fn finish(&mut self) {
@@ -405,6 +412,21 @@ impl FleetMesh for QuicFleet {
             .await;
         });
         let _ = std::fs::remove_dir_all(&self.pki);
+    }
+}
+
+/// How often the lateness watch wakes, wall time.
+const WATCH_PERIOD: Duration = Duration::from_millis(5);
+
+/// Wakes every [`WATCH_PERIOD`] on the mesh runtime and keeps the worst lateness: when the mesh
+/// tasks saturate the runtime (a burst of TLS handshakes at high speed), their timers fire late
+/// by the same amount. Ends with the runtime.
+async fn watch_lateness(worst_ns: Arc<AtomicU64>) {
+    loop {
+        let due = tokio::time::Instant::now() + WATCH_PERIOD;
+        tokio::time::sleep_until(due).await;
+        let late = tokio::time::Instant::now().saturating_duration_since(due);
+        worst_ns.fetch_max(u64::try_from(late.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -508,6 +530,22 @@ mod tests {
         assert!(fleet.bytes_sent(2) > 0 && fleet.bytes_sent(0) > fleet.bytes_sent(2));
         fleet.finish();
         assert!(!pki.exists(), "the run's keys are removed at the end");
+    }
+
+    #[test]
+    fn a_busy_mesh_runtime_shows_as_lateness() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let worst = Arc::new(AtomicU64::new(0));
+        runtime.block_on(async {
+            let watch = tokio::spawn(watch_lateness(worst.clone()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Hog the runtime's only thread: the watch's timer cannot fire meanwhile.
+            std::thread::sleep(Duration::from_millis(60));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            watch.abort();
+        });
+        let late = Duration::from_nanos(worst.load(Ordering::Relaxed));
+        assert!(late >= Duration::from_millis(40), "{late:?}");
     }
 
     #[test]

@@ -197,8 +197,9 @@ pub struct FleetFigures {
     pub nodes: usize,
     /// What the mesh was: virtual time, or real QUIC endpoints and at what speed.
     pub mesh: String,
-    /// How far the run fell behind the real mesh's clock at worst, scenario seconds (0 in
-    /// virtual time): a run that cannot keep up measures a slower fleet than it simulates.
+    /// How far the run, or the real mesh's tasks, fell behind the mesh's clock at worst,
+    /// scenario seconds (0 in virtual time): a run that cannot keep up measures a slower fleet
+    /// than it simulates.
     pub max_lag_s: f64,
     /// Seconds from everyone joining at t = 0 to every node seeing every other alive.
     pub join_convergence_s: Option<f64>,

@@ -57,8 +57,8 @@ pub trait FleetMesh {
     /// [`wedsync_mesh::sim::FRAME_OVERHEAD`] per frame.
     fn bytes_sent(&self, i: usize) -> u64;
 
-    /// How far behind its mesh's clock the run fell at worst, seconds (a virtual mesh never
-    /// runs ahead).
+    /// How far behind its mesh's clock the run (or a real mesh's own tasks) fell at worst,
+    /// scenario seconds (a virtual mesh never runs ahead).
     fn max_lag_s(&self) -> f64 {
         0.0
     }
