@@ -25,9 +25,6 @@ use wedsync_transport::{
     Inbound, NodeCredentials, PeerIdentity, PkiError, Transport, TransportConfig, TransportError, TransportStats,
 };
 
-/// A node republishes its state at least this often even when nothing changed, so a peer
-/// that missed every broadcast still hears it between anti-entropy rounds.
-const STATE_HEARTBEAT: Duration = Duration::from_secs(30);
 /// How often the published snapshot (what the API serves) is refreshed at most.
 const SNAPSHOT_PERIOD: Duration = Duration::from_millis(250);
 /// Time the goodbye gets to leave the host before the endpoint closes.
@@ -496,15 +493,12 @@ pub async fn drive(mut driver: FleetDriver, stop: CancellationToken) {
             }
             _ = state_tick.tick() => {
                 let now = clock.now();
-                if let Some(state) = driver.link.state(&driver.mesh.identity().region) {
-                    let due = published.as_ref().is_none_or(|(old, at)| {
-                        wedsync_mesh::state_changed(old, &state) || now.saturating_since(*at) >= STATE_HEARTBEAT
-                    });
-                    if due {
-                        match driver.mesh.set_own_state(state.clone()) {
-                            Ok(()) => published = Some((state, now)),
-                            Err(e) => tracing::warn!(error = %e, "mesh: cannot publish this node's state"),
-                        }
+                if let Some(state) = driver.link.state(&driver.mesh.identity().region)
+                    && wedsync_mesh::state_due(published.as_ref(), &state, now)
+                {
+                    match driver.mesh.set_own_state(state.clone()) {
+                        Ok(()) => published = Some((state, now)),
+                        Err(e) => tracing::warn!(error = %e, "mesh: cannot publish this node's state"),
                     }
                 }
                 driver.apply_failovers(now);

@@ -157,7 +157,7 @@ fn run_over_quic(
     let mut pending = Some(bound);
     let mut quic = |plan: &MeshPlan| -> Result<Box<dyn FleetMesh>, String> {
         let mut fleet = pending.take().ok_or("the QUIC mesh was asked for twice")?;
-        if fleet.members() != plan.members.as_slice() {
+        if !fleet.members().eq(plan.members.iter().map(|(id, region)| (id.as_str(), region.as_str()))) {
             return Err("the run's members differ from the bound endpoints'".to_owned());
         }
         fleet.launch();

@@ -125,7 +125,6 @@ pub struct QuicFleet {
     /// Bound nodes' mesh tasks, waiting for [`QuicFleet::launch`].
     pending: Vec<FleetDriver>,
     seeds: Vec<usize>,
-    members: Vec<(String, String)>,
     max_lag_s: f64,
     /// The mesh runtime's worst lateness waking a timer, wall nanoseconds: the mesh tasks'
     /// share of falling behind, which the simulator's own loop does not see.
@@ -161,7 +160,6 @@ impl QuicFleet {
             nodes: Vec::new(),
             pending: Vec::new(),
             seeds: plan.seeds.clone(),
-            members: plan.members.clone(),
             max_lag_s: 0.0,
             runtime_late_ns: Arc::new(AtomicU64::new(0)),
         };
@@ -203,8 +201,8 @@ impl QuicFleet {
     }
 
     /// The members, in node order, as (node id, region).
-    pub fn members(&self) -> &[(String, String)] {
-        &self.members
+    pub fn members(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nodes.iter().map(|n| (n.id.as_str(), n.region.as_str()))
     }
 
     /// Node `i`'s handle: its snapshot (what its API would serve, and what its plugin stage
@@ -224,12 +222,13 @@ impl QuicFleet {
         Ok(())
     }
 
-    fn settings(&self, seeds: Vec<SocketAddr>, id: &str) -> MeshSettings {
+    /// A node's `[mesh]` settings; its seeds are set once every endpoint's address is known.
+    fn settings(&self, id: &str) -> MeshSettings {
         let file = |name: String| self.pki.join(name).display().to_string();
         MeshSettings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             advertise: None,
-            seeds,
+            seeds: Vec::new(),
             profile: MeshProfile::Wan,
             expected_size: self.expected_size,
             tls: Some(MeshTlsFiles {
@@ -252,7 +251,7 @@ impl QuicFleet {
         link: Arc<SimLink>,
         snapshot: Option<Arc<RwLock<FleetSnapshot>>>,
     ) -> Result<(Arc<FleetHandle>, FleetDriver), QuicFleetError> {
-        let settings = self.settings(Vec::new(), id);
+        let settings = self.settings(id);
         self.runtime
             .block_on(crate::fleet::start(&settings, id, region, self.clock, link, snapshot))
             .map_err(|source| QuicFleetError::Node { node: id.to_owned(), source })

@@ -8,6 +8,8 @@ use crate::{FleetView, MemberHealth, Mesh, NodeState, PoolFigures};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::time::Duration;
+use wedsync_core::Timestamp;
 use wedsync_core::TrafficClass;
 use wedsync_core::engine::Engine;
 
@@ -130,6 +132,17 @@ pub fn node_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
     }
 }
 
+/// A node republishes its state at least this often even when nothing changed, so a peer
+/// that missed every broadcast still hears it between anti-entropy rounds.
+pub const STATE_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Whether a node should publish `state` at `now`, given what it last published and when: when
+/// it moved ([`state_changed`]), or on the [`STATE_HEARTBEAT`]. The daemon and the fleet
+/// simulator both publish by this rule.
+pub fn state_due(published: Option<&(NodeState, Timestamp)>, state: &NodeState, now: Timestamp) -> bool {
+    published.is_none_or(|(old, at)| state_changed(old, state) || now.saturating_since(*at) >= STATE_HEARTBEAT)
+}
+
 /// Whether two states differ enough to be worth gossiping (1% of load or capacity, or any
 /// change in health, weddings or pools).
 pub fn state_changed(old: &NodeState, new: &NodeState) -> bool {
@@ -224,6 +237,26 @@ mod tests {
             coordinator: coordinator.into(),
             pools: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_state_is_due_when_new_when_it_moved_or_on_the_heartbeat() {
+        let state = |load: f64| NodeState {
+            node: "n".into(),
+            region: "r".into(),
+            version: 1,
+            capacity: 1000.0,
+            load,
+            healthy: true,
+            active_weddings: 0,
+            pools: Vec::new(),
+        };
+        let at = Timestamp::from_nanos(5_000_000_000);
+        let published = (state(100.0), at);
+        assert!(state_due(None, &state(100.0), at), "nothing published yet");
+        assert!(!state_due(Some(&published), &state(100.5), at.saturating_add(Duration::from_secs(29))), "under 1%");
+        assert!(state_due(Some(&published), &state(102.0), at.saturating_add(Duration::from_secs(1))), "moved 2%");
+        assert!(state_due(Some(&published), &state(100.0), at.saturating_add(STATE_HEARTBEAT)), "heartbeat");
     }
 
     #[test]

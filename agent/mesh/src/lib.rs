@@ -44,7 +44,8 @@ mod wire;
 
 pub use config::{DEFAULT_MAX_PACKET, MIN_MAX_PACKET, MeshConfig};
 pub use failover::{
-    FailoverProposal, FailoverShare, MAX_POOLS_IN_STATE, failover_proposals, failover_shares, node_state, state_changed,
+    FailoverProposal, FailoverShare, MAX_POOLS_IN_STATE, STATE_HEARTBEAT, failover_proposals, failover_shares,
+    node_state, state_changed, state_due,
 };
 pub use state::{CLASSES, MAX_NAME_BYTES, MAX_POOLS, MAX_STATE_BYTES, NodeState, PoolFigures, StateError, StateKey};
 pub use stats::{FrameCounts, MemberCounts, MemberHealth, MeshStats, RefusedCounts};

@@ -12,9 +12,6 @@ use wedsync_core::Timestamp;
 use wedsync_mesh::sim::{Network, Simulator};
 use wedsync_mesh::{FailoverShare, MeshConfig, NodeState};
 
-/// A node republishes an unchanged state this often (the daemon's heartbeat).
-const STATE_HEARTBEAT_S: f64 = 30.0;
-
 /// The fleet's mesh as a run sees it: node `i` is the `i`-th member the mesh was made with.
 pub trait FleetMesh {
     /// What the mesh is, for the report (for example "QUIC on loopback, 6 endpoints").
@@ -70,8 +67,8 @@ pub trait FleetMesh {
 /// The mesh in virtual time: [`Simulator`] over [`Network::WAN`].
 pub struct VirtualMesh {
     sim: Simulator,
-    /// Per node, the state last gossiped and when (seconds).
-    published: Vec<Option<(NodeState, f64)>>,
+    /// Per node, the state last gossiped and when.
+    published: Vec<Option<(NodeState, Timestamp)>>,
 }
 
 impl VirtualMesh {
@@ -106,13 +103,10 @@ impl FleetMesh for VirtualMesh {
     }
 
     fn offer_state(&mut self, i: usize, state: NodeState) {
-        let t = self.sim.now().as_nanos() as f64 / 1e9;
-        let due = self.published[i]
-            .as_ref()
-            .is_none_or(|(old, at)| wedsync_mesh::state_changed(old, &state) || t - at >= STATE_HEARTBEAT_S);
-        if due {
+        let now = self.sim.now();
+        if wedsync_mesh::state_due(self.published[i].as_ref(), &state, now) {
             self.sim.publish(i, state.clone());
-            self.published[i] = Some((state, t));
+            self.published[i] = Some((state, now));
         }
     }
 
