@@ -124,6 +124,8 @@ macro_rules! export {
             ::std::thread_local! {
                 static __WEDSYNC_POLICY_STATE: ::core::cell::RefCell<::core::option::Option<$policy>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
+                static __WEDSYNC_ROUND: ::core::cell::RefCell<::core::option::Option<$crate::Round>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
 
             struct __WedsyncPolicyExport;
@@ -138,7 +140,7 @@ macro_rules! export {
                 }
 
                 fn decide(round: $crate::types::wire::Round) -> $crate::Verdict {
-                    $crate::__private::decide::<$policy>(&__WEDSYNC_POLICY_STATE, &$crate::Round::from_wire(round))
+                    $crate::__private::decide::<$policy>(&__WEDSYNC_POLICY_STATE, &__WEDSYNC_ROUND, round)
                 }
             }
 
@@ -175,14 +177,29 @@ pub mod __private {
         })
     }
 
-    /// Runs one round; an unconfigured plugin returns an empty verdict and logs why.
-    pub fn decide<P: Policy>(state: &'static LocalKey<RefCell<Option<P>>>, round: &Round) -> Verdict {
-        state.with(|cell| match cell.borrow_mut().as_mut() {
-            Some(policy) => policy.decide(round),
-            None => {
-                crate::log::warn("decide called before a successful configure: no changes");
-                Verdict::default()
-            }
+    /// Runs one round; an unconfigured plugin returns an empty verdict and logs why. `scratch`
+    /// keeps the previous round's buffers, refilled from `wire`.
+    pub fn decide<P: Policy>(
+        state: &'static LocalKey<RefCell<Option<P>>>,
+        scratch: &'static LocalKey<RefCell<Option<Round>>>,
+        wire: crate::types::wire::Round,
+    ) -> Verdict {
+        scratch.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let round = match scratch.as_mut() {
+                Some(round) => {
+                    round.refill_from_wire(wire);
+                    round
+                }
+                None => scratch.insert(Round::from_wire(wire)),
+            };
+            state.with(|cell| match cell.borrow_mut().as_mut() {
+                Some(policy) => policy.decide(round),
+                None => {
+                    crate::log::warn("decide called before a successful configure: no changes");
+                    Verdict::default()
+                }
+            })
         })
     }
 }

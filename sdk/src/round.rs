@@ -130,10 +130,32 @@ impl Round {
     /// The round as the host sent it, one record per pool. Columns shorter than the pool count
     /// (which a correct host never sends) read as zeros rather than failing the round.
     pub fn from_wire(wire: wire::Round) -> Round {
+        let mut round = Round {
+            epoch: 0,
+            unix_ms: 0,
+            local_time: crate::calendar::civil_time(0, 0),
+            metrics: MetricsSummary { cpu_utilization: 0.0, memory_utilization: 0.0, samples_per_second: 0.0 },
+            pools: Vec::new(),
+            proposals: Vec::new(),
+            weddings: Vec::new(),
+            fleet: None,
+            failovers: Vec::new(),
+        };
+        round.refill_from_wire(wire);
+        round
+    }
+
+    /// [`Round::from_wire`] into `self`, keeping its allocations: the export glue keeps one
+    /// `Round` per plugin instance, so a round costs the plugin no allocation of its own.
+    pub fn refill_from_wire(&mut self, wire: wire::Round) {
         let t = &wire.pools;
         let n = t.serving.len();
-        let mut pools = Vec::with_capacity(n);
-        let mut proposals = Vec::with_capacity(n);
+        let pools = &mut self.pools;
+        let proposals = &mut self.proposals;
+        pools.clear();
+        proposals.clear();
+        pools.reserve(n);
+        proposals.reserve(n);
         // Pools mostly share one region: work each offset's calendar time out once.
         let mut last: Option<(i32, LocalTime)> = None;
         for i in 0..n {
@@ -170,17 +192,13 @@ impl Round {
                 spot_units: u32_at(&t.spot_units),
             });
         }
-        Round {
-            epoch: wire.epoch,
-            unix_ms: wire.unix_ms,
-            local_time: crate::calendar::civil_time(wire.unix_ms, wire.utc_offset_minutes),
-            metrics: wire.metrics,
-            pools,
-            proposals,
-            weddings: wire.weddings,
-            fleet: wire.fleet,
-            failovers: wire.failovers,
-        }
+        self.epoch = wire.epoch;
+        self.unix_ms = wire.unix_ms;
+        self.local_time = crate::calendar::civil_time(wire.unix_ms, wire.utc_offset_minutes);
+        self.metrics = wire.metrics;
+        self.weddings = wire.weddings;
+        self.fleet = wire.fleet;
+        self.failovers = wire.failovers;
     }
 
     /// The round as the host would send it (for tools and tests of the wire form). Pools are
@@ -268,6 +286,29 @@ mod tests {
         let back = Round::from_wire(round.to_wire());
         assert_eq!(back, round);
         assert_eq!(back.pools[1].local_time.hour, round.pools[0].local_time.hour + 4);
+    }
+
+    #[test]
+    fn a_refilled_round_is_the_new_round_whatever_the_old_one_held() {
+        let setup = SetupBuilder::new()
+            .region("eu-west", "UTC")
+            .pool("a", "eu-west")
+            .pool("b", "eu-west")
+            .pool("c", "eu-west")
+            .build();
+        let big = crate::testing::RoundBuilder::new(&setup).units("a", 3).wedding(200).protected("b", true).build();
+        let mut small = crate::testing::RoundBuilder::new(&setup).units("c", 9).build();
+        small.pools.truncate(1);
+        small.proposals.truncate(1);
+        let mut reused = Round::from_wire(big.to_wire());
+        let capacity = reused.pools.capacity();
+        reused.refill_from_wire(small.to_wire());
+        assert_eq!(reused, Round::from_wire(small.to_wire()));
+        assert_eq!(reused.pools.len(), 1);
+        assert!(reused.weddings.is_empty());
+        assert_eq!(reused.pools.capacity(), capacity, "the pools' buffer is kept");
+        reused.refill_from_wire(big.to_wire());
+        assert_eq!(reused, Round::from_wire(big.to_wire()));
     }
 
     #[test]

@@ -176,7 +176,9 @@ impl ResourceLimiter for Limiter {
 
 /// A plugin store's data.
 pub(crate) struct PluginCtx {
-    wasi: WasiCtx,
+    /// Built on first use: well-behaved plugins never call WASI, and building a context on
+    /// every (re-)instantiation would cost more than the instantiation's own bookkeeping.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     log: Arc<PluginLog>,
@@ -184,17 +186,8 @@ pub(crate) struct PluginCtx {
 
 impl PluginCtx {
     pub(crate) fn new(log: Arc<PluginLog>, memory_bytes: usize, table_elements: usize) -> Self {
-        let mut b = WasiCtxBuilder::new();
-        b.stdout(LogPipe { log: Arc::clone(&log), source: Source::Stdout })
-            .stderr(LogPipe { log: Arc::clone(&log), source: Source::Stderr })
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .insecure_random_seed(0);
         PluginCtx {
-            wasi: b.build(),
+            wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter { memory_bytes, table_elements, hit: false },
             log,
@@ -202,9 +195,26 @@ impl PluginCtx {
     }
 }
 
+/// WASI 0.2 with no capabilities: no files, sockets, environment or arguments; frozen clocks;
+/// stdout and stderr go to the plugin's log.
+fn capability_free_wasi(log: &Arc<PluginLog>) -> WasiCtx {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(LogPipe { log: Arc::clone(log), source: Source::Stdout })
+        .stderr(LogPipe { log: Arc::clone(log), source: Source::Stderr })
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .insecure_random_seed(0);
+    b.build()
+}
+
 impl WasiView for PluginCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let log = &self.log;
+        let ctx = self.wasi.get_or_insert_with(|| capability_free_wasi(log));
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
@@ -342,6 +352,14 @@ mod tests {
         assert!(w.buf.len() <= MAX_LINE);
         drop(w);
         assert_eq!(log.written(), 3);
+    }
+
+    #[test]
+    fn wasi_is_built_on_first_use_only() {
+        let mut ctx = PluginCtx::new(PluginLog::new("t".into(), LogRate::default()), 1 << 20, 10);
+        assert!(ctx.wasi.is_none());
+        let _ = ctx.ctx();
+        assert!(ctx.wasi.is_some());
     }
 
     #[test]
