@@ -2,7 +2,8 @@
 
 use crate::cache::CompiledCache;
 use crate::error::{CacheError, CallFailure, FailureCounts, FailureKind, HostError, LoadError};
-use crate::policy::{Adjustment, Hooks, PluginInfo, Policy, PolicyPre, Round, Setup, Verdict, VetoTarget};
+use crate::exports::{Exports, TypedPolicyPre};
+use crate::policy::{Adjustment, Hooks, PluginInfo, Policy, Round, Setup, Verdict, VetoTarget};
 use crate::sandbox::{LimitExceeded, LogRate, PluginCtx, PluginLog};
 use crate::signing::{self, VerifyingKey};
 use crate::ticker::Ticker;
@@ -143,7 +144,7 @@ pub struct Prepared {
     origin: String,
     sha256: [u8; 32],
     size: usize,
-    pre: PolicyPre<PluginCtx>,
+    pre: TypedPolicyPre,
     config: String,
     trust: Trust,
     from_cache: bool,
@@ -411,7 +412,7 @@ impl Loader {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(PolicyPre::new)
+            .and_then(TypedPolicyPre::new)
             .map_err(|e| LoadError::World { origin: origin.clone(), reason: error_text(&e) })?;
         Ok(Prepared { origin, sha256, size: bytes.len(), pre, config: config_json.to_string(), trust, from_cache })
     }
@@ -479,7 +480,7 @@ fn error_text(e: &wasmtime::Error) -> String {
 /// One live instance of a plugin: its store and bindings.
 struct Live {
     store: Store<PluginCtx>,
-    policy: Policy,
+    policy: Exports,
 }
 
 /// The parts of the host that plugin calls use.
@@ -521,7 +522,7 @@ impl Runtime {
         result.map_err(|e| classify(&e, store.data().limiter.hit, otherwise, budget))
     }
 
-    fn instantiate(&self, pre: &PolicyPre<PluginCtx>, log: &Arc<PluginLog>) -> Result<Live, CallFailure> {
+    fn instantiate(&self, pre: &TypedPolicyPre, log: &Arc<PluginLog>) -> Result<Live, CallFailure> {
         let mut store = self.new_store(log);
         let policy = self.guarded(&mut store, self.setup_budget, FailureKind::Instantiate, |s| pre.instantiate(s))?;
         Ok(Live { store, policy })
@@ -533,7 +534,7 @@ impl Runtime {
     }
 
     /// A fresh, configured instance (after a failure), or why not.
-    fn restart(&self, pre: &PolicyPre<PluginCtx>, log: &Arc<PluginLog>, setup: &Setup) -> Result<Live, CallFailure> {
+    fn restart(&self, pre: &TypedPolicyPre, log: &Arc<PluginLog>, setup: &Setup) -> Result<Live, CallFailure> {
         let mut live = self.instantiate(pre, log)?;
         match self.configure(&mut live, setup)? {
             Ok(()) => Ok(live),
@@ -546,7 +547,7 @@ impl Runtime {
     /// Instantiates, describes and configures a plugin for installation.
     fn start(
         &self,
-        pre: &PolicyPre<PluginCtx>,
+        pre: &TypedPolicyPre,
         log: &Arc<PluginLog>,
         setup: &Setup,
         origin: &str,
@@ -684,7 +685,7 @@ struct Plugin {
     origin: String,
     info: PluginInfo,
     trust: Trust,
-    pre: PolicyPre<PluginCtx>,
+    pre: TypedPolicyPre,
     setup: Setup,
     log: Arc<PluginLog>,
     live: Option<Live>,
@@ -1091,7 +1092,7 @@ impl PluginHost {
                 Err(format!("imports {} that the host refuses", inspection.forbidden_imports.join(", ")));
             return Ok(inspection);
         }
-        match self.rt.loader.linker.instantiate_pre(&component).and_then(PolicyPre::new) {
+        match self.rt.loader.linker.instantiate_pre(&component).and_then(TypedPolicyPre::new) {
             Err(e) => inspection.world = Err(error_text(&e)),
             Ok(pre) => {
                 let log = PluginLog::new(Arc::from(origin), self.rt.log_rate);

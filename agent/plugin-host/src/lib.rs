@@ -24,6 +24,7 @@
 
 pub mod cache;
 mod error;
+mod exports;
 mod host;
 mod sandbox;
 pub mod signing;

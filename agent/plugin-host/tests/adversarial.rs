@@ -129,6 +129,30 @@ fn extra_import_is_refused_at_load_naming_it() {
     assert!(err.to_string().contains("wedsync:evil/net"), "{err}");
 }
 
+/// The host calls exports through types checked once per component, so a component whose
+/// exports have other types must never get past load.
+#[test]
+fn exports_of_the_wrong_types_are_refused_at_load_naming_the_export() {
+    let host = host();
+    let wrong = wat::parse_str(
+        r#"(component
+          (core module $m (func (export "f") (result i32) i32.const 1))
+          (core instance $i (instantiate $m))
+          (func (export "describe") (result u32) (canon lift (core func $i "f")))
+          (func (export "configure") (result u32) (canon lift (core func $i "f")))
+          (func (export "decide") (result u32) (canon lift (core func $i "f"))))"#,
+    )
+    .unwrap();
+    let err = host.prepare(source(&wrong, "wrong.wasm"), "{}").unwrap_err();
+    match &err {
+        LoadError::World { origin, reason } => {
+            assert_eq!(origin, "wrong.wasm");
+            assert!(reason.contains("type-checking export func `"), "{reason}");
+        }
+        other => panic!("expected World, got {other:?}"),
+    }
+}
+
 #[test]
 fn configure_error_is_reported_at_load() {
     let mut host = host();
