@@ -55,7 +55,7 @@ const MEMORY_WAT: &str = r#"(component
   (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
 
 /// The Rust side of `ROUND_SHAPE_WAT`'s record.
-#[derive(ComponentType, Lower)]
+#[derive(ComponentType, Lower, Default)]
 #[component(record)]
 struct ThirteenLists {
     a: Vec<u32>,
@@ -82,21 +82,7 @@ fn runtime_floor(c: &mut Criterion, engine: &Engine) {
     let scalar = scalar.get_typed_func::<(), (u32,)>(&mut store, "f").unwrap();
     let shaped = linker.instantiate(&mut store, &component(ROUND_SHAPE_WAT)).unwrap();
     let shaped = shaped.get_typed_func::<(&ThirteenLists,), (Vec<u32>,)>(&mut store, "f").unwrap();
-    let empty = ThirteenLists {
-        a: vec![],
-        b: vec![],
-        c: vec![],
-        d: vec![],
-        e: vec![],
-        f: vec![],
-        g: vec![],
-        h: vec![],
-        i: vec![],
-        j: vec![],
-        k: vec![],
-        l: vec![],
-        m: vec![],
-    };
+    let empty = ThirteenLists::default();
     c.bench_function("plugin_call/runtime_floor/scalar_call", |b| {
         b.iter(|| {
             store.set_epoch_deadline(1);
