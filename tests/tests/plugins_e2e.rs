@@ -158,13 +158,17 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
     // The agent loads the signed plugin and refuses an unsigned one.
     std::fs::write(plugins.join("unsigned.wasm"), wedsync_test_guests::VERSION_B).unwrap();
     let public = std::fs::read_to_string(keys.join("plugin.pub")).unwrap();
+    // Not watched: only the reload requests below change what is loaded.
     let config = format!(
-        "{POOL}\n[plugins]\nbundled = []\ndir = \"{}\"\ntrusted_keys = [\"{}\"]\n",
+        "{POOL}\n[plugins]\nbundled = []\ndir = \"{}\"\ntrusted_keys = [\"{}\"]\nwatch_interval = \"0s\"\n",
         plugins.display(),
         public.trim()
     );
     let state = dir.join("state");
-    let mut agent = AgentProcess::start_with_config(&config, &[("WEDSYNC__STORAGE__DIR", state.to_str().unwrap())]);
+    let mut agent = AgentProcess::start_with_config(
+        &config,
+        &[("WEDSYNC__API__TOKEN", TOKEN), ("WEDSYNC__STORAGE__DIR", state.to_str().unwrap())],
+    );
     let body = agent.get_json("/v1/plugins");
     let loaded = body["plugins"].as_array().unwrap();
     assert_eq!(loaded.len(), 1, "{body}");
@@ -173,15 +177,53 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
     assert_eq!(refused.len(), 1, "{body}");
     assert!(refused[0]["origin"].as_str().unwrap().ends_with("unsigned.wasm"));
     assert!(refused[0]["error"].as_str().unwrap().contains("unsigned"), "{body}");
+    let first_sha = loaded_sha(&body).to_owned();
 
-    // Both outcomes are in the audit trail.
+    // A new version, signed with the same key, is deployed in place and hot-reloaded.
+    let staged = dir.join("counter-2.wasm");
+    std::fs::write(&staged, wedsync_test_guests::VERSION_B).unwrap();
+    let (ok, out) =
+        cli(&["plugin", "sign", "--key", keys.join("plugin.key").to_str().unwrap(), staged.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    std::fs::copy(staged.with_extension("wasm.sig"), signed.with_extension("wasm.sig")).unwrap();
+    deploy(&signed, wedsync_test_guests::VERSION_B);
+    let report = reload(&agent);
+    let outcome = outcome_of(&report, "version_a.wasm");
+    assert_eq!(outcome["outcome"], "replaced", "{report}");
+    assert_eq!(outcome["version"], "2.0.0", "{report}");
+    assert_eq!(outcome["replaced"]["sha256"], first_sha.as_str(), "{report}");
+    assert_eq!(outcome_of(&report, "unsigned.wasm")["outcome"], "refused", "{report}");
+    let body = agent.get_json("/v1/plugins");
+    assert_eq!(body["plugins"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["plugins"][0]["version"], "2.0.0", "{body}");
+    assert!(body["plugins"][0]["trust"].as_str().unwrap().starts_with("signed:"), "{body}");
+    let second_sha = loaded_sha(&body).to_owned();
+    assert_ne!(second_sha, first_sha);
+
+    // Bytes that do not match their signature are refused at reload; version 2 stays.
+    deploy(&signed, wedsync_test_guests::VERSION_A);
+    let report = reload(&agent);
+    let outcome = outcome_of(&report, "version_a.wasm");
+    assert_eq!(outcome["outcome"], "refused", "{report}");
+    assert!(outcome["error"].as_str().unwrap().contains("signature"), "{report}");
+    let body = agent.get_json("/v1/plugins");
+    assert_eq!(body["plugins"][0]["version"], "2.0.0", "{body}");
+    assert_eq!(loaded_sha(&body), second_sha, "{body}");
+
+    // Every outcome is in the audit trail.
     let (exit, _) = agent.signal_and_wait("TERM", Duration::from_secs(5)).unwrap();
     assert!(exit.success());
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
     let loaded = audit.lines().find(|l| l.contains("\"kind\":\"plugin.loaded\"")).expect("plugin.loaded audited");
-    assert!(loaded.contains(loaded_sha(&body)), "{loaded}");
+    assert!(loaded.contains(&first_sha), "{loaded}");
     let refused = audit.lines().find(|l| l.contains("\"kind\":\"plugin.refused\"")).expect("plugin.refused audited");
     assert!(refused.contains("unsigned.wasm"), "{refused}");
+    let reloaded = audit.lines().find(|l| l.contains("\"kind\":\"plugin.reloaded\"")).expect("plugin.reloaded audited");
+    assert!(reloaded.contains(&second_sha) && reloaded.contains(&first_sha), "{reloaded}");
+    assert!(
+        audit.lines().any(|l| l.contains("\"kind\":\"plugin.refused\"") && l.contains("version_a.wasm")),
+        "the refused reload is audited"
+    );
 }
 
 fn loaded_sha(body: &serde_json::Value) -> &str {

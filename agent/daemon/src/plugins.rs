@@ -377,7 +377,7 @@ impl PluginStage {
             .find(|p| p.region == settings.region)
             .and_then(|p| wedsync_core::engine::forecast::time_zone(&p.time_zone).ok())
             .unwrap_or(jiff::tz::TimeZone::UTC);
-        let reload_state = reload::ReloadState::new(setup.clone(), plugins);
+        let reload_state = reload::ReloadState::new(setup.clone(), plugins.order.clone(), plugins.bundled.clone());
         let mut stage = PluginStage {
             host,
             pools,

@@ -165,19 +165,34 @@ pub struct ReloadRequest {
 #[error("the plugin loader thread has stopped")]
 pub struct LoaderStopped;
 
+/// What the loader thread is told.
+#[derive(Debug)]
+enum Control {
+    /// Run a pass now (`POST /v1/plugins/reload`).
+    Reload(ReloadRequest),
+    /// The agent is stopping: end now rather than at the next wake.
+    Stop,
+}
+
 /// Asks the loader thread for a reload pass (held by the API).
 #[derive(Debug, Clone)]
 pub struct ReloadHandle {
-    requests: mpsc::Sender<ReloadRequest>,
+    requests: mpsc::Sender<Control>,
 }
 
 impl ReloadHandle {
     /// Asks for a pass; the receiver gets its report once the decision thread applied it.
     pub fn request(&self) -> Result<tokio::sync::oneshot::Receiver<ReloadReport>, LoaderStopped> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.requests.send(ReloadRequest { reply }).map_err(|_| LoaderStopped)?;
+        self.requests.send(Control::Reload(ReloadRequest { reply })).map_err(|_| LoaderStopped)?;
         Ok(answer)
     }
+}
+
+/// The running loader thread, stopped and joined when the decision thread's state drops.
+struct LoaderThread {
+    control: mpsc::Sender<Control>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// One file's result, from the loader thread to the decision thread.
@@ -212,22 +227,25 @@ pub(super) struct ReloadState {
     passes: Option<mpsc::Receiver<Pass>>,
     handle: Option<ReloadHandle>,
     stop: Arc<AtomicBool>,
+    loader: Option<LoaderThread>,
     count: u64,
     last: Option<ReloadReport>,
 }
 
 impl ReloadState {
-    pub(super) fn new(setup: Setup, plugins: &PluginSettings) -> ReloadState {
+    /// `order` and `bundled` as configured: the call order after a reload follows them.
+    pub(super) fn new(setup: Setup, order: Vec<String>, bundled: Vec<String>) -> ReloadState {
         ReloadState {
             setup,
-            order: plugins.order.clone(),
-            bundled: plugins.bundled.clone(),
+            order,
+            bundled,
             from_dir: BTreeMap::new(),
             applied: Arc::default(),
             seen: BTreeMap::new(),
             passes: None,
             handle: None,
             stop: Arc::default(),
+            loader: None,
             count: 0,
             last: None,
         }
@@ -251,6 +269,34 @@ impl ReloadState {
     pub(super) fn last(&self) -> Option<&ReloadReport> {
         self.last.as_ref()
     }
+
+    /// Starts the `wedsync-plugin-loader` thread for `dir`, polled every `interval` (if any).
+    fn start_loader(
+        &mut self,
+        loader: Loader,
+        dir: PathBuf,
+        interval: Option<Duration>,
+        config: BTreeMap<String, String>,
+    ) -> std::io::Result<()> {
+        let (control, requests) = mpsc::channel();
+        let (passes, passes_rx) = mpsc::channel();
+        let watcher = Watcher {
+            loader,
+            dir,
+            interval,
+            config,
+            seen: std::mem::take(&mut self.seen),
+            applied: self.applied.clone(),
+            requests,
+            passes,
+            stop: self.stop.clone(),
+        };
+        let thread = std::thread::Builder::new().name("wedsync-plugin-loader".into()).spawn(move || watcher.run())?;
+        self.passes = Some(passes_rx);
+        self.handle = Some(ReloadHandle { requests: control.clone() });
+        self.loader = Some(LoaderThread { control, thread });
+        Ok(())
+    }
 }
 
 /// What the loader thread owns.
@@ -261,7 +307,7 @@ struct Watcher {
     config: BTreeMap<String, String>,
     seen: BTreeMap<PathBuf, ContentKey>,
     applied: Applied,
-    requests: mpsc::Receiver<ReloadRequest>,
+    requests: mpsc::Receiver<Control>,
     passes: mpsc::Sender<Pass>,
     stop: Arc<AtomicBool>,
 }
@@ -273,12 +319,10 @@ impl Watcher {
         let mut last_fingerprint = None;
         while !self.stop.load(Ordering::Relaxed) {
             let reply = match self.requests.recv_timeout(wait) {
-                Ok(request) => Some(request.reply),
+                Ok(Control::Reload(request)) => Some(request.reply),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(wait);
-                    None
-                }
+                // The decision thread's state holds a sender until it drops.
+                Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -294,6 +338,9 @@ impl Watcher {
             }
             last_fingerprint = Some(now);
             let (files, listed) = self.pass(explicit);
+            if self.stop.load(Ordering::Relaxed) {
+                break; // a pass cut short by shutdown is not applied
+            }
             let changed = files.iter().any(|f| !matches!(f, Staged::Unchanged { .. }));
             let listed = listed.then(|| self.dir.display().to_string());
             if (changed || explicit) && self.passes.send(Pass { files, reply, listed }).is_err() {
@@ -323,6 +370,9 @@ impl Watcher {
         let applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let plan = plan(&current, &self.seen, &applied, &present, explicit);
         for (path, source) in sources {
+            if self.stop.load(Ordering::Relaxed) {
+                break; // shutting down: compiling the rest would only delay it
+            }
             let Some(key) = current.get(&path).copied() else { continue };
             // After this pass every file present is seen as it is now.
             self.seen.insert(path.clone(), key);
@@ -346,9 +396,18 @@ impl Watcher {
 }
 
 impl Drop for ReloadState {
+    /// The stage is dropped when the decision thread ends: the loader is stopped and joined,
+    /// so nothing compiles or writes the compiled cache after the agent says it has stopped.
+    /// At worst this waits for the one component being compiled.
     fn drop(&mut self) {
-        // The stage is dropped when the decision thread ends: the loader ends with it.
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(LoaderThread { control, thread }) = self.loader.take() {
+            // An error means the thread has already ended.
+            let _ = control.send(Control::Stop);
+            if thread.join().is_err() {
+                tracing::error!("the plugin loader thread panicked");
+            }
+        }
     }
 }
 
@@ -357,23 +416,8 @@ impl PluginStage {
     /// directory every `plugins.watch_interval` and serves [`ReloadHandle`] requests.
     pub fn start_loader(&mut self, plugins: &PluginSettings) -> std::io::Result<()> {
         let Some(dir) = &plugins.dir else { return Ok(()) };
-        let (requests_tx, requests) = mpsc::channel();
-        let (passes, passes_rx) = mpsc::channel();
-        let watcher = Watcher {
-            loader: self.host.loader(),
-            dir: PathBuf::from(dir),
-            interval: plugins.watch_interval,
-            config: plugins.config.clone(),
-            seen: std::mem::take(&mut self.reload.seen),
-            applied: self.reload.applied.clone(),
-            requests,
-            passes,
-            stop: self.reload.stop.clone(),
-        };
-        std::thread::Builder::new().name("wedsync-plugin-loader".into()).spawn(move || watcher.run())?;
-        self.reload.passes = Some(passes_rx);
-        self.reload.handle = Some(ReloadHandle { requests: requests_tx });
-        Ok(())
+        let loader = self.host.loader();
+        self.reload.start_loader(loader, PathBuf::from(dir), plugins.watch_interval, plugins.config.clone())
     }
 
     /// Asks for reloads (`POST /v1/plugins/reload`); `None` without a plugin directory.
@@ -524,6 +568,26 @@ mod tests {
 
     fn paths(list: &[&str]) -> Vec<PathBuf> {
         list.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn dropping_the_state_stops_and_joins_the_loader_thread() {
+        let dir = std::env::temp_dir().join(format!("wedsync-loader-join-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = wedsync_plugin_host::PluginHost::new(wedsync_plugin_host::HostSettings::default()).unwrap();
+        let setup =
+            Setup { node: "node-1".into(), region: 0, regions: Vec::new(), pools: Vec::new(), config: "{}".into() };
+        let mut state = ReloadState::new(setup, Vec::new(), Vec::new());
+        // Not watched: without the stop message the thread would sleep on in 500 ms waits.
+        state.start_loader(host.loader(), dir.clone(), None, BTreeMap::new()).unwrap();
+        let handle = state.handle.clone().unwrap();
+        let answer = handle.request().unwrap();
+        drop(state);
+        // Joined: the thread, and with it the request channel's receiver, is gone.
+        assert!(matches!(handle.request(), Err(LoaderStopped)));
+        // The pass asked for was never applied, and its reply channel is closed, not left hanging.
+        assert!(answer.blocking_recv().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
