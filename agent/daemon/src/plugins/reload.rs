@@ -191,7 +191,10 @@ impl ReloadHandle {
 
 /// The running loader thread, stopped and joined when the decision thread's state drops.
 struct LoaderThread {
+    /// Reload requests (cloned into each [`ReloadHandle`]) and the stop message.
     control: mpsc::Sender<Control>,
+    /// Staged passes, applied between rounds.
+    passes: mpsc::Receiver<Pass>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -224,9 +227,8 @@ pub(super) struct ReloadState {
     applied: Applied,
     /// Start-time view for the loader: what it has seen per file.
     seen: BTreeMap<PathBuf, ContentKey>,
-    passes: Option<mpsc::Receiver<Pass>>,
-    handle: Option<ReloadHandle>,
     stop: Arc<AtomicBool>,
+    /// `None` until [`ReloadState::start_loader`] (and without a `plugins.dir`).
     loader: Option<LoaderThread>,
     count: u64,
     last: Option<ReloadReport>,
@@ -242,8 +244,6 @@ impl ReloadState {
             from_dir: BTreeMap::new(),
             applied: Arc::default(),
             seen: BTreeMap::new(),
-            passes: None,
-            handle: None,
             stop: Arc::default(),
             loader: None,
             count: 0,
@@ -292,10 +292,13 @@ impl ReloadState {
             stop: self.stop.clone(),
         };
         let thread = std::thread::Builder::new().name("wedsync-plugin-loader".into()).spawn(move || watcher.run())?;
-        self.passes = Some(passes_rx);
-        self.handle = Some(ReloadHandle { requests: control.clone() });
-        self.loader = Some(LoaderThread { control, thread });
+        self.loader = Some(LoaderThread { control, passes: passes_rx, thread });
         Ok(())
+    }
+
+    /// A handle for reload requests, once the loader runs.
+    fn reload_handle(&self) -> Option<ReloadHandle> {
+        self.loader.as_ref().map(|l| ReloadHandle { requests: l.control.clone() })
     }
 }
 
@@ -401,7 +404,7 @@ impl Drop for ReloadState {
     /// At worst this waits for the one component being compiled.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(LoaderThread { control, thread }) = self.loader.take() {
+        if let Some(LoaderThread { control, thread, .. }) = self.loader.take() {
             // An error means the thread has already ended.
             let _ = control.send(Control::Stop);
             if thread.join().is_err() {
@@ -422,15 +425,15 @@ impl PluginStage {
 
     /// Asks for reloads (`POST /v1/plugins/reload`); `None` without a plugin directory.
     pub fn reload_handle(&self) -> Option<ReloadHandle> {
-        self.reload.handle.clone()
+        self.reload.reload_handle()
     }
 
     /// Applies what the loader staged. The decision loop calls it between rounds, so a round
     /// always runs on one set of plugins from start to end.
     pub fn apply_reloads(&mut self) {
         loop {
-            let pass = match &self.reload.passes {
-                Some(passes) => match passes.try_recv() {
+            let pass = match &self.reload.loader {
+                Some(loader) => match loader.passes.try_recv() {
                     Ok(pass) => pass,
                     Err(_) => return,
                 },
@@ -580,7 +583,7 @@ mod tests {
         let mut state = ReloadState::new(setup, Vec::new(), Vec::new());
         // Not watched: without the stop message the thread would sleep on in 500 ms waits.
         state.start_loader(host.loader(), dir.clone(), None, BTreeMap::new()).unwrap();
-        let handle = state.handle.clone().unwrap();
+        let handle = state.reload_handle().unwrap();
         let answer = handle.request().unwrap();
         drop(state);
         // Joined: the thread, and with it the request channel's receiver, is gone.
