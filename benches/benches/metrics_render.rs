@@ -3,7 +3,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::{Arc, Mutex, RwLock};
-use wedsync_agent::telemetry::{Clock, HostView, Telemetry};
+use wedsync_agent::clock::Clock;
+use wedsync_agent::telemetry::{HostView, Telemetry};
 use wedsync_core::statsd::parse_line;
 use wedsync_core::store::{MetricStore, StoreLimits};
 

@@ -4,9 +4,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex, RwLock};
+use wedsync_agent::clock::Clock;
 use wedsync_agent::ingest::ingest_datagram;
 use wedsync_agent::logging::RateLimiter;
-use wedsync_agent::telemetry::{Clock, HostView, Telemetry};
+use wedsync_agent::telemetry::{HostView, Telemetry};
 use wedsync_benches::{line_count, traffic};
 use wedsync_core::Timestamp;
 use wedsync_core::statsd::parse_datagram;

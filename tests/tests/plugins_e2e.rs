@@ -430,7 +430,7 @@ fn hot_reload_under_load_misses_no_round() {
     assert!(body["reloads"].as_u64().unwrap() >= 10, "{body}");
     assert!(body["last_reload"]["files"].is_array(), "{body}");
     let metrics = agent.get("/metrics").1;
-    assert_eq!(wedsync_tests::sample_value(&metrics, "wedsync_decision_rounds_missed_total "), Some(0.0), "{metrics}");
+    assert_eq!(wedsync_tests::sample_value(&metrics, "wedsync_decision_rounds_skipped_total "), Some(0.0), "{metrics}");
 
     // Every load, swap, refusal and removal is in the audit trail.
     let (exit, _) = agent.signal_and_wait("TERM", Duration::from_secs(5)).unwrap();

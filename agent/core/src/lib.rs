@@ -8,8 +8,8 @@
 //! * [`replay`]: runs the engine over a demand trace against a capacity model and scores it.
 //! * [`config`]: the agent's configuration types and their validation.
 //!
-//! The daemon drives these with real time and real I/O; tests, benches and (later) the
-//! simulator drive them with virtual time. Both run the same code.
+//! The daemon drives these with real time and real I/O; tests, benches, trace replay and the
+//! fleet simulator (`wedsync-sim`) drive them with virtual time. All run the same code.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

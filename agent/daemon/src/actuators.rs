@@ -26,8 +26,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::logging::RateLimiter;
 use hmac::{Hmac, KeyInit, Mac};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -195,7 +196,7 @@ impl Actuators {
                 backoff,
                 slot: Arc::clone(&slot),
                 counters: pool_counters.clone(),
-                logs: LogLimiter::new(),
+                logs: RateLimiter::per_window(LOGS_PER_MINUTE, Duration::from_secs(60)),
             };
             let name = format!("wedsync-act-{}", pool.replace('\0', ""));
             let running = match thread::Builder::new().name(name).spawn(move || worker.run()) {
@@ -399,36 +400,6 @@ enum Wake {
     Stopping,
 }
 
-/// Caps the failure log lines of one worker.
-#[derive(Debug)]
-struct LogLimiter {
-    window: Instant,
-    emitted: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    fn new() -> LogLimiter {
-        LogLimiter { window: Instant::now(), emitted: 0, suppressed: 0 }
-    }
-
-    fn allow(&mut self, pool: &str) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(60) {
-            if self.suppressed > 0 {
-                tracing::warn!(pool, suppressed = self.suppressed, "actuator failure log lines suppressed");
-            }
-            *self = LogLimiter::new();
-        }
-        if self.emitted < LOGS_PER_MINUTE {
-            self.emitted += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Worker {
     pool: String,
@@ -438,7 +409,7 @@ struct Worker {
     backoff: Duration,
     slot: Arc<Slot>,
     counters: PoolCounters,
-    logs: LogLimiter,
+    logs: RateLimiter,
 }
 
 impl Worker {
@@ -506,13 +477,13 @@ impl Worker {
                 Outcome::Permanent(reason) => (reason, true),
             };
             let last = permanent || attempt >= self.retries;
-            if self.logs.allow(&self.pool) {
-                tracing::warn!(pool = %self.pool, kind = self.kind, id = %job.id, attempt = attempt + 1, reason = %reason, will_retry = !last, "actuator attempt failed");
+            if let Some(suppressed) = self.logs.admit(Instant::now()) {
+                tracing::warn!(pool = %self.pool, kind = self.kind, id = %job.id, attempt = attempt + 1, reason = %reason, will_retry = !last, suppressed, "actuator attempt failed");
             }
             if last {
                 self.counters.failures.inc();
-                if self.logs.allow(&self.pool) {
-                    tracing::error!(pool = %self.pool, kind = self.kind, id = %job.id, attempts = attempt + 1, "actuator gave up on decision");
+                if let Some(suppressed) = self.logs.admit(Instant::now()) {
+                    tracing::error!(pool = %self.pool, kind = self.kind, id = %job.id, attempts = attempt + 1, suppressed, "actuator gave up on decision");
                 }
                 return;
             }
@@ -532,7 +503,7 @@ impl Worker {
 
     fn succeeded(&self, job: &Job, attempt: u32) {
         self.counters.successes.inc();
-        self.counters.last_success_unix_ms.set(now_unix_ms());
+        self.counters.last_success_unix_ms.set(crate::clock::wall_ms());
         let mut state = self.slot.lock();
         if state.recent.len() >= RECENT_SUCCESSES {
             state.recent.pop_front();
@@ -563,10 +534,6 @@ impl Worker {
             };
         }
     }
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.

@@ -3,13 +3,15 @@
 
 use crate::actuators::Actuators;
 use crate::api;
-use crate::audit::{AuditHandle, AuditWriter};
+use crate::audit::AuditWriter;
 use crate::calendar::{self, StateDb};
+use crate::clock::{Clock, lock, read};
 use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
 use crate::process::ProcessSampler;
-use crate::telemetry::{Clock, HostView, Telemetry, lock, read};
+pub use crate::state::AgentState;
+use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,41 +27,6 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
 
 /// How often idle series are expired.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(10);
-
-/// State shared by the API and the agent's tasks.
-#[derive(Debug)]
-pub struct AgentState {
-    /// The validated configuration.
-    pub settings: Settings,
-    /// The agent's monotonic clock.
-    pub clock: Clock,
-    /// The metric store.
-    pub store: Arc<Mutex<MetricStore>>,
-    /// Latest host and process samples.
-    pub host: Arc<RwLock<HostView>>,
-    /// Metrics registry and counters.
-    pub telemetry: Telemetry,
-    /// Where the API actually listens.
-    pub api_addr: SocketAddr,
-    /// Where StatsD actually listens, when enabled.
-    pub statsd_addr: Option<SocketAddr>,
-    /// The decision engine.
-    pub engine: Arc<Mutex<Engine>>,
-    /// Decisions taken.
-    pub decisions: Arc<Mutex<DecisionLog>>,
-    /// The embedded database (wedding calendar).
-    pub db: Arc<StateDb>,
-    /// The audit trail, when enabled.
-    pub audit: Option<AuditHandle>,
-    /// The exec and webhook actuators.
-    pub actuators: Arc<Actuators>,
-    /// The fleet mesh, when enabled.
-    pub fleet: Option<Arc<crate::fleet::FleetHandle>>,
-    /// What `/v1/plugins` serves, when plugins are enabled.
-    pub plugins: Option<Arc<RwLock<crate::plugins::PluginsSnapshot>>>,
-    /// Asks for a plugin directory reload, when plugins are enabled with a `plugins.dir`.
-    pub plugin_reload: Option<crate::plugins::reload::ReloadHandle>,
-}
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -224,20 +191,25 @@ impl RunningAgent {
         let store = Arc::new(Mutex::new(MetricStore::new(settings.store_limits)));
         let host = Arc::new(RwLock::new(HostView::default()));
         let mut telemetry = Telemetry::new(clock, store.clone(), host.clone());
-        let engine = Arc::new(Mutex::new(Engine::new(settings.engine.clone(), settings.pools.clone())));
+        let mut engine = Engine::new(settings.engine.clone(), settings.pools.clone());
         let decision_log = Arc::new(Mutex::new(DecisionLog::default()));
         let db = Arc::new(StateDb::open(&crate::configuration::state_dir(&settings.storage_dir))?);
-        load_calendar(&db, &mut lock(&engine), settings.calendar_file.as_deref())?;
-        decisions::load_profiles(&db, &mut lock(&engine));
-        telemetry.register_engine(engine.clone(), decision_log.clone());
+        load_calendar(&db, &mut engine, settings.calendar_file.as_deref())?;
+        decisions::load_profiles(&db, &mut engine);
+        let round_metrics = decisions::RoundMetrics::register(telemetry.registry());
+        let (engine_handle, engine_inbox) = crate::engine::channel(&engine, round_metrics.commands_refused.clone());
+        telemetry.registry().register_collector(Box::new(decisions::EngineCollector {
+            engine: engine_handle.clone(),
+            log: decision_log.clone(),
+        }));
         let actuators = Arc::new(Actuators::start(
             settings.pools.iter().map(|p| p.name.clone()).zip(settings.actuators.iter().cloned()).collect(),
         ));
-        telemetry.register_actuators(&actuators);
+        actuators.register(telemetry.registry());
         let (audit_writer, audit) = match crate::configuration::audit_config(&settings) {
             Some(config) => {
                 let (writer, handle) = AuditWriter::start(config)?;
-                telemetry.register_audit(handle.counters.clone());
+                handle.counters.register(telemetry.registry());
                 (Some(writer), Some(handle))
             }
             None => (None, None),
@@ -269,11 +241,13 @@ impl RunningAgent {
                     &settings.node_id,
                     &settings.region,
                     clock,
-                    Arc::new(crate::fleet::EngineLink { engine: engine.clone() }),
+                    Arc::new(crate::fleet::EngineLink::new(engine_handle.clone())),
                     None,
                 )
                 .await?;
-                telemetry.register_fleet(handle.clone());
+                telemetry
+                    .registry()
+                    .register_collector(Box::new(crate::fleet::FleetCollector { fleet: handle.clone() }));
                 Some((handle, driver))
             }
             None => None,
@@ -315,7 +289,7 @@ impl RunningAgent {
             telemetry,
             api_addr,
             statsd_addr: statsd.as_ref().map(|(_, addr)| *addr),
-            engine,
+            engine: engine_handle,
             decisions: decision_log,
             db,
             audit,
@@ -343,26 +317,30 @@ impl RunningAgent {
         tasks.spawn(sample_host(state.clone(), stop.clone()));
         tasks.spawn(sample_process(state.clone(), stop.clone()));
         tasks.spawn(expire_series(state.clone(), stop.clone()));
-        if !state.settings.pools.is_empty() || plugin_stage.is_some() {
-            let driver = decisions::Driver {
-                clock,
-                store: state.store.clone(),
-                engine: state.engine.clone(),
-                sources: state.settings.demand.clone(),
-                log: state.decisions.clone(),
-                audit: state.audit.clone(),
-                actuators: state.actuators.clone(),
-                db: state.db.clone(),
-                missed_rounds: state.telemetry.decision_rounds_missed.clone(),
-            };
-            let stop = stop.clone();
-            // Rounds (and the plugins they call) run on their own thread, never on the reactor.
-            tasks.spawn(async move {
-                if let Err(e) = tokio::task::spawn_blocking(move || decisions::run(driver, plugin_stage, stop)).await {
-                    tracing::error!(error = %e, "the decision thread failed");
-                }
-            });
-        }
+        // The engine moves to the decision thread, which owns it from now on. It runs even
+        // without pools: the calendar lives in the engine, and the API changes it through
+        // the thread.
+        let driver = decisions::Driver {
+            clock,
+            store: state.store.clone(),
+            engine,
+            inbox: engine_inbox,
+            sources: state.settings.demand.clone(),
+            log: state.decisions.clone(),
+            audit: state.audit.clone(),
+            actuators: state.actuators.clone(),
+            db: state.db.clone(),
+            metrics: round_metrics,
+        };
+        let decision_stop = stop.clone();
+        // Rounds (and the plugins they call) run on their own thread, never on the reactor.
+        tasks.spawn(async move {
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || decisions::run(driver, plugin_stage, decision_stop)).await
+            {
+                tracing::error!(error = %e, "the decision thread failed");
+            }
+        });
         let app = api::router(state.clone());
         let api_stop = stop.clone();
         tasks.spawn(async move {

@@ -3,8 +3,10 @@
 //! `/v1/plugins/reload` and `/v1/mesh/faults` (JSON). Mutating calls need `Authorization: Bearer <api.token>`.
 //! Every error is JSON: `{"error": "..."}`.
 
-use crate::agent::AgentState;
-use crate::telemetry::{CONTENT_TYPE, lock, read};
+use crate::clock::{lock, read};
+use crate::engine::{CommandError, EngineCommand};
+use crate::state::AgentState;
+use crate::telemetry::CONTENT_TYPE;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -37,6 +39,15 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// How long a call waits for the decision engine to take a command, and again to answer it.
+const ENGINE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The answer when the engine could not take a command that the database already holds.
+fn engine_unavailable(e: &CommandError, stored: &str) -> Response {
+    tracing::warn!(error = %e, "{stored}, but the decision engine did not take it; it will at the next start");
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; {stored} and takes effect at the next start at the latest"))
 }
 
 /// A JSON error response.
@@ -92,7 +103,7 @@ async fn decisions(
         );
     }
     if let Some(pool) = &query.pool
-        && lock(&state.engine).pool_index(pool).is_none()
+        && state.engine.view().pool_index(pool).is_none()
     {
         return error(StatusCode::NOT_FOUND, format!("no pool named {pool:?}"));
     }
@@ -101,17 +112,17 @@ async fn decisions(
 }
 
 async fn pools(State(state): State<Arc<AgentState>>) -> Response {
-    let wall = crate::decisions::wall_ms();
-    let engine = lock(&state.engine);
-    let pools: Vec<serde_json::Value> = engine
-        .status()
-        .into_iter()
+    let wall = crate::clock::wall_ms();
+    let view = state.engine.view();
+    let pools: Vec<serde_json::Value> = view
+        .pools
+        .iter()
         .map(|status| {
-            let active = engine.active_weddings(&status.spec.region, wall);
+            let active = view.active_weddings(&status.spec.region, wall);
             json!({ "status": status, "active_weddings": active })
         })
         .collect();
-    Json(json!({ "pools": pools, "engine": engine.settings() })).into_response()
+    Json(json!({ "pools": pools, "engine": *view.settings })).into_response()
 }
 
 /// Checks the bearer token of a mutating call: `None` when allowed, else the refusal.
@@ -138,13 +149,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn list_weddings(State(state): State<Arc<AgentState>>) -> Response {
-    let wall = crate::decisions::wall_ms();
-    let engine = lock(&state.engine);
-    let settings = engine.settings();
-    let weddings: Vec<serde_json::Value> = engine
-        .weddings()
-        .map(|w| json!({ "wedding": w, "active": w.is_active(wall, settings.wedding_lead, settings.wedding_trail) }))
-        .collect();
+    let wall = crate::clock::wall_ms();
+    let view = state.engine.view();
+    let weddings: Vec<serde_json::Value> =
+        view.weddings.iter().map(|w| json!({ "wedding": w, "active": view.is_active(w, wall) })).collect();
     Json(json!({ "weddings": weddings })).into_response()
 }
 
@@ -172,12 +180,19 @@ async fn upsert_wedding(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}")),
     }
-    if let Err(reason) = lock(&state.engine).handle_wedding_upsert(wedding.clone()) {
-        return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}"));
+    let taken = state
+        .engine
+        .ask(|reply| EngineCommand::UpsertWedding { wedding: wedding.clone(), reply }, ENGINE_PATIENCE)
+        .await;
+    match taken {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}")),
+        // Stored: the engine takes it from the database at the next start at the latest.
+        Err(e) => return engine_unavailable(&e, "the wedding is stored"),
     }
     tracing::info!(id = %wedding.id, region = %wedding.region, "wedding stored");
     if let Some(audit) = &state.audit {
-        audit.record(crate::decisions::wall_ms(), "wedding.upsert", json!({ "wedding": wedding }));
+        audit.record(crate::clock::wall_ms(), "wedding.upsert", json!({ "wedding": wedding }));
     }
     (StatusCode::CREATED, Json(json!({ "wedding": wedding }))).into_response()
 }
@@ -193,11 +208,15 @@ async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}")),
     };
-    let in_engine = lock(&state.engine).handle_wedding_remove(&id);
+    let in_engine =
+        match state.engine.ask(|reply| EngineCommand::RemoveWedding { id: id.clone(), reply }, ENGINE_PATIENCE).await {
+            Ok(in_engine) => in_engine,
+            Err(e) => return engine_unavailable(&e, "the wedding is removed from the database"),
+        };
     if removed || in_engine {
         tracing::info!(%id, "wedding removed");
         if let Some(audit) = &state.audit {
-            audit.record(crate::decisions::wall_ms(), "wedding.remove", json!({ "id": id }));
+            audit.record(crate::clock::wall_ms(), "wedding.remove", json!({ "id": id }));
         }
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -30,6 +30,39 @@ pub struct AuditCounters {
     pub durable_seq: Arc<AtomicU64>,
 }
 
+impl AuditCounters {
+    /// Registers the counters in `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register("wedsync_audit_entries", "Audit entries appended", self.appended.clone());
+        registry.register(
+            "wedsync_audit_lost_entries",
+            "Audit entries lost (queue full or append failed)",
+            self.lost.clone(),
+        );
+        registry.register_collector(Box::new(DurableSeq(self.durable_seq.clone())));
+    }
+}
+
+const NO_LABELS: [(&str, &str); 0] = [];
+
+/// `wedsync_audit_durable_seq`, read at scrape time.
+#[derive(Debug)]
+struct DurableSeq(Arc<AtomicU64>);
+
+impl prometheus_client::collector::Collector for DurableSeq {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let seq = self.0.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "wedsync_audit_durable_seq",
+            "Highest audit sequence number known fsynced",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(seq as f64).encode(family.encode_family(&NO_LABELS)?)
+    }
+}
+
 /// A cheap handle that queues audit entries.
 #[derive(Debug, Clone)]
 pub struct AuditHandle {

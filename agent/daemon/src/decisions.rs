@@ -1,19 +1,33 @@
-//! Drives the decision engine: every round it reads each pool's demand from the metric store,
-//! runs the engine, hands decisions to the log actuator, and keeps the recent ones for the API
-//! and `/metrics`.
+//! The decision thread: the one owner of the decision engine.
+//!
+//! It sleeps until the engine's [`Engine::poll_timeout`] (as quinn's driver sleeps until
+//! `quinn-proto`'s), taking [`EngineCommand`]s from the API and the mesh as they come. Each
+//! round it reads every pool's demand from the metric store, runs the engine with the plugins,
+//! hands decisions to the actuators, the audit trail and the decision log, and publishes an
+//! [`crate::engine::EngineView`] for everyone who reads. Rounds run, late and skipped are the
+//! engine's own counts, exported as metrics with each round's duration.
 
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
-use crate::telemetry::{Clock, lock};
+use crate::clock::{Clock, lock, wall_ms};
+use crate::engine::{EngineCommand, EngineHandle, EngineInbox};
+use crate::logging::RateLimiter;
+use crate::telemetry::{counter, gauge};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wedsync_core::config::DemandSource;
 use wedsync_core::engine::decision::{Decision, Direction};
-use wedsync_core::engine::{Demand, Engine};
+use wedsync_core::engine::{Demand, Engine, RoundCounts};
 use wedsync_core::statsd::MetricKind;
 use wedsync_core::store::MetricStore;
 use wedsync_core::{Timestamp, TrafficClass};
@@ -63,11 +77,6 @@ impl DecisionLog {
     pub fn newest(&self, limit: usize, pool: Option<&str>) -> Vec<ServedDecision> {
         self.recent.iter().rev().filter(|d| pool.is_none_or(|p| d.decision.pool == p)).take(limit).cloned().collect()
     }
-}
-
-/// Unix milliseconds now.
-pub fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// Demand counts as missing when no matching series was written for this long: a silent
@@ -126,31 +135,189 @@ pub fn load_profiles(db: &StateDb, engine: &mut Engine) {
     }
 }
 
-/// Writes every pool's weekly profile to the database.
-pub fn save_profiles(db: &StateDb, engine: &Mutex<Engine>) {
-    let profiles: Vec<(String, Vec<u8>)> = {
-        let engine = lock(engine);
-        let names: Vec<String> = engine.pools().map(|p| p.name.clone()).collect();
-        names
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, name)| engine.export_profile(i).and_then(Result::ok).map(|bytes| (name, bytes)))
-            .collect()
-    };
-    if let Err(e) = db.put_profiles(&profiles) {
+/// Each pool's learned weekly profile, encoded for the database.
+fn export_profiles(engine: &Engine) -> Vec<(String, Vec<u8>)> {
+    engine
+        .pools()
+        .enumerate()
+        .filter_map(|(i, pool)| engine.export_profile(i).and_then(Result::ok).map(|bytes| (pool.name.clone(), bytes)))
+        .collect()
+}
+
+/// Writes learned profiles to the database.
+fn save_profiles(db: &StateDb, profiles: &[(String, Vec<u8>)]) {
+    if let Err(e) = db.put_profiles(profiles) {
         tracing::warn!(error = %e, "cannot save learned profiles");
     }
 }
 
-/// What the engine driver reads from and hands decisions to.
+/// The decision thread's own metrics: rounds run, late and skipped (the engine's counts), each
+/// round's duration, and commands refused for a full queue.
+#[derive(Debug, Clone)]
+pub struct RoundMetrics {
+    /// Rounds run.
+    pub run: Counter,
+    /// Rounds that started late (see [`wedsync_core::engine::LATE_FRACTION`]).
+    pub late: Counter,
+    /// Round ticks that passed without a round.
+    pub skipped: Counter,
+    /// Each round's duration: demand, engine, plugins, hand-out.
+    pub seconds: Histogram,
+    /// Commands refused because the engine's queue was full, by command.
+    pub commands_refused: prometheus_client::metrics::family::Family<crate::engine::CommandLabel, Counter>,
+}
+
+impl RoundMetrics {
+    /// The metrics, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> RoundMetrics {
+        let metrics = RoundMetrics {
+            run: Counter::default(),
+            late: Counter::default(),
+            skipped: Counter::default(),
+            // 10 µs to 164 ms.
+            seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 15)),
+            commands_refused: Default::default(),
+        };
+        registry.register("wedsync_decision_rounds", "Decision rounds run", metrics.run.clone());
+        registry.register(
+            "wedsync_decision_rounds_late",
+            "Decision rounds that started a tenth of the round interval or more after their due time",
+            metrics.late.clone(),
+        );
+        registry.register(
+            "wedsync_decision_rounds_skipped",
+            "Decision round ticks that passed without a round (the decision thread woke a whole interval late)",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "wedsync_decision_round_seconds",
+            "Time one decision round took: demand, engine, plugins and hand-out",
+            metrics.seconds.clone(),
+        );
+        registry.register(
+            "wedsync_engine_commands_refused",
+            "Commands to the decision engine refused because its queue was full, by command",
+            metrics.commands_refused.clone(),
+        );
+        metrics
+    }
+
+    /// Brings the counters up to the engine's `counts`, given what they showed `before`;
+    /// returns the difference.
+    fn advance(&self, before: RoundCounts, counts: RoundCounts) -> RoundCounts {
+        let delta = RoundCounts {
+            run: counts.run.saturating_sub(before.run),
+            late: counts.late.saturating_sub(before.late),
+            skipped: counts.skipped.saturating_sub(before.skipped),
+        };
+        self.run.inc_by(delta.run);
+        self.late.inc_by(delta.late);
+        self.skipped.inc_by(delta.skipped);
+        delta
+    }
+}
+
+/// The engine's pools and decisions in `/metrics`, read from the published view and the log.
+#[derive(Debug)]
+pub struct EngineCollector {
+    /// The engine's view.
+    pub engine: EngineHandle,
+    /// The decision log.
+    pub log: Arc<Mutex<DecisionLog>>,
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let view = self.engine.view();
+        let pools = &view.pools;
+        let names: Vec<&str> = pools.iter().map(|p| p.spec.name.as_str()).collect();
+        let per_pool = |f: &dyn Fn(&wedsync_core::engine::PoolStatus) -> f64| {
+            pools.iter().zip(&names).map(|(p, name)| ([("pool", *name)], f(p))).collect::<Vec<_>>()
+        };
+        gauge(&mut encoder, "wedsync_pool_target_units", "Units last asked for", per_pool(&|p| f64::from(p.target)))?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_available_units",
+            "Units believed serving",
+            per_pool(&|p| f64::from(p.available)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_load_rps",
+            "Load estimate of the last round, requests/s",
+            per_pool(&|p| p.load),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_forecast_peak_rps",
+            "Forecast peak demand over the forecast horizon, from the learned weekly profile",
+            names.iter().zip(&view.forecasts).filter_map(|(name, f)| f.map(|f| ([("pool", *name)], f))),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_protected",
+            "1 while a wedding is active in the pool's region",
+            per_pool(&|p| f64::from(u8::from(p.protected))),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_holding_stale",
+            "1 while the pool holds for lack of fresh demand metrics",
+            per_pool(&|p| f64::from(u8::from(p.holding_stale))),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_admission_ratio",
+            "Fraction of each class's demand admitted",
+            pools.iter().zip(&names).flat_map(|(p, name)| {
+                p.admission.iter().map(move |a| ([("pool", *name), ("class", a.class.as_str())], a.admit))
+            }),
+        )?;
+        // A copy under a short lock: encoding happens after it is released.
+        let (counts, latest) = {
+            let log = lock(&self.log);
+            let counts = log.counts.clone();
+            let latest: Vec<(&str, f64)> = names
+                .iter()
+                .filter_map(|name| log.newest(1, Some(name)).first().map(|d| (*name, d.decision.cost_per_hour)))
+                .collect();
+            (counts, latest)
+        };
+        counter(
+            &mut encoder,
+            "wedsync_decisions",
+            "Decisions taken, by pool and direction",
+            counts
+                .iter()
+                .map(|((pool, direction), count)| ([("pool", pool.as_str()), ("direction", *direction)], *count)),
+        )?;
+        gauge(
+            &mut encoder,
+            "wedsync_pool_cost_per_hour",
+            "Estimated cost per hour of the pool's latest decision",
+            latest.into_iter().map(|(name, cost)| ([("pool", name)], cost)),
+        )?;
+        Ok(())
+    }
+}
+
+/// Longest the decision thread sleeps at once, so a stop is noticed within it.
+const MAX_NAP: Duration = Duration::from_millis(100);
+
+/// How often the forecasts in the view are refreshed.
+const FORECAST_PERIOD: Duration = Duration::from_secs(1);
+
+/// The decision thread: the engine and everything a round reads from and hands decisions to.
 #[derive(Debug)]
 pub struct Driver {
     /// The agent's clock.
     pub clock: Clock,
     /// Demand comes from here.
     pub store: Arc<Mutex<MetricStore>>,
-    /// The engine.
-    pub engine: Arc<Mutex<Engine>>,
+    /// The engine, owned by this thread alone.
+    pub engine: Engine,
+    /// Commands in, views out.
+    pub inbox: EngineInbox,
     /// Where each pool's demand comes from.
     pub sources: Vec<DemandSource>,
     /// Recent decisions, for the API.
@@ -161,10 +328,9 @@ pub struct Driver {
     pub actuators: Arc<Actuators>,
     /// Learned profiles are saved here.
     pub db: Arc<StateDb>,
-    /// Counts round ticks skipped because the previous round (or the host) ran late.
-    pub missed_rounds: prometheus_client::metrics::counter::Counter,
+    /// Rounds run, late and skipped; round durations.
+    pub metrics: RoundMetrics,
 }
-
 fn cpu_demand(
     store: &MetricStore,
     now: Timestamp,
@@ -195,93 +361,190 @@ fn cpu_demand(
     Some(demand)
 }
 
-/// Runs engine rounds (and the plugins they call) until `stop`, on the calling thread: the
-/// daemon gives it a thread of its own, never the async reactor. Learned profiles are saved
-/// periodically and at the end. Missed ticks are skipped, not replayed.
+/// The decision thread's loop state besides the [`Driver`].
+struct Loop {
+    driver: Driver,
+    capacity_per_unit: Vec<f64>,
+    counted: RoundCounts,
+    next_forecast: Instant,
+    next_save: Instant,
+    saver: Option<std::thread::JoinHandle<()>>,
+    skips_logged: RateLimiter,
+}
+
+impl Loop {
+    /// Applies one command; answers its sender after the view shows the change.
+    fn apply(&mut self, command: EngineCommand) {
+        let engine = &mut self.driver.engine;
+        match command {
+            EngineCommand::UpsertWedding { wedding, reply } => {
+                let outcome = engine.handle_wedding_upsert(wedding);
+                if outcome.is_ok() {
+                    self.publish(None, true);
+                }
+                let _ = reply.send(outcome);
+            }
+            EngineCommand::RemoveWedding { id, reply } => {
+                let removed = engine.handle_wedding_remove(&id);
+                if removed {
+                    self.publish(None, true);
+                }
+                let _ = reply.send(removed);
+            }
+            EngineCommand::Failover { at, shares } => {
+                for share in shares {
+                    if let Some(index) = engine.pool_index(&share.pool) {
+                        engine.handle_failover(at, index, &share.id, &share.failed_region, share.load);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, forecasts: Option<Vec<Option<f64>>>, calendar_changed: bool) {
+        let view = self.driver.inbox.latest().next(&self.driver.engine, forecasts, calendar_changed);
+        self.driver.inbox.publish(view);
+    }
+
+    /// Sleeps at most `timeout`, or until a command comes (and is applied).
+    fn wait(&mut self, timeout: Duration) {
+        match self.driver.inbox.commands.recv_timeout(timeout) {
+            Ok(command) => self.apply(command),
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every sender gone (only in tests): nothing can wake the thread but time.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+    }
+
+    /// One round: demand in, engine and plugins, decisions out, view published.
+    fn round(&mut self, mut plugins: Option<&mut crate::plugins::PluginStage>) {
+        let started = Instant::now();
+        let d = &mut self.driver;
+        let now = d.clock.at(started);
+        let wall = wall_ms();
+        let demands: Vec<Option<Demand>> = {
+            let store = lock(&d.store);
+            d.sources
+                .iter()
+                .zip(&self.capacity_per_unit)
+                .enumerate()
+                .map(|(i, (source, per_unit))| {
+                    pool_demand(&store, now, source, d.engine.serving_units(i).unwrap_or(0), *per_unit)
+                })
+                .collect()
+        };
+        for (pool, demand) in demands.into_iter().enumerate() {
+            if let Some(demand) = demand {
+                d.engine.handle_demand(now, pool, demand);
+            }
+        }
+        match plugins.as_deref_mut() {
+            Some(stage) => d.engine.handle_timeout_with(now, wall, stage),
+            None => d.engine.handle_timeout(now, wall),
+        }
+        while let Some(decision) = d.engine.poll_decision() {
+            act(&decision);
+            let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
+            // Never blocks: a slow actuator sees only the newest decision for its pool.
+            if let Ok(json) = serde_json::to_vec(&served) {
+                d.actuators.dispatch(&served.decision.pool, &served.decision.id, json);
+            }
+            if let Some(audit) = &d.audit {
+                audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default());
+            }
+            lock(&d.log).push(served);
+        }
+        let counts = d.engine.rounds();
+        let delta = d.metrics.advance(self.counted, counts);
+        self.counted = counts;
+        if delta.skipped > 0 {
+            if let Some(suppressed) = self.skips_logged.admit(started) {
+                tracing::warn!(
+                    skipped = delta.skipped,
+                    total = counts.skipped,
+                    suppressed,
+                    "decision round ticks skipped: the decision thread woke a whole interval late"
+                );
+            }
+            if let Some(stage) = plugins.as_deref_mut() {
+                stage.rounds_missed(delta.skipped);
+            }
+        }
+        let forecasts = (started >= self.next_forecast).then(|| {
+            self.next_forecast = started + FORECAST_PERIOD;
+            let horizon = self.driver.engine.settings().forecast_horizon;
+            (0..self.capacity_per_unit.len()).map(|i| self.driver.engine.forecast_peak(i, wall, horizon)).collect()
+        });
+        self.publish(forecasts, false);
+        if started >= self.next_save {
+            self.next_save = started + PROFILE_SAVE_PERIOD;
+            self.save_in_background();
+        }
+        let took = started.elapsed();
+        self.driver.metrics.seconds.observe(took.as_secs_f64());
+        if let Some(stage) = plugins {
+            stage.round_finished(took, self.driver.engine.settings().round_interval);
+        }
+    }
+
+    /// Saves the learned profiles on a thread of their own: a database commit (and its fsync)
+    /// must not delay a round.
+    fn save_in_background(&mut self) {
+        if self.saver.as_ref().is_some_and(|saver| !saver.is_finished()) {
+            tracing::warn!("the previous profile save is still running; this one is skipped");
+            return;
+        }
+        let profiles = export_profiles(&self.driver.engine);
+        let db = self.driver.db.clone();
+        match std::thread::Builder::new().name("wedsync-profiles".into()).spawn(move || save_profiles(&db, &profiles)) {
+            Ok(saver) => self.saver = Some(saver),
+            Err(e) => tracing::warn!(error = %e, "cannot start the profile saver; profiles are saved at stop"),
+        }
+    }
+}
+
+/// Runs the decision thread until `stop`, on the calling thread (the daemon gives it one of its
+/// own, never the async reactor): sleeps until the engine's next round, taking commands as they
+/// come; reloaded plugins are installed between rounds. Learned profiles are saved every
+/// [`PROFILE_SAVE_PERIOD`] and at the end.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
-    let Driver { clock, store, engine, sources, log, audit, actuators, db, missed_rounds } = driver;
-    let (interval, capacity_per_unit): (Duration, Vec<f64>) = {
-        let engine = lock(&engine);
-        (engine.settings().round_interval, engine.pools().map(|p| p.capacity_per_unit).collect())
+    let capacity_per_unit = driver.engine.pools().map(|p| p.capacity_per_unit).collect();
+    let counted = driver.engine.rounds();
+    let now = Instant::now();
+    let mut state = Loop {
+        driver,
+        capacity_per_unit,
+        counted,
+        next_forecast: now,
+        next_save: now + PROFILE_SAVE_PERIOD,
+        saver: None,
+        skips_logged: RateLimiter::new(1),
     };
-    let mut next_round = std::time::Instant::now();
-    let mut next_save = next_round + PROFILE_SAVE_PERIOD;
     while !stop.is_cancelled() {
         if let Some(stage) = plugins.as_mut() {
             // Between rounds: a reloaded plugin never changes under a round in flight.
             stage.apply_reloads();
         }
-        let started = std::time::Instant::now();
-        if started < next_round {
-            // Short naps so a stop (or a staged reload) is noticed quickly.
-            std::thread::sleep((next_round - started).min(Duration::from_millis(50)));
-            continue;
-        }
-        let missed = missed_ticks(started.saturating_duration_since(next_round), interval);
-        if missed > 0 {
-            missed_rounds.inc_by(missed);
-            tracing::warn!(missed, "decision round ticks skipped: the previous round ran past them");
-            if let Some(stage) = plugins.as_mut() {
-                stage.rounds_missed(missed);
+        if let Some(due) = state.driver.engine.poll_timeout() {
+            let (wake, now) = (state.driver.clock.instant_of(due), Instant::now());
+            if wake > now {
+                state.wait((wake - now).min(MAX_NAP));
+                continue;
             }
         }
-        next_round = (next_round + interval).max(started);
-        if started >= next_save {
-            save_profiles(&db, &engine);
-            next_save = started + PROFILE_SAVE_PERIOD;
+        // Commands already queued go in before the round.
+        while let Ok(command) = state.driver.inbox.commands.try_recv() {
+            state.apply(command);
         }
-        let now = clock.now();
-        let serving: Vec<u32> = {
-            let engine = lock(&engine);
-            (0..sources.len()).map(|i| engine.serving_units(i).unwrap_or(0)).collect()
-        };
-        let demands: Vec<Option<Demand>> = {
-            let store = lock(&store);
-            sources
-                .iter()
-                .zip(serving.iter().zip(&capacity_per_unit))
-                .map(|(source, (serving, per_unit))| pool_demand(&store, now, source, *serving, *per_unit))
-                .collect()
-        };
-        let wall = wall_ms();
-        let decisions: Vec<Decision> = {
-            let mut engine = lock(&engine);
-            for (pool, demand) in demands.into_iter().enumerate() {
-                if let Some(demand) = demand {
-                    engine.handle_demand(now, pool, demand);
-                }
-            }
-            match plugins.as_mut() {
-                Some(stage) => engine.handle_timeout_with(now, wall, stage),
-                None => engine.handle_timeout(now, wall),
-            }
-            std::iter::from_fn(|| engine.poll_decision()).collect()
-        };
-        for decision in decisions {
-            act(&decision);
-            let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
-            // Never blocks: a slow actuator sees only the newest decision for its pool.
-            if let Ok(json) = serde_json::to_vec(&served) {
-                actuators.dispatch(&served.decision.pool, &served.decision.id, json);
-            }
-            if let Some(audit) = &audit {
-                audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default());
-            }
-            lock(&log).push(served);
-        }
-        if let Some(stage) = plugins.as_mut() {
-            stage.round_finished(started.elapsed(), interval);
-        }
+        state.round(plugins.as_mut());
     }
     // What was learned must survive the stop.
-    save_profiles(&db, &engine);
-}
-
-/// Ticks (after the one due `lateness` ago) whose time passed before the round started: they
-/// are skipped, not replayed.
-fn missed_ticks(lateness: Duration, interval: Duration) -> u64 {
-    let interval = interval.as_nanos().max(1);
-    u64::try_from(lateness.as_nanos().saturating_sub(1) / interval).unwrap_or(u64::MAX)
+    if let Some(saver) = state.saver.take()
+        && saver.join().is_err()
+    {
+        tracing::warn!("the profile saver panicked");
+    }
+    save_profiles(&state.driver.db, &export_profiles(&state.driver.engine));
 }
 
 /// The `log` actuator: every decision as one structured log line.
@@ -363,17 +626,6 @@ mod tests {
         let demand = pool_demand(&store, now, &pool, 10, 1.0).unwrap();
         assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(pool_demand(&store, Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
-    }
-
-    #[test]
-    fn ticks_passed_while_late_count_as_missed() {
-        let ms = Duration::from_millis;
-        assert_eq!(missed_ticks(Duration::ZERO, ms(100)), 0);
-        assert_eq!(missed_ticks(ms(99), ms(100)), 0);
-        // The next tick is exactly now: it runs, nothing was missed.
-        assert_eq!(missed_ticks(ms(100), ms(100)), 0);
-        assert_eq!(missed_ticks(ms(101), ms(100)), 1);
-        assert_eq!(missed_ticks(ms(250), ms(100)), 2);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! content keys seen in StatsD, and published to the API (`/v1/fleet`, `/v1/cache/hints`) and
 //! `/metrics`.
 
+use crate::clock::{Clock, lock};
+use crate::engine::{EngineCommand, EngineHandle};
 use crate::logging::RateLimiter;
-use crate::telemetry::{Clock, lock};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
 use wedsync_core::config::{MeshProfile, MeshSettings};
 use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig};
-use wedsync_core::engine::Engine;
 use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{
     FailoverProposal, FailoverShare, FleetView, MemberCounts, MemberHealth, Mesh, MeshEvent, MeshStats, NodeIdentity,
@@ -159,29 +159,40 @@ pub trait NodeLink: Send + Sync + std::fmt::Debug {
     fn event(&self, _now: Timestamp, _event: &MeshEvent) {}
 }
 
-/// The daemon's link: the state is the engine's; failover shares go to the engine's pools.
+/// The daemon's link: the state is the engine's latest view; failover shares go to the
+/// decision thread as a command (the mesh task never touches the engine).
 #[derive(Debug)]
 pub struct EngineLink {
     /// The agent's engine.
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: EngineHandle,
+    /// Logs of refused hand-overs, at most one a second.
+    pub refusals_logged: Mutex<RateLimiter>,
+}
+
+impl EngineLink {
+    /// A link to `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        EngineLink { engine, refusals_logged: Mutex::new(RateLimiter::new(1)) }
+    }
 }
 
 impl NodeLink for EngineLink {
     fn state(&self, region: &str) -> Option<NodeState> {
-        let engine = lock(&self.engine);
-        Some(wedsync_mesh::node_state(&engine, crate::decisions::wall_ms(), region))
+        let view = self.engine.view();
+        Some(wedsync_mesh::node_state(&view.pools, view.active_weddings(region, crate::clock::wall_ms())))
     }
 
-    /// Hands this node's share of a failed region's load to the engine, per pool name.
+    /// Hands this node's share of a failed region's load to the engine. The mesh recomputes the
+    /// shares every state period, so one that cannot be queued is counted, logged and sent
+    /// again then.
     fn failover(&self, now: Timestamp, shares: Vec<FailoverShare>) {
         if shares.is_empty() {
             return;
         }
-        let mut engine = lock(&self.engine);
-        for share in shares {
-            if let Some(index) = engine.pool_index(&share.pool) {
-                engine.handle_failover(now, index, &share.id, &share.failed_region, share.load);
-            }
+        if let Err(e) = self.engine.try_send(EngineCommand::Failover { at: now, shares })
+            && let Some(suppressed) = lock(&self.refusals_logged).admit(Instant::now())
+        {
+            tracing::warn!(error = %e, suppressed, "failover shares not handed to the engine; the next state period sends them again");
         }
     }
 }
@@ -217,7 +228,7 @@ pub struct FleetDriver {
 }
 
 fn unix_ms() -> u64 {
-    u64::try_from(crate::decisions::wall_ms()).unwrap_or(0)
+    u64::try_from(crate::clock::wall_ms()).unwrap_or(0)
 }
 
 /// Loads (or makes) the certificate, binds the QUIC endpoint and builds the mesh. Nothing
@@ -549,7 +560,8 @@ pub struct FleetCollector {
 
 impl prometheus_client::collector::Collector for FleetCollector {
     fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use crate::telemetry::{counter, gauge, read};
+        use crate::clock::read;
+        use crate::telemetry::{counter, gauge};
         let snapshot = read(&self.fleet.snapshot).clone();
         let t = self.fleet.transport.stats();
         let c = &snapshot.counts;

@@ -4,8 +4,9 @@
 //! bad lines are counted by reason and logged at a limited rate. Nothing a client sends can
 //! panic the agent or cost it a line it already accepted.
 
+use crate::clock::{Clock, lock};
 use crate::logging::RateLimiter;
-use crate::telemetry::{Clock, IngestCounters, ReasonLabel, lock};
+use crate::telemetry::{IngestCounters, ReasonLabel};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
@@ -108,7 +109,7 @@ pub fn ingest_datagram(
     content: Option<&Mutex<IntervalSketch>>,
 ) -> DatagramOutcome {
     let now = clock.now();
-    let wall_ms = content.map(|_| u64::try_from(crate::decisions::wall_ms()).unwrap_or(0)).unwrap_or(0);
+    let wall_ms = content.map(|_| u64::try_from(crate::clock::wall_ms()).unwrap_or(0)).unwrap_or(0);
     let mut outcome = DatagramOutcome::default();
     let mut store = lock(store);
     parse_datagram(datagram, |result| match result {

@@ -1,9 +1,21 @@
 //! The `wedsync-agent` daemon: it loads the layered configuration, samples the host, ingests
-//! StatsD over UDP into the core metric store, drives the decision engine, and serves the local
-//! HTTP API.
+//! StatsD, runs the decision engine with its WASM plugins, hands decisions to actuators and the
+//! audit trail, gossips with its fleet over QUIC, and serves the local HTTP API.
 //!
-//! The binary (`main.rs`) is a thin CLI over [`agent::run`]. Everything here does I/O; the
-//! logic it drives lives in `wedsync-core`, which does none.
+//! How data flows (one owner per state machine, channels and snapshots between owners):
+//! * [`ingest`] (StatsD) and the host and process samplers ([`agent`]) write the metric store.
+//! * [`decisions`] is the decision thread, the engine's one owner: each round it reads demand
+//!   from the store, runs the engine with the [`plugins`], hands decisions to the
+//!   [`actuators`], the [`audit`] trail and the decision log, and publishes an
+//!   [`engine::EngineView`].
+//! * [`fleet`] is the mesh task, the mesh's one owner: it gossips this node's state (read from
+//!   the engine's view) and hands failover shares to the engine as [`engine::EngineCommand`]s.
+//! * [`api`] reads the snapshots and sends commands; [`telemetry`] renders `/metrics` from the
+//!   collectors each part registers.
+//! * [`clock`] and [`logging`] are leaves every part uses.
+//!
+//! The binary (`main.rs`) is a thin CLI over [`agent::RunningAgent`]. Everything here does
+//! I/O; the logic it drives lives in `wedsync-core` and `wedsync-mesh`, which do none.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,8 +24,10 @@ pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod calendar;
+pub mod clock;
 pub mod configuration;
 pub mod decisions;
+pub mod engine;
 pub mod fleet;
 pub mod fleet_sim;
 pub mod host;
@@ -23,4 +37,5 @@ pub mod plugins;
 pub mod process;
 pub mod quic_fleet;
 pub mod sim;
+pub mod state;
 pub mod telemetry;

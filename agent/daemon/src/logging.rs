@@ -35,11 +35,12 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), LoggingError> {
     .map_err(|_| LoggingError::AlreadySet)
 }
 
-/// Lets through at most `per_second` events per one-second window and counts the rest,
-/// so a flood of bad input cannot flood the log.
+/// Lets through at most `per_window` events per window (a second unless told otherwise) and
+/// counts the rest, so a flood of bad input cannot flood the log. The daemon's one log limiter.
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_second: u32,
+    per_window: u32,
+    window: std::time::Duration,
     window_start: Option<std::time::Instant>,
     in_window: u32,
     suppressed: u64,
@@ -48,18 +49,23 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter letting `per_second` events through each second.
     pub fn new(per_second: u32) -> Self {
-        RateLimiter { per_second, window_start: None, in_window: 0, suppressed: 0 }
+        Self::per_window(per_second, std::time::Duration::from_secs(1))
+    }
+
+    /// A limiter letting `per_window` events through each `window`.
+    pub fn per_window(per_window: u32, window: std::time::Duration) -> Self {
+        RateLimiter { per_window, window, window_start: None, in_window: 0, suppressed: 0 }
     }
 
     /// Whether to log an event at `now`. When a new window opens, returns how many events
     /// were suppressed in the windows since the last one logged, so the caller can say so.
     pub fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
-        let new_window = self.window_start.is_none_or(|start| now.saturating_duration_since(start).as_secs() >= 1);
+        let new_window = self.window_start.is_none_or(|start| now.saturating_duration_since(start) >= self.window);
         if new_window {
             self.window_start = Some(now);
             self.in_window = 0;
         }
-        if self.in_window < self.per_second {
+        if self.in_window < self.per_window {
             self.in_window += 1;
             Some(std::mem::take(&mut self.suppressed))
         } else {

@@ -5,7 +5,11 @@
 //! Everything here runs on the decision thread, never on the async reactor; the plugin
 //! directory is watched, verified and compiled on a thread of its own ([`reload`]).
 
+mod files;
 pub mod reload;
+
+pub use files::LoadFailure;
+use files::{call_order, config_name, read_dir};
 
 use crate::fleet::FleetHandle;
 use crate::telemetry::HostView;
@@ -69,15 +73,6 @@ pub struct PluginReport {
     pub p99_us: Option<f64>,
     /// Times it was quarantined.
     pub quarantines: u32,
-}
-
-/// A plugin that could not be loaded.
-#[derive(Debug, Clone, Serialize)]
-pub struct LoadFailure {
-    /// Where it came from.
-    pub origin: String,
-    /// Why it was refused.
-    pub error: String,
 }
 
 /// What `/v1/plugins` serves.
@@ -291,53 +286,6 @@ fn report(status: &PluginStatus) -> PluginReport {
     }
 }
 
-/// A plugin's config section is named after its file (`min_units.wasm` reads
-/// `[plugins.config.min-units]`) or, when bundled, its name.
-fn config_name(origin: &str) -> String {
-    origin.rsplit(['/', ':']).next().unwrap_or("").trim_end_matches(".wasm").replace('_', "-")
-}
-
-/// The call order: the configured names first, then the others, bundled ones in their
-/// configured order ahead of the directory's, by name.
-fn call_order(configured: &[String], bundled: &[String], names: Vec<String>) -> Vec<String> {
-    let mut order: Vec<String> = configured.to_vec();
-    let mut rest: Vec<String> = names.into_iter().filter(|n| !order.contains(n)).collect();
-    rest.sort_by_key(|name| (bundled.iter().position(|b| b == name).unwrap_or(usize::MAX), name.clone()));
-    order.append(&mut rest);
-    order
-}
-
-/// Reads `dir`'s plugin components (`*.wasm`, each with an optional `*.wasm.sig`), by name.
-fn read_dir(dir: &Path) -> (Vec<(PathBuf, PluginSource)>, Vec<LoadFailure>) {
-    let mut sources = Vec::new();
-    let mut failures = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            failures.push(LoadFailure { origin: dir.display().to_string(), error: format!("cannot read: {e}") });
-            return (sources, failures);
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let origin = path.display().to_string();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mut sig = path.clone().into_os_string();
-                sig.push(".sig");
-                let signature = std::fs::read(PathBuf::from(sig)).ok();
-                sources.push((path, PluginSource { bytes, signature, origin }));
-            }
-            Err(e) => failures.push(LoadFailure { origin, error: format!("cannot read: {e}") }),
-        }
-    }
-    (sources, failures)
-}
-
 impl PluginStage {
     /// Loads the configured plugins. A plugin that fails to load is logged and listed in
     /// `/v1/plugins` as refused; the agent runs on without it.
@@ -457,7 +405,7 @@ impl PluginStage {
 
     fn record(&self, kind: &'static str, payload: serde_json::Value) {
         if let Some(audit) = &self.audit {
-            audit.record(crate::decisions::wall_ms(), kind, payload);
+            audit.record(crate::clock::wall_ms(), kind, payload);
         }
     }
 
@@ -701,5 +649,151 @@ impl RoundPolicy for PluginStage {
             .collect();
         self.hints = hints;
         verdicts
+    }
+}
+
+/// Hot reload: what the loader thread staged, installed between rounds.
+impl PluginStage {
+    /// Starts the `wedsync-plugin-loader` thread for `plugins.dir` (if set): it watches the
+    /// directory every `plugins.watch_interval` and serves [`reload::ReloadHandle`] requests.
+    pub fn start_loader(&mut self, plugins: &PluginSettings) -> std::io::Result<()> {
+        let Some(dir) = &plugins.dir else { return Ok(()) };
+        let loader = self.host.loader();
+        self.reload.start_loader(loader, PathBuf::from(dir), plugins.watch_interval, plugins.config.clone())
+    }
+
+    /// Asks for reloads (`POST /v1/plugins/reload`); `None` without a plugin directory.
+    pub fn reload_handle(&self) -> Option<reload::ReloadHandle> {
+        self.reload.reload_handle()
+    }
+
+    /// Applies what the loader staged. The decision loop calls it between rounds, so a round
+    /// always runs on one set of plugins from start to end.
+    pub fn apply_reloads(&mut self) {
+        loop {
+            let pass = match &self.reload.loader {
+                Some(loader) => match loader.passes.try_recv() {
+                    Ok(pass) => pass,
+                    Err(_) => return,
+                },
+                None => return,
+            };
+            self.apply(pass);
+        }
+    }
+
+    fn apply(&mut self, pass: reload::Pass) {
+        let reload::Pass { files, reply, listed } = pass;
+        if let Some(dir) = listed {
+            self.refused.retain(|r| r.origin != dir);
+        }
+        let mut outcomes = Vec::with_capacity(files.len());
+        let mut changed = false;
+        for staged in files {
+            match staged {
+                reload::Staged::Prepared { path, key, prepared } => {
+                    let origin = prepared.origin().to_owned();
+                    match self.host.install(*prepared, &self.reload.setup) {
+                        Ok(installed) => {
+                            changed = true;
+                            self.reload
+                                .applied
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(path.clone(), key);
+                            self.refused.retain(|r| r.origin != origin);
+                            let before = self.reload.from_dir.insert(path, installed.name.clone());
+                            let replaced = installed
+                                .replaced
+                                .clone()
+                                .map(|(version, sha256)| reload::Replaced { version, sha256 });
+                            let kind = if replaced.is_some() { "plugin.reloaded" } else { "plugin.loaded" };
+                            tracing::info!(
+                                plugin = %installed.name,
+                                version = %installed.version,
+                                sha256 = %installed.sha256,
+                                origin = %origin,
+                                replaced = ?installed.replaced,
+                                "plugin loaded by a reload"
+                            );
+                            self.record(
+                                kind,
+                                serde_json::json!({
+                                    "plugin": installed.name,
+                                    "version": installed.version,
+                                    "sha256": installed.sha256,
+                                    "origin": origin,
+                                    "replaced": replaced,
+                                }),
+                            );
+                            // The file now holds another plugin: the one it held goes.
+                            if let Some(old) = before.filter(|old| *old != installed.name) {
+                                self.remove_unless_provided(&old, &origin);
+                            }
+                            outcomes.push(reload::FileOutcome {
+                                plugin: Some(installed.name),
+                                version: Some(installed.version),
+                                sha256: Some(installed.sha256),
+                                outcome: if replaced.is_some() { "replaced" } else { "loaded" },
+                                replaced,
+                                ..reload::FileOutcome::new(origin, "loaded")
+                            });
+                        }
+                        Err(e) => outcomes.push(self.refuse(origin, e.to_string())),
+                    }
+                }
+                reload::Staged::Refused { origin, error } => outcomes.push(self.refuse(origin, error)),
+                reload::Staged::Unchanged { origin } => outcomes.push(reload::FileOutcome::new(origin, "unchanged")),
+                reload::Staged::Removed { path } => {
+                    let origin = path.display().to_string();
+                    self.reload.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&path);
+                    self.refused.retain(|r| r.origin != origin);
+                    let mut outcome = reload::FileOutcome::new(origin.clone(), "removed");
+                    if let Some(name) = self.reload.from_dir.remove(&path) {
+                        changed = true;
+                        self.remove_unless_provided(&name, &origin);
+                        outcome.plugin = Some(name);
+                    }
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        if changed {
+            let order = call_order(&self.reload.order, &self.reload.bundled, self.host.names());
+            self.host.set_order(&order);
+        }
+        let report = reload::ReloadReport {
+            at_unix_ms: crate::clock::wall_ms(),
+            trigger: if reply.is_some() { "request" } else { "watch" },
+            files: outcomes,
+        };
+        self.reload.count += 1;
+        self.reload.last = Some(report.clone());
+        self.publish();
+        if let Some(reply) = reply {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = reply.send(report);
+        }
+    }
+
+    /// Removes plugin `name` (its file `origin` is gone or holds another plugin), unless
+    /// another directory file still provides it.
+    fn remove_unless_provided(&mut self, name: &str, origin: &str) {
+        if self.reload.from_dir.values().any(|n| n == name) {
+            return;
+        }
+        if self.host.remove(name) {
+            tracing::info!(plugin = %name, origin = %origin, "plugin removed");
+            self.record("plugin.removed", serde_json::json!({ "plugin": name, "origin": origin }));
+        }
+    }
+
+    /// Records a refusal (the version loaded before, if any, stays).
+    fn refuse(&mut self, origin: String, error: String) -> reload::FileOutcome {
+        tracing::error!(origin = %origin, error = %error, "plugin refused; the loaded version (if any) stays");
+        self.record("plugin.refused", serde_json::json!({ "origin": origin, "error": error }));
+        self.refused.retain(|r| r.origin != origin);
+        self.refused.push(LoadFailure { origin: origin.clone(), error: error.clone() });
+        reload::FileOutcome { error: Some(error), ..reload::FileOutcome::new(origin, "refused") }
     }
 }

@@ -9,8 +9,8 @@
 //! the mesh task and the mesh's failover shares back, as [`crate::fleet::EngineLink`] does in the
 //! daemon.
 
+use crate::clock::{Clock, lock};
 use crate::fleet::{FleetDriver, FleetError, FleetHandle, FleetSnapshot, NodeLink};
-use crate::telemetry::{Clock, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,7 +343,7 @@ impl FleetMesh for QuicFleet {
     }
 
     fn converged(&self) -> bool {
-        let snapshots: Vec<_> = self.running().map(|(_, h)| crate::telemetry::read(&h.snapshot).clone()).collect();
+        let snapshots: Vec<_> = self.running().map(|(_, h)| crate::clock::read(&h.snapshot).clone()).collect();
         let running: std::collections::BTreeSet<(String, u64)> =
             snapshots.iter().map(|s| (s.node.clone(), s.incarnation)).collect();
         snapshots.iter().all(|s| {
@@ -430,7 +430,7 @@ async fn watch_lateness(worst_ns: Arc<AtomicU64>) {
 }
 
 fn coordinators_of(handle: &FleetHandle) -> Vec<(String, String)> {
-    let snapshot = crate::telemetry::read(&handle.snapshot);
+    let snapshot = crate::clock::read(&handle.snapshot);
     snapshot.view.regions.iter().map(|(region, view)| (region.clone(), view.coordinator.clone())).collect()
 }
 
@@ -498,12 +498,12 @@ mod tests {
         // Every node's state reached eu-1 (gossip of states starts once the mesh settled).
         let states_known = |f: &mut QuicFleet| {
             let handle = f.nodes[0].running.clone().unwrap();
-            let snapshot = crate::telemetry::read(&handle.snapshot);
+            let snapshot = crate::clock::read(&handle.snapshot);
             snapshot.members.len() == 3 && snapshot.members.iter().all(|m| m.state.is_some())
         };
         assert!(until(&mut fleet, 60, states_known).is_some(), "states never spread");
         let watched = fleet.handle(2).unwrap();
-        let first_incarnation = crate::telemetry::read(&watched.snapshot).incarnation;
+        let first_incarnation = crate::clock::read(&watched.snapshot).incarnation;
         let since = fleet.now();
         fleet.kill(2);
         let mut shares = Vec::new();
@@ -524,7 +524,7 @@ mod tests {
         fleet.restart(2, 0);
         assert!(until(&mut fleet, 30, |f| f.converged()).is_some(), "the restarted node was not taken back");
         // The first incarnation's handle (what its plugin stage holds) shows the new one.
-        let now_seen = crate::telemetry::read(&watched.snapshot).clone();
+        let now_seen = crate::clock::read(&watched.snapshot).clone();
         assert!(now_seen.incarnation > first_incarnation && now_seen.members.len() == 3, "{now_seen:?}");
         assert!(fleet.bytes_sent(2) > 0 && fleet.bytes_sent(0) > fleet.bytes_sent(2));
         fleet.finish();

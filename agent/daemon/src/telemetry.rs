@@ -5,7 +5,7 @@
 //! process sample, and the application aggregates read from the metric store at scrape time
 //! (no second copy of the data is kept).
 
-use crate::decisions::DecisionLog;
+use crate::clock::{Clock, lock, read};
 use crate::host::HostSample;
 use crate::process::ProcessSample;
 use prometheus_client::collector::Collector;
@@ -17,83 +17,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use wedsync_core::Timestamp;
-use wedsync_core::engine::Engine;
 use wedsync_core::statsd::{MetricKind, ParseErrorKind};
 use wedsync_core::store::MetricStore;
 
 /// The HTTP content type of [`Telemetry::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Monotonic time since the agent started, as the core's [`Timestamp`]. The agent's runs at the
-/// wall clock's pace; the fleet simulator's runs `speed` times faster.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin: Instant,
-    speed: f64,
-}
-
-impl Clock {
-    /// A clock whose origin is now.
-    pub fn start() -> Self {
-        Clock { origin: Instant::now(), speed: 1.0 }
-    }
-
-    /// A clock whose origin is now and that runs `speed` times faster than the wall clock (a
-    /// speed that is not a positive number is taken as 1).
-    pub fn with_speed(speed: f64) -> Self {
-        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
-        Clock { origin: Instant::now(), speed }
-    }
-
-    /// How many times faster than the wall clock this clock runs.
-    pub fn speed(&self) -> f64 {
-        self.speed
-    }
-
-    /// Now.
-    pub fn now(&self) -> Timestamp {
-        self.at(Instant::now())
-    }
-
-    /// The timestamp of `instant`.
-    pub fn at(&self, instant: Instant) -> Timestamp {
-        let elapsed = instant.saturating_duration_since(self.origin);
-        let elapsed = if self.speed == 1.0 {
-            elapsed
-        } else {
-            Duration::try_from_secs_f64(elapsed.as_secs_f64() * self.speed).unwrap_or(Duration::MAX)
-        };
-        Timestamp::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    /// How long `d` of this clock's time lasts on the wall clock (at least a millisecond, so a
-    /// period made from it is never zero).
-    pub fn wall(&self, d: Duration) -> Duration {
-        self.unscaled(d).max(Duration::from_millis(1))
-    }
-
-    /// The wall-clock instant at which this clock reads `at`.
-    pub fn instant_of(&self, at: Timestamp) -> Instant {
-        let since = self.unscaled(Duration::from_nanos(at.as_nanos()));
-        self.origin.checked_add(since).unwrap_or(self.origin)
-    }
-
-    fn unscaled(&self, d: Duration) -> Duration {
-        if self.speed == 1.0 {
-            d
-        } else {
-            Duration::try_from_secs_f64(d.as_secs_f64() / self.speed).unwrap_or(Duration::MAX)
-        }
-    }
-
-    /// Time since the origin.
-    pub fn uptime(&self) -> Duration {
-        self.origin.elapsed()
-    }
-}
 
 /// Label set with one `reason` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,18 +86,6 @@ pub struct Telemetry {
     pub host_collect_seconds: Histogram,
     /// Host samples that failed.
     pub host_collect_errors: Counter,
-    /// Decision round ticks skipped because a round ran past them.
-    pub decision_rounds_missed: Counter,
-}
-
-/// Locks a mutex, recovering from poisoning: a panic elsewhere must not stop metrics.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Reads an `RwLock`, recovering from poisoning.
-pub fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Telemetry {
@@ -221,42 +140,17 @@ impl Telemetry {
         );
         let host_collect_errors = Counter::default();
         registry.register("wedsync_host_collect_errors", "Host samples that failed", host_collect_errors.clone());
-        let decision_rounds_missed = Counter::default();
-        registry.register(
-            "wedsync_decision_rounds_missed",
-            "Decision round ticks skipped because the previous round ran past them",
-            decision_rounds_missed.clone(),
-        );
         registry.register_collector(Box::new(AgentCollector { clock, store: store.clone() }));
         registry.register_collector(Box::new(HostCollector { host }));
         registry.register_collector(Box::new(AppCollector { clock, store }));
-        Telemetry { registry, ingest, host_collect_seconds, host_collect_errors, decision_rounds_missed }
+        Telemetry { registry, ingest, host_collect_seconds, host_collect_errors }
     }
 
-    /// Adds the engine's pools and decisions to the exposition.
-    pub fn register_engine(&mut self, engine: Arc<Mutex<Engine>>, log: Arc<Mutex<DecisionLog>>) {
-        self.registry.register_collector(Box::new(EngineCollector { engine, log }));
-    }
-
-    /// Adds the actuators' counters to the exposition.
-    pub fn register_actuators(&mut self, actuators: &crate::actuators::Actuators) {
-        actuators.register(&mut self.registry);
-    }
-
-    /// Adds the fleet mesh's members, traffic and refusals to the exposition.
-    pub fn register_fleet(&mut self, fleet: Arc<crate::fleet::FleetHandle>) {
-        self.registry.register_collector(Box::new(crate::fleet::FleetCollector { fleet }));
-    }
-
-    /// Adds the audit trail's counters to the exposition.
-    pub fn register_audit(&mut self, counters: crate::audit::AuditCounters) {
-        self.registry.register("wedsync_audit_entries", "Audit entries appended", counters.appended.clone());
-        self.registry.register(
-            "wedsync_audit_lost_entries",
-            "Audit entries lost (queue full or append failed)",
-            counters.lost.clone(),
-        );
-        self.registry.register_collector(Box::new(AuditCollector { durable_seq: counters.durable_seq }));
+    /// The registry, where each part of the agent registers its own metrics and collectors
+    /// (the decision thread, the actuators, the mesh, the audit trail): telemetry knows none
+    /// of them.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Renders every metric in the OpenMetrics text format.
@@ -474,108 +368,6 @@ impl Collector for HostCollector {
     }
 }
 
-#[derive(Debug)]
-struct AuditCollector {
-    durable_seq: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Collector for AuditCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let none: [(&str, &str); 0] = [];
-        let seq = self.durable_seq.load(std::sync::atomic::Ordering::Relaxed);
-        gauge(
-            &mut encoder,
-            "wedsync_audit_durable_seq",
-            "Highest audit sequence number known fsynced",
-            [(none, seq as f64)],
-        )
-    }
-}
-
-#[derive(Debug)]
-struct EngineCollector {
-    engine: Arc<Mutex<Engine>>,
-    log: Arc<Mutex<DecisionLog>>,
-}
-
-impl Collector for EngineCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let (pools, forecasts) = {
-            let engine = lock(&self.engine);
-            let wall = crate::decisions::wall_ms();
-            let horizon = engine.settings().forecast_horizon;
-            let forecasts: Vec<Option<f64>> =
-                (0..engine.pools().count()).map(|i| engine.forecast_peak(i, wall, horizon)).collect();
-            (engine.status(), forecasts)
-        };
-        let names: Vec<&str> = pools.iter().map(|p| p.spec.name.as_str()).collect();
-        let per_pool = |f: &dyn Fn(&wedsync_core::engine::PoolStatus) -> f64| {
-            pools.iter().zip(&names).map(|(p, name)| ([("pool", *name)], f(p))).collect::<Vec<_>>()
-        };
-        gauge(&mut encoder, "wedsync_pool_target_units", "Units last asked for", per_pool(&|p| f64::from(p.target)))?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_available_units",
-            "Units believed serving",
-            per_pool(&|p| f64::from(p.available)),
-        )?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_load_rps",
-            "Load estimate of the last round, requests/s",
-            per_pool(&|p| p.load),
-        )?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_forecast_peak_rps",
-            "Forecast peak demand over the forecast horizon, from the learned weekly profile",
-            names.iter().zip(&forecasts).filter_map(|(name, f)| f.map(|f| ([("pool", *name)], f))),
-        )?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_protected",
-            "1 while a wedding is active in the pool's region",
-            per_pool(&|p| f64::from(u8::from(p.protected))),
-        )?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_holding_stale",
-            "1 while the pool holds for lack of fresh demand metrics",
-            per_pool(&|p| f64::from(u8::from(p.holding_stale))),
-        )?;
-        gauge(
-            &mut encoder,
-            "wedsync_pool_admission_ratio",
-            "Fraction of each class's demand admitted",
-            pools.iter().zip(&names).flat_map(|(p, name)| {
-                p.admission.iter().map(move |a| ([("pool", *name), ("class", a.class.as_str())], a.admit))
-            }),
-        )?;
-        let log = lock(&self.log);
-        let mut decisions = encoder.encode_descriptor(
-            "wedsync_decisions",
-            "Decisions taken, by pool and direction",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for ((pool, direction), count) in &log.counts {
-            ConstCounter::new(*count)
-                .encode(decisions.encode_family(&[("pool", pool.as_str()), ("direction", *direction)])?)?;
-        }
-        let latest: Vec<(&str, f64)> = names
-            .iter()
-            .filter_map(|name| log.newest(1, Some(name)).first().map(|d| (*name, d.decision.cost_per_hour)))
-            .collect();
-        gauge(
-            &mut encoder,
-            "wedsync_pool_cost_per_hour",
-            "Estimated cost per hour of the pool's latest decision",
-            latest.into_iter().map(|(name, cost)| ([("pool", name)], cost)),
-        )?;
-        Ok(())
-    }
-}
-
 /// Labels that the exposition itself uses; a tag with one of these keys is renamed `tag_<key>`.
 const RESERVED_LABELS: [&str; 6] = ["metric", "kind", "quantile", "window", "job", "instance"];
 
@@ -694,23 +486,6 @@ impl Collector for AppCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_fast_clock_runs_its_speed_times_the_wall_and_maps_back_to_instants() {
-        let clock = Clock::with_speed(50.0);
-        let later = clock.origin + Duration::from_millis(100);
-        assert_eq!(clock.at(later), Timestamp::from_nanos(5_000_000_000));
-        assert_eq!(clock.instant_of(Timestamp::from_nanos(5_000_000_000)), later);
-        assert_eq!(clock.wall(Duration::from_secs(1)), Duration::from_millis(20));
-        // A period never comes out zero, however fast the clock.
-        assert_eq!(clock.wall(Duration::from_micros(10)), Duration::from_millis(1));
-        let real = Clock::start();
-        assert_eq!(real.wall(Duration::from_secs(3)), Duration::from_secs(3));
-        assert_eq!(real.at(real.origin + Duration::from_nanos(1)), Timestamp::from_nanos(1));
-        for nonsense in [0.0, -2.0, f64::NAN, f64::INFINITY] {
-            assert_eq!(Clock::with_speed(nonsense).speed(), 1.0, "{nonsense}");
-        }
-    }
 
     #[test]
     fn tag_keys_become_valid_labels() {

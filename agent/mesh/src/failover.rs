@@ -11,7 +11,9 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 use wedsync_core::Timestamp;
 use wedsync_core::TrafficClass;
+#[cfg(doc)]
 use wedsync_core::engine::Engine;
+use wedsync_core::engine::PoolStatus;
 
 /// A proposed failover of a dead region's traffic.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -95,14 +97,15 @@ pub fn failover_shares(mesh: &Mesh) -> Vec<FailoverShare> {
 /// Most pools described in one node state (the rest are summed into the node totals only).
 pub const MAX_POOLS_IN_STATE: usize = 16;
 
-/// The state a node running `engine` gossips: its pools' capacity, load and per-class demand,
-/// its health (no pool holding on stale metrics) and the weddings active in `region` at
-/// `wall_ms`. Node id, region and version are filled in by the mesh.
-pub fn node_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
-    let status = engine.status();
+/// The state a node gossips, from its engine's [`Engine::status`] (or the snapshot of it the
+/// daemon's decision thread publishes): its pools' capacity, load and per-class demand, its
+/// health (no pool holding on stale metrics) and `active_weddings`, the weddings active in its
+/// region now ([`Engine::active_weddings`]). Node id, region and version are filled in by the
+/// mesh.
+pub fn node_state(status: &[PoolStatus], active_weddings: usize) -> NodeState {
     let mut pools = Vec::with_capacity(status.len().min(MAX_POOLS_IN_STATE));
     let (mut capacity, mut load, mut healthy) = (0.0, 0.0, true);
-    for pool in &status {
+    for pool in status {
         let pool_capacity = f64::from(pool.available) * pool.spec.capacity_per_unit;
         capacity += pool_capacity;
         load += pool.load.max(0.0);
@@ -127,7 +130,7 @@ pub fn node_state(engine: &Engine, wall_ms: i64, region: &str) -> NodeState {
         capacity,
         load,
         healthy,
-        active_weddings: u32::try_from(engine.active_weddings(region, wall_ms)).unwrap_or(u32::MAX),
+        active_weddings: u32::try_from(active_weddings).unwrap_or(u32::MAX),
         pools,
     }
 }

@@ -456,7 +456,8 @@ pub fn run_on(
             }
             node.hpa_model.round(t, round_s, demand, protected);
             if mesh_due {
-                mesh.offer_state(i, wedsync_mesh::node_state(&node.engine, wall, &node.spec.region));
+                let active = node.engine.active_weddings(&node.spec.region, wall);
+                mesh.offer_state(i, wedsync_mesh::node_state(&node.engine.status(), active));
             }
         }
         if mesh_due {

@@ -257,6 +257,24 @@ pub struct FailoverLoad {
 /// (the region recovered, or another region took it).
 pub const FAILOVER_TTL: Duration = Duration::from_secs(10);
 
+/// How the engine's rounds kept to their schedule (see [`Engine::rounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RoundCounts {
+    /// Rounds run.
+    pub run: u64,
+    /// Rounds that ran, but started at least [`LATE_FRACTION`] of the round interval after
+    /// their due time.
+    pub late: u64,
+    /// Round ticks that passed without a round: the driver woke a whole interval (or more)
+    /// after a due time. The round runs once, on the freshest inputs; missed ticks are not
+    /// replayed.
+    pub skipped: u64,
+}
+
+/// A round that starts this fraction of the round interval (or more) after its due time
+/// counts as late (10 ms at the default 10 Hz).
+pub const LATE_FRACTION: f64 = 0.1;
+
 /// The engine. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -264,6 +282,7 @@ pub struct Engine {
     pools: Vec<PoolRuntime>,
     weddings: BTreeMap<String, Wedding>,
     next_round: Option<Timestamp>,
+    rounds: RoundCounts,
     out: VecDeque<Decision>,
 }
 
@@ -304,7 +323,14 @@ impl Engine {
                 spec: Arc::new(spec),
             })
             .collect();
-        Engine { settings, pools, weddings: BTreeMap::new(), next_round: None, out: VecDeque::new() }
+        Engine {
+            settings,
+            pools,
+            weddings: BTreeMap::new(),
+            next_round: None,
+            rounds: RoundCounts::default(),
+            out: VecDeque::new(),
+        }
     }
 
     /// The settings in force.
@@ -425,9 +451,15 @@ impl Engine {
         self.weddings.values().filter(|w| w.region == region && w.is_active(wall_ms, lead, trail)).count()
     }
 
-    /// When the engine next wants [`Engine::handle_timeout`].
+    /// When the engine next wants [`Engine::handle_timeout`]: `None` before the first round,
+    /// which runs whenever it is first called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.next_round
+    }
+
+    /// Rounds run, late and skipped so far.
+    pub fn rounds(&self) -> RoundCounts {
+        self.rounds
     }
 
     /// The next decision, if any.
@@ -435,9 +467,12 @@ impl Engine {
         self.out.pop_front()
     }
 
-    /// Runs a decision round if one is due at `now` (monotonic) / `wall_ms` (Unix ms).
-    /// The first call schedules the rounds. Missed rounds are not replayed: the round runs on
-    /// the freshest inputs, once.
+    /// Runs a decision round if one is due at `now` (monotonic) / `wall_ms` (Unix ms); a call
+    /// before [`Engine::poll_timeout`] does nothing. The first call runs the first round and
+    /// fixes the schedule: round `k` is due at `first + k × round_interval`, however late each
+    /// one actually ran, so a driver that wakes at [`Engine::poll_timeout`] runs every round.
+    /// Missed rounds are not replayed: the round runs on the freshest inputs, once, and the
+    /// ticks it passed are counted as skipped ([`Engine::rounds`]).
     pub fn handle_timeout(&mut self, now: Timestamp, wall_ms: i64) {
         self.handle_timeout_with(now, wall_ms, &mut NoPolicy);
     }
@@ -445,10 +480,18 @@ impl Engine {
     /// [`Engine::handle_timeout`] with policies: `policy` sees every pool's proposal once per
     /// round and its changes apply before protection and clamps (see [`policy`]).
     pub fn handle_timeout_with(&mut self, now: Timestamp, wall_ms: i64, policy: &mut dyn RoundPolicy) {
-        match self.next_round {
-            None => self.next_round = Some(now),
+        let interval = self.settings.round_interval;
+        let due = match self.next_round {
+            None => now,
             Some(due) if now < due => return,
-            Some(_) => {}
+            Some(due) => due,
+        };
+        let late_by = now.saturating_since(due);
+        let skipped = u64::try_from(late_by.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u64::MAX);
+        self.rounds.run += 1;
+        self.rounds.skipped = self.rounds.skipped.saturating_add(skipped);
+        if late_by.as_secs_f64() >= LATE_FRACTION * interval.as_secs_f64() {
+            self.rounds.late += 1;
         }
         let epoch = now.as_nanos() / duration_nanos(self.settings.round_interval).max(1);
         let (proposals, pending): (Vec<PoolProposal>, Vec<Pending>) = (0..self.pools.len())
@@ -470,7 +513,9 @@ impl Engine {
                 self.out.push_back(decision);
             }
         }
-        self.next_round = Some(now.saturating_add(self.settings.round_interval));
+        // The next tick after `now` on the fixed schedule.
+        let ticks = u32::try_from(skipped.saturating_add(1)).unwrap_or(u32::MAX);
+        self.next_round = Some(due.saturating_add(interval.saturating_mul(ticks)));
     }
 
     /// What the engine believes about each pool.

@@ -710,3 +710,57 @@ fn a_vetoed_failover_adds_no_load_this_round_nor_later() {
     assert!(policy.seen[0][0].to > 10);
     assert!(policy.seen[1..].iter().all(|round| round[0].failover.is_none()));
 }
+
+/// A policy that counts the rounds it reviews.
+#[derive(Default)]
+struct CountingPolicy(u64);
+
+impl RoundPolicy for CountingPolicy {
+    fn review(&mut self, _: &PolicyRound<'_>) -> Vec<PolicyVerdict> {
+        self.0 += 1;
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_driver_that_wakes_at_poll_timeout_runs_every_round_however_each_wake_jitters() {
+    // The daemon's old loop kept its own schedule, and the engine rescheduled from each
+    // round's start: a wake a little earlier than the previous one's lateness was refused, and
+    // a third of the rounds never ran. Now the schedule is fixed from the first round.
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut policy = CountingPolicy::default();
+    let jitter_us = [3_000u64, 0, 7_000, 1, 9_999, 500, 0, 4_000];
+    let start = Timestamp::from_millis(1_234);
+    engine.handle_timeout_with(start, wall(0), &mut policy);
+    for r in 1..=1_000u64 {
+        let due = engine.poll_timeout().expect("scheduled");
+        assert_eq!(due, start.saturating_add(Duration::from_millis(r * ROUND_MS)), "round {r} is on the grid");
+        // A wake just before the due time does nothing and keeps the schedule.
+        engine.handle_timeout_with(Timestamp::from_nanos(due.as_nanos() - 1), wall(r), &mut policy);
+        assert_eq!(engine.poll_timeout(), Some(due));
+        let woke = due.saturating_add(Duration::from_micros(jitter_us[r as usize % jitter_us.len()]));
+        engine.handle_timeout_with(woke, wall(r), &mut policy);
+    }
+    assert_eq!(policy.0, 1_001, "the policy saw every round");
+    assert_eq!(engine.rounds(), RoundCounts { run: 1_001, late: 0, skipped: 0 });
+}
+
+#[test]
+fn late_and_skipped_rounds_are_counted_and_the_schedule_keeps_its_grid() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let at = |ms: u64| Timestamp::from_millis(ms);
+    engine.handle_timeout(at(0), wall(0));
+    // 15 ms late: late, nothing skipped, the next round is still due at 200 ms.
+    engine.handle_timeout(at(115), wall(1));
+    assert_eq!(engine.rounds(), RoundCounts { run: 2, late: 1, skipped: 0 });
+    assert_eq!(engine.poll_timeout(), Some(at(200)));
+    // 350 ms late (the 300, 400 and 500 ms ticks passed): one round, three ticks skipped,
+    // and the next is the first tick after now.
+    engine.handle_timeout(at(550), wall(5));
+    assert_eq!(engine.rounds(), RoundCounts { run: 3, late: 2, skipped: 3 });
+    assert_eq!(engine.poll_timeout(), Some(at(600)));
+    // Exactly on a tick: on time.
+    engine.handle_timeout(at(600), wall(6));
+    assert_eq!(engine.rounds(), RoundCounts { run: 4, late: 2, skipped: 3 });
+    assert_eq!(engine.poll_timeout(), Some(at(700)));
+}

@@ -5,11 +5,11 @@
 //! and `*.wasm.sig`). Only when that changes, or when `POST /v1/plugins/reload` asks, it reads
 //! the files, skips those whose content (component and signature) it already staged, and
 //! verifies and compiles the others with the host's [`Loader`]. The pass goes to the decision
-//! thread, which installs it between two rounds ([`PluginStage::apply_reloads`]): a round in
+//! thread, which installs it between two rounds (`PluginStage::apply_reloads`): a round in
 //! flight finishes on the old version, a same-name plugin is swapped atomically, and a plugin
 //! that fails to install leaves the old version in place.
 
-use super::{LoadFailure, PluginStage, call_order, config_name, read_dir};
+use super::files::{config_name, read_dir};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use wedsync_core::config::PluginSettings;
 use wedsync_plugin_host::policy::Setup;
 use wedsync_plugin_host::{Loader, Prepared, signing};
 
@@ -129,7 +128,7 @@ pub struct FileOutcome {
 }
 
 impl FileOutcome {
-    fn new(origin: String, outcome: &'static str) -> FileOutcome {
+    pub(super) fn new(origin: String, outcome: &'static str) -> FileOutcome {
         FileOutcome { origin, outcome, plugin: None, version: None, sha256: None, replaced: None, error: None }
     }
 }
@@ -190,16 +189,16 @@ impl ReloadHandle {
 }
 
 /// The running loader thread, stopped and joined when the decision thread's state drops.
-struct LoaderThread {
+pub(super) struct LoaderThread {
     /// Reload requests (cloned into each [`ReloadHandle`]) and the stop message.
     control: mpsc::Sender<Control>,
     /// Staged passes, applied between rounds.
-    passes: mpsc::Receiver<Pass>,
+    pub(super) passes: mpsc::Receiver<Pass>,
     thread: std::thread::JoinHandle<()>,
 }
 
 /// One file's result, from the loader thread to the decision thread.
-enum Staged {
+pub(super) enum Staged {
     Prepared { path: PathBuf, key: ContentKey, prepared: Box<Prepared> },
     Refused { origin: String, error: String },
     Unchanged { origin: String },
@@ -207,31 +206,31 @@ enum Staged {
 }
 
 /// A pass, ready to apply.
-struct Pass {
-    files: Vec<Staged>,
-    reply: Option<tokio::sync::oneshot::Sender<ReloadReport>>,
+pub(super) struct Pass {
+    pub(super) files: Vec<Staged>,
+    pub(super) reply: Option<tokio::sync::oneshot::Sender<ReloadReport>>,
     /// The directory (as an origin) when it could be listed: its earlier refusal is over.
-    listed: Option<String>,
+    pub(super) listed: Option<String>,
 }
 
 /// Installed content per file, shared by the decision thread (writes) and the loader (reads).
-type Applied = Arc<Mutex<BTreeMap<PathBuf, ContentKey>>>;
+pub(super) type Applied = Arc<Mutex<BTreeMap<PathBuf, ContentKey>>>;
 
 /// The decision thread's side of hot reload.
 pub(super) struct ReloadState {
-    setup: Setup,
-    order: Vec<String>,
-    bundled: Vec<String>,
+    pub(super) setup: Setup,
+    pub(super) order: Vec<String>,
+    pub(super) bundled: Vec<String>,
     /// The plugin each directory file installed.
-    from_dir: BTreeMap<PathBuf, String>,
-    applied: Applied,
+    pub(super) from_dir: BTreeMap<PathBuf, String>,
+    pub(super) applied: Applied,
     /// Start-time view for the loader: what it has seen per file.
     seen: BTreeMap<PathBuf, ContentKey>,
     stop: Arc<AtomicBool>,
     /// `None` until [`ReloadState::start_loader`] (and without a `plugins.dir`).
-    loader: Option<LoaderThread>,
-    count: u64,
-    last: Option<ReloadReport>,
+    pub(super) loader: Option<LoaderThread>,
+    pub(super) count: u64,
+    pub(super) last: Option<ReloadReport>,
 }
 
 impl ReloadState {
@@ -271,7 +270,7 @@ impl ReloadState {
     }
 
     /// Starts the `wedsync-plugin-loader` thread for `dir`, polled every `interval` (if any).
-    fn start_loader(
+    pub(super) fn start_loader(
         &mut self,
         loader: Loader,
         dir: PathBuf,
@@ -297,7 +296,7 @@ impl ReloadState {
     }
 
     /// A handle for reload requests, once the loader runs.
-    fn reload_handle(&self) -> Option<ReloadHandle> {
+    pub(super) fn reload_handle(&self) -> Option<ReloadHandle> {
         self.loader.as_ref().map(|l| ReloadHandle { requests: l.control.clone() })
     }
 }
@@ -414,149 +413,6 @@ impl Drop for ReloadState {
     }
 }
 
-impl PluginStage {
-    /// Starts the `wedsync-plugin-loader` thread for `plugins.dir` (if set): it watches the
-    /// directory every `plugins.watch_interval` and serves [`ReloadHandle`] requests.
-    pub fn start_loader(&mut self, plugins: &PluginSettings) -> std::io::Result<()> {
-        let Some(dir) = &plugins.dir else { return Ok(()) };
-        let loader = self.host.loader();
-        self.reload.start_loader(loader, PathBuf::from(dir), plugins.watch_interval, plugins.config.clone())
-    }
-
-    /// Asks for reloads (`POST /v1/plugins/reload`); `None` without a plugin directory.
-    pub fn reload_handle(&self) -> Option<ReloadHandle> {
-        self.reload.reload_handle()
-    }
-
-    /// Applies what the loader staged. The decision loop calls it between rounds, so a round
-    /// always runs on one set of plugins from start to end.
-    pub fn apply_reloads(&mut self) {
-        loop {
-            let pass = match &self.reload.loader {
-                Some(loader) => match loader.passes.try_recv() {
-                    Ok(pass) => pass,
-                    Err(_) => return,
-                },
-                None => return,
-            };
-            self.apply(pass);
-        }
-    }
-
-    fn apply(&mut self, pass: Pass) {
-        let Pass { files, reply, listed } = pass;
-        if let Some(dir) = listed {
-            self.refused.retain(|r| r.origin != dir);
-        }
-        let mut outcomes = Vec::with_capacity(files.len());
-        let mut changed = false;
-        for staged in files {
-            match staged {
-                Staged::Prepared { path, key, prepared } => {
-                    let origin = prepared.origin().to_owned();
-                    match self.host.install(*prepared, &self.reload.setup) {
-                        Ok(installed) => {
-                            changed = true;
-                            self.reload
-                                .applied
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .insert(path.clone(), key);
-                            self.refused.retain(|r| r.origin != origin);
-                            let before = self.reload.from_dir.insert(path, installed.name.clone());
-                            let replaced =
-                                installed.replaced.clone().map(|(version, sha256)| Replaced { version, sha256 });
-                            let kind = if replaced.is_some() { "plugin.reloaded" } else { "plugin.loaded" };
-                            tracing::info!(
-                                plugin = %installed.name,
-                                version = %installed.version,
-                                sha256 = %installed.sha256,
-                                origin = %origin,
-                                replaced = ?installed.replaced,
-                                "plugin loaded by a reload"
-                            );
-                            self.record(
-                                kind,
-                                serde_json::json!({
-                                    "plugin": installed.name,
-                                    "version": installed.version,
-                                    "sha256": installed.sha256,
-                                    "origin": origin,
-                                    "replaced": replaced,
-                                }),
-                            );
-                            // The file now holds another plugin: the one it held goes.
-                            if let Some(old) = before.filter(|old| *old != installed.name) {
-                                self.remove_unless_provided(&old, &origin);
-                            }
-                            outcomes.push(FileOutcome {
-                                plugin: Some(installed.name),
-                                version: Some(installed.version),
-                                sha256: Some(installed.sha256),
-                                outcome: if replaced.is_some() { "replaced" } else { "loaded" },
-                                replaced,
-                                ..FileOutcome::new(origin, "loaded")
-                            });
-                        }
-                        Err(e) => outcomes.push(self.refuse(origin, e.to_string())),
-                    }
-                }
-                Staged::Refused { origin, error } => outcomes.push(self.refuse(origin, error)),
-                Staged::Unchanged { origin } => outcomes.push(FileOutcome::new(origin, "unchanged")),
-                Staged::Removed { path } => {
-                    let origin = path.display().to_string();
-                    self.reload.applied.lock().unwrap_or_else(PoisonError::into_inner).remove(&path);
-                    self.refused.retain(|r| r.origin != origin);
-                    let mut outcome = FileOutcome::new(origin.clone(), "removed");
-                    if let Some(name) = self.reload.from_dir.remove(&path) {
-                        changed = true;
-                        self.remove_unless_provided(&name, &origin);
-                        outcome.plugin = Some(name);
-                    }
-                    outcomes.push(outcome);
-                }
-            }
-        }
-        if changed {
-            let order = call_order(&self.reload.order, &self.reload.bundled, self.host.names());
-            self.host.set_order(&order);
-        }
-        let report = ReloadReport {
-            at_unix_ms: crate::decisions::wall_ms(),
-            trigger: if reply.is_some() { "request" } else { "watch" },
-            files: outcomes,
-        };
-        self.reload.count += 1;
-        self.reload.last = Some(report.clone());
-        self.publish();
-        if let Some(reply) = reply {
-            // The caller may have given up waiting; nothing to do then.
-            let _ = reply.send(report);
-        }
-    }
-
-    /// Removes plugin `name` (its file `origin` is gone or holds another plugin), unless
-    /// another directory file still provides it.
-    fn remove_unless_provided(&mut self, name: &str, origin: &str) {
-        if self.reload.from_dir.values().any(|n| n == name) {
-            return;
-        }
-        if self.host.remove(name) {
-            tracing::info!(plugin = %name, origin = %origin, "plugin removed");
-            self.record("plugin.removed", serde_json::json!({ "plugin": name, "origin": origin }));
-        }
-    }
-
-    /// Records a refusal (the version loaded before, if any, stays).
-    fn refuse(&mut self, origin: String, error: String) -> FileOutcome {
-        tracing::error!(origin = %origin, error = %error, "plugin refused; the loaded version (if any) stays");
-        self.record("plugin.refused", serde_json::json!({ "origin": origin, "error": error }));
-        self.refused.retain(|r| r.origin != origin);
-        self.refused.push(LoadFailure { origin: origin.clone(), error: error.clone() });
-        FileOutcome { error: Some(error), ..FileOutcome::new(origin, "refused") }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,19 +511,5 @@ mod tests {
         assert_ne!(fingerprint(&dir).unwrap(), second);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(fingerprint(&dir).is_err());
-    }
-
-    #[test]
-    fn the_order_puts_configured_names_first_then_bundled_then_the_rest_by_name() {
-        let bundled: Vec<String> = vec!["guard".into(), "seasons".into()];
-        let names = vec!["zeta".into(), "seasons".into(), "alpha".into(), "guard".into(), "mine".into()];
-        let order = call_order(&["mine".to_owned()], &bundled, names);
-        assert_eq!(order, ["mine", "guard", "seasons", "alpha", "zeta"]);
-    }
-
-    #[test]
-    fn config_sections_are_named_after_the_file() {
-        assert_eq!(config_name("/etc/wedsync/plugins/min_units.wasm"), "min-units");
-        assert_eq!(config_name("bundled:cost-guard"), "cost-guard");
     }
 }
