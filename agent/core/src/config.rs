@@ -1124,7 +1124,7 @@ impl AgentConfig {
             seasons: match e.seasons.validate() {
                 Ok(()) => e.seasons.clone(),
                 Err(reason) => {
-                    c.fail("engine.seasons", reason);
+                    c.fail("engine.seasons", reason.to_string());
                     defaults.seasons.clone()
                 }
             },

@@ -156,7 +156,7 @@ fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Resul
     let mut loaded = 0usize;
     for wedding in stored {
         if let Err(reason) = engine.handle_wedding_upsert(wedding) {
-            tracing::warn!(reason, "stored wedding is invalid; skipped");
+            tracing::warn!(%reason, "stored wedding is invalid; skipped");
         } else {
             loaded += 1;
         }

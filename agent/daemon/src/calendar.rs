@@ -22,13 +22,13 @@ pub enum StateError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The database could not be opened or written.
-    #[error("state database {path}: {reason}")]
+    /// The database could not be opened, read or written.
+    #[error("state database {path}: {source}")]
     Database {
         /// The database file.
         path: PathBuf,
-        /// What redb said.
-        reason: String,
+        /// What redb (or the encoder) said.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -44,8 +44,7 @@ impl StateDb {
     pub fn open(dir: &Path) -> Result<StateDb, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
         let path = dir.join("state.redb");
-        let db =
-            Database::create(&path).map_err(|e| StateError::Database { path: path.clone(), reason: e.to_string() })?;
+        let db = Database::create(&path).map_err(|e| StateError::Database { path: path.clone(), source: e.into() })?;
         let state = StateDb { db, path };
         // Make the tables exist so reads never fail on a fresh database.
         state.write(|_| Ok(()))?;
@@ -55,8 +54,8 @@ impl StateDb {
         Ok(state)
     }
 
-    fn fail(&self, e: impl std::fmt::Display) -> StateError {
-        StateError::Database { path: self.path.clone(), reason: e.to_string() }
+    fn fail(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StateError {
+        StateError::Database { path: self.path.clone(), source: e.into() }
     }
 
     fn write(
@@ -184,7 +183,7 @@ impl WeddingInput {
             time_zone: self.time_zone,
             guests: self.guests,
         };
-        wedding.validate()?;
+        wedding.validate().map_err(|e| e.to_string())?;
         Ok(wedding)
     }
 }

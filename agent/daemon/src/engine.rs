@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use wedsync_core::Timestamp;
-use wedsync_core::engine::pool::Wedding;
+use wedsync_core::engine::pool::{Wedding, WeddingError};
 use wedsync_core::engine::{Engine, EngineSettings, PoolStatus, RoundCounts};
 use wedsync_mesh::FailoverShare;
 
@@ -34,7 +34,7 @@ pub enum EngineCommand {
         /// The wedding.
         wedding: Wedding,
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), WeddingError>>,
     },
     /// Removes a wedding; the answer says whether the engine had it.
     RemoveWedding {

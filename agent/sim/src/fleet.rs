@@ -55,7 +55,8 @@ pub enum FleetError {
         /// The wedding's id.
         id: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: wedsync_core::engine::pool::WeddingError,
     },
 }
 

@@ -119,6 +119,22 @@ impl Default for SeasonalMultipliers {
     }
 }
 
+/// What is wrong with seasonal multipliers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeasonsError {
+    /// A peak month outside 1..=12.
+    #[error("peak_months: {0} is not a month (1..=12)")]
+    NotAMonth(u8),
+    /// An uplift that is not a finite number above -1.
+    #[error("{field}: {value} is not a finite number above -1")]
+    BadUplift {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+    },
+}
+
 impl SeasonalMultipliers {
     /// No seasonality: every factor is 1.
     pub fn none() -> Self {
@@ -130,14 +146,14 @@ impl SeasonalMultipliers {
     ///
     /// # Errors
     ///
-    /// A message naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(m) = self.peak_months.iter().find(|m| !(1..=12).contains(*m)) {
-            return Err(format!("peak_months: {m} is not a month (1..=12)"));
+    /// The offending field and value.
+    pub fn validate(&self) -> Result<(), SeasonsError> {
+        if let Some(&month) = self.peak_months.iter().find(|m| !(1..=12).contains(*m)) {
+            return Err(SeasonsError::NotAMonth(month));
         }
-        for (name, v) in [("peak_uplift", self.peak_uplift), ("saturday_uplift", self.saturday_uplift)] {
-            if !v.is_finite() || v <= -1.0 {
-                return Err(format!("{name}: {v} is not a finite number above -1"));
+        for (field, value) in [("peak_uplift", self.peak_uplift), ("saturday_uplift", self.saturday_uplift)] {
+            if !value.is_finite() || value <= -1.0 {
+                return Err(SeasonsError::BadUplift { field, value });
             }
         }
         Ok(())
@@ -620,11 +636,11 @@ mod tests {
     #[test]
     fn validation_rejects_bad_multipliers_buckets_and_zones() {
         let bad_month = SeasonalMultipliers { peak_months: vec![0, 4], ..SeasonalMultipliers::default() };
-        assert!(bad_month.validate().unwrap_err().contains("peak_months"));
+        assert!(bad_month.validate().unwrap_err().to_string().contains("peak_months"));
         let bad_uplift = SeasonalMultipliers { saturday_uplift: -1.0, ..SeasonalMultipliers::default() };
-        assert!(bad_uplift.validate().unwrap_err().contains("saturday_uplift"));
+        assert!(bad_uplift.validate().unwrap_err().to_string().contains("saturday_uplift"));
         let nan = SeasonalMultipliers { peak_uplift: f64::NAN, ..SeasonalMultipliers::default() };
-        assert!(nan.validate().unwrap_err().contains("peak_uplift"));
+        assert!(nan.validate().unwrap_err().to_string().contains("peak_uplift"));
 
         for bad in
             [Duration::ZERO, Duration::from_secs(90), Duration::from_secs(7 * 60), Duration::from_secs(2 * 86_400)]

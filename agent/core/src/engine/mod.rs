@@ -424,7 +424,7 @@ impl Engine {
     }
 
     /// Adds or replaces a wedding on the calendar. Returns what is wrong with it, if anything.
-    pub fn handle_wedding_upsert(&mut self, wedding: Wedding) -> Result<(), String> {
+    pub fn handle_wedding_upsert(&mut self, wedding: Wedding) -> Result<(), pool::WeddingError> {
         wedding.validate()?;
         self.weddings.insert(wedding.id.clone(), wedding);
         Ok(())

@@ -105,20 +105,46 @@ pub struct Wedding {
     pub guests: u32,
 }
 
+/// The longest a wedding may last.
+pub const MAX_WEDDING_MS: i64 = 7 * 86_400_000;
+
+/// What is wrong with a wedding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeddingError {
+    /// The id is empty or too long.
+    #[error("id {0:?} must be 1 to 64 characters")]
+    BadId(String),
+    /// The region is empty.
+    #[error("region is empty")]
+    EmptyRegion,
+    /// It ends before it starts.
+    #[error("end ({end}) is not after start ({start})")]
+    EndNotAfterStart {
+        /// Start, Unix ms.
+        start: i64,
+        /// End, Unix ms.
+        end: i64,
+    },
+    /// It lasts longer than [`MAX_WEDDING_MS`].
+    #[error("lasts more than 7 days")]
+    TooLong,
+}
+
 impl Wedding {
     /// Checks the fields; returns what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WeddingError> {
         if self.id.is_empty() || self.id.len() > 64 {
-            return Err(format!("id {:?} must be 1 to 64 characters", self.id));
+            return Err(WeddingError::BadId(self.id.clone()));
         }
         if self.region.is_empty() {
-            return Err("region is empty".into());
+            return Err(WeddingError::EmptyRegion);
         }
         if self.end_unix_ms <= self.start_unix_ms {
-            return Err(format!("end ({}) is not after start ({})", self.end_unix_ms, self.start_unix_ms));
+            return Err(WeddingError::EndNotAfterStart { start: self.start_unix_ms, end: self.end_unix_ms });
         }
-        if self.end_unix_ms - self.start_unix_ms > 7 * 86_400_000 {
-            return Err("lasts more than 7 days".into());
+        // Checked: i64::MIN..i64::MAX must not wrap into a short wedding.
+        if self.end_unix_ms.checked_sub(self.start_unix_ms).is_none_or(|length| length > MAX_WEDDING_MS) {
+            return Err(WeddingError::TooLong);
         }
         Ok(())
     }

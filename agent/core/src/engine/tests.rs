@@ -764,3 +764,13 @@ fn late_and_skipped_rounds_are_counted_and_the_schedule_keeps_its_grid() {
     assert_eq!(engine.rounds(), RoundCounts { run: 4, late: 2, skipped: 3 });
     assert_eq!(engine.poll_timeout(), Some(at(700)));
 }
+
+#[test]
+fn a_wedding_spanning_all_of_time_is_refused_not_wrapped() {
+    let mut forever = other_wedding();
+    (forever.start_unix_ms, forever.end_unix_ms) = (i64::MIN, i64::MAX);
+    assert_eq!(forever.validate(), Err(pool::WeddingError::TooLong));
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    assert_eq!(engine.handle_wedding_upsert(forever), Err(pool::WeddingError::TooLong));
+    assert_eq!(engine.weddings().count(), 0);
+}
