@@ -177,5 +177,54 @@ fn bench_with_plugins(c: &mut Criterion) {
     assert_eq!(failures, 0);
 }
 
-criterion_group!(benches, bench, bench_with_plugins);
+/// What a round reads before the engine runs: every pool's demand from a store of 10,000 series
+/// (the 20 pools' own, 5 classes each, among 9,900 others). Each pool's series are indexed when
+/// made ([`wedsync_core::store::MetricStore::watch`]), so the read does not walk the store.
+fn bench_demand(c: &mut Criterion) {
+    use wedsync_agent::decisions::{DemandWatch, pool_demand};
+    use wedsync_core::config::DemandSource;
+    use wedsync_core::statsd::parse_line;
+    use wedsync_core::store::{MetricStore, StoreLimits};
+    let mut store = MetricStore::new(StoreLimits::default());
+    let watches: Vec<DemandWatch> = (0..POOLS)
+        .map(|i| {
+            let source = DemandSource {
+                metric: "requests".into(),
+                tags: vec![format!("service:pool-{i}")],
+                untagged_class: TrafficClass::Registration,
+                cpu: false,
+            };
+            DemandWatch::new(&mut store, source)
+        })
+        .collect();
+    let classes = ["wedding-critical", "wedding-planning", "registration", "media", "background"];
+    for tick in 0..20u64 {
+        let now = Timestamp::from_millis(tick * 100);
+        for i in 0..POOLS {
+            for class in classes {
+                let line = format!("requests:{}|c|#service:pool-{i},class:{class}", 10 + i);
+                store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
+            }
+        }
+        if tick == 0 {
+            for j in 0..9_900 {
+                let line = format!("other.metric{j}:1|c|#service:svc-{},class:media", j % 50);
+                store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
+            }
+        }
+    }
+    assert_eq!(store.app_series(), 10_000);
+    let now = Timestamp::from_millis(2_000);
+    c.bench_function("engine_round/demand_20_pools_10k_series", |b| {
+        b.iter(|| {
+            for (i, watch) in watches.iter().enumerate() {
+                black_box(pool_demand(&store, now, watch, 10, 100.0 + i as f64));
+            }
+        })
+    });
+    let total: f64 = watches.iter().filter_map(|w| pool_demand(&store, now, w, 10, 100.0)).map(|d| d.total()).sum();
+    assert!(total > 0.0);
+}
+
+criterion_group!(benches, bench, bench_with_plugins, bench_demand);
 criterion_main!(benches);

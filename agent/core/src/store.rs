@@ -17,6 +17,7 @@ use crate::time::{Timestamp, duration_nanos};
 use hashbrown::HashTable;
 use hdrhistogram::Histogram;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 const FINE_SLOT_NS: u64 = 100_000_000;
@@ -403,12 +404,12 @@ enum SeriesData {
 /// Identity and labels of one series.
 #[derive(Debug, Clone)]
 pub struct SeriesInfo {
-    /// Metric name.
-    pub name: Box<str>,
+    /// Metric name (shared: a copy for `/metrics` costs a reference count, not an allocation).
+    pub name: Arc<str>,
     /// What it measures.
     pub kind: MetricKind,
     /// Tags, sorted and without duplicates, each as sent (`key:value` or `key`).
-    pub tags: Box<[Box<str>]>,
+    pub tags: Arc<[Box<str>]>,
     /// From the `class:` tag, when it names a traffic class.
     pub class: Option<TrafficClass>,
     /// From the `wedding:` tag.
@@ -515,6 +516,30 @@ impl<'a> SeriesView<'a> {
     }
 }
 
+/// A standing query of the store ([`MetricStore::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchId(u32);
+
+/// Series of one name and kind that carry every one of some tags, kept up to date as series
+/// are made and expired, so that reading them never walks the whole store.
+#[derive(Debug, Clone)]
+struct Watch {
+    name: Box<str>,
+    kind: MetricKind,
+    tags: Box<[Box<str>]>,
+    internal: bool,
+    members: Vec<u32>,
+}
+
+impl Watch {
+    fn matches(&self, info: &SeriesInfo) -> bool {
+        info.kind == self.kind
+            && *info.name == *self.name
+            && (self.internal || !info.internal)
+            && self.tags.iter().all(|t| info.tags.binary_search(t).is_ok())
+    }
+}
+
 /// The store. See the module docs.
 #[derive(Debug, Clone)]
 pub struct MetricStore {
@@ -522,6 +547,7 @@ pub struct MetricStore {
     hasher: foldhash::fast::FixedState,
     table: HashTable<u32>,
     series: Vec<Series>,
+    watches: Vec<Watch>,
     app_series: usize,
     histogram_series: usize,
     stats: StoreStats,
@@ -549,6 +575,16 @@ fn raw_tags(tags: &str) -> impl Iterator<Item = &str> + Clone {
     tags.split(',').filter(|t| !t.is_empty())
 }
 
+/// The indexes of the series `watch` matches.
+fn matching(series: &[Series], watch: &Watch) -> Vec<u32> {
+    series
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| watch.matches(&s.info))
+        .filter_map(|(i, _)| u32::try_from(i).ok())
+        .collect()
+}
+
 impl MetricStore {
     /// An empty store with these limits.
     pub fn new(limits: StoreLimits) -> Self {
@@ -557,6 +593,7 @@ impl MetricStore {
             hasher: foldhash::fast::FixedState::with_seed(0x5eed_ed6e),
             table: HashTable::new(),
             series: Vec::new(),
+            watches: Vec::new(),
             app_series: 0,
             histogram_series: 0,
             stats: StoreStats::default(),
@@ -710,6 +747,11 @@ impl MetricStore {
         };
         let index =
             u32::try_from(self.series.len()).map_err(|_| RecordError::SeriesLimit { limit: self.limits.max_series })?;
+        for watch in &mut self.watches {
+            if watch.matches(&info) {
+                watch.members.push(index);
+            }
+        }
         self.series.push(Series { hash, info, data });
         let series = &self.series;
         self.table.insert_unique(hash, index, |&i| series[i as usize].hash);
@@ -761,6 +803,36 @@ impl MetricStore {
         self.series.iter().enumerate().map(move |(i, series)| SeriesView { series, id: SeriesId(i as u32), now })
     }
 
+    /// Starts watching the series named `name` of `kind` that carry every tag in `tags` (each
+    /// as sent, `key:value` or `key`), internal ones too when `internal`: the store indexes
+    /// them as they are made (and expired), so [`MetricStore::watched`] reads them without
+    /// walking the store. Watching the same thing twice gives the same id.
+    pub fn watch(&mut self, name: &str, kind: MetricKind, tags: &[&str], internal: bool) -> WatchId {
+        let mut tags: Vec<Box<str>> = tags.iter().map(|t| Box::from(*t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let found = self
+            .watches
+            .iter()
+            .position(|w| *w.name == *name && w.kind == kind && w.internal == internal && *w.tags == *tags.as_slice());
+        let index = found.unwrap_or_else(|| {
+            let mut watch =
+                Watch { name: name.into(), kind, tags: tags.into_boxed_slice(), internal, members: Vec::new() };
+            watch.members = matching(&self.series, &watch);
+            self.watches.push(watch);
+            self.watches.len() - 1
+        });
+        WatchId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    /// The series a watch holds now, as of `now` (none for an id from another store).
+    pub fn watched(&self, watch: WatchId, now: Timestamp) -> impl Iterator<Item = SeriesView<'_>> {
+        let members = self.watches.get(watch.0 as usize).map_or(&[][..], |w| w.members.as_slice());
+        members
+            .iter()
+            .filter_map(move |&i| self.series.get(i as usize).map(|series| SeriesView { series, id: SeriesId(i), now }))
+    }
+
     /// The `n` application series with the highest event rate over the last 10 s, busiest first.
     pub fn busiest(&self, now: Timestamp, n: usize) -> Vec<(SeriesView<'_>, f64)> {
         let mut ranked: Vec<(SeriesView<'_>, f64)> = self
@@ -784,6 +856,9 @@ impl MetricStore {
             let series = &self.series;
             for (i, s) in series.iter().enumerate() {
                 self.table.insert_unique(s.hash, i as u32, |&j| series[j as usize].hash);
+            }
+            for watch in &mut self.watches {
+                watch.members = matching(series, watch);
             }
             self.app_series = series.iter().filter(|s| !s.info.internal).count();
             self.histogram_series = series.iter().filter(|s| !s.info.internal && s.info.kind.is_histogram()).count();
@@ -986,6 +1061,45 @@ mod tests {
         record(&mut store, ms(10_000), "a:1|c").unwrap();
         let id = record(&mut store, ms(5_000), "a:1|c").unwrap();
         assert_eq!(store.view(id, ms(10_000)).unwrap().total(), 2.0);
+    }
+
+    #[test]
+    fn a_watch_holds_exactly_the_matching_series_through_creation_and_expiry() {
+        let mut store = MetricStore::new(StoreLimits::default());
+        let names = |store: &MetricStore, watch: WatchId| {
+            let mut seen: Vec<String> =
+                store.watched(watch, ms(0)).map(|v| format!("{}|{}", v.info().name, v.info().tags.join(","))).collect();
+            seen.sort();
+            seen
+        };
+        // Made before the watch: found by its first scan.
+        record(&mut store, ms(0), "req:1|c|#service:checkout,class:media").unwrap();
+        record(&mut store, ms(0), "req:1|c|#service:search").unwrap();
+        record(&mut store, ms(0), "req:1|g|#service:checkout").unwrap();
+        let watch = store.watch("req", MetricKind::Counter, &["service:checkout"], false);
+        assert_eq!(names(&store, watch), ["req|class:media,service:checkout"]);
+        // Made after: indexed as it is made, whatever the order of its tags.
+        record(&mut store, ms(1_000), "req:1|c|#class:wedding-critical,service:checkout").unwrap();
+        record(&mut store, ms(1_000), "other:1|c|#service:checkout").unwrap();
+        assert_eq!(
+            names(&store, watch),
+            ["req|class:media,service:checkout", "req|class:wedding-critical,service:checkout"]
+        );
+        // The same query twice is one watch; internal series only when asked for.
+        assert_eq!(store.watch("req", MetricKind::Counter, &["service:checkout", "service:checkout"], false), watch);
+        store.set_internal_gauge(ms(1_000), "host.cpu.busy", "", 0.5);
+        let app_only = store.watch("host.cpu.busy", MetricKind::Gauge, &[], false);
+        let with_internal = store.watch("host.cpu.busy", MetricKind::Gauge, &[], true);
+        assert_eq!(store.watched(app_only, ms(0)).count(), 0);
+        assert_eq!(store.watched(with_internal, ms(0)).count(), 1);
+        // Expiry renumbers series: the watch follows.
+        assert_eq!(store.expire_idle(ms(20_000), Duration::from_secs(19)), 3);
+        assert_eq!(names(&store, watch), ["req|class:wedding-critical,service:checkout"]);
+        assert_eq!(store.watched(with_internal, ms(0)).count(), 1);
+        // A watch's view is the series's own: the same figures as a lookup.
+        let id = store.lookup("req", MetricKind::Counter, "service:checkout,class:wedding-critical").unwrap();
+        assert_eq!(store.watched(watch, ms(1_000)).next().map(|v| v.id()), Some(id));
+        assert_eq!(store.watched(WatchId(99), ms(0)).count(), 0);
     }
 
     proptest! {

@@ -29,7 +29,7 @@ use wedsync_core::config::DemandSource;
 use wedsync_core::engine::decision::{Decision, Direction};
 use wedsync_core::engine::{Demand, Engine, RoundCounts};
 use wedsync_core::statsd::MetricKind;
-use wedsync_core::store::MetricStore;
+use wedsync_core::store::{MetricStore, WatchId};
 use wedsync_core::{Timestamp, TrafficClass};
 
 /// Most recent decisions kept for `/v1/decisions`.
@@ -83,6 +83,30 @@ impl DecisionLog {
 /// application must not read as zero demand (that would scale in blind).
 pub const DEMAND_FRESHNESS: Duration = Duration::from_secs(2);
 
+/// Where a pool's demand comes from, and the store's watch of those series (so a round reads
+/// only them, never the whole store).
+#[derive(Debug, Clone)]
+pub struct DemandWatch {
+    /// The pool's demand source.
+    pub source: DemandSource,
+    watch: WatchId,
+}
+
+impl DemandWatch {
+    /// Registers the source's series with `store`: request pools watch `source.metric`
+    /// counters from clients; CPU pools watch `source.metric` gauges, the agent's own
+    /// (`host.cpu.busy`) included.
+    pub fn new(store: &mut MetricStore, source: DemandSource) -> DemandWatch {
+        let tags: Vec<&str> = source.tags.iter().map(|t| &**t).collect();
+        let watch = if source.cpu {
+            store.watch(&source.metric, MetricKind::Gauge, &tags, true)
+        } else {
+            store.watch(&source.metric, MetricKind::Counter, &tags, false)
+        };
+        DemandWatch { source, watch }
+    }
+}
+
 /// A pool's demand. Request pools: the per-second rate of `source.metric` counters carrying all
 /// of `source.tags`, over the last completed 100 ms, split by their `class:` tag. CPU pools: the
 /// mean of `source.metric` gauges (utilization 0–1) × the units serving × capacity per unit, so
@@ -92,29 +116,24 @@ pub const DEMAND_FRESHNESS: Duration = Duration::from_secs(2);
 pub fn pool_demand(
     store: &MetricStore,
     now: Timestamp,
-    source: &DemandSource,
+    demand: &DemandWatch,
     serving_units: u32,
     capacity_per_unit: f64,
 ) -> Option<Demand> {
+    let source = &demand.source;
     if source.cpu {
-        return cpu_demand(store, now, source, serving_units, capacity_per_unit);
+        return cpu_demand(store, now, demand, serving_units, capacity_per_unit);
     }
-    let mut demand = Demand::default();
+    let mut total = Demand::default();
     let mut fresh = false;
-    for view in store.iter(now) {
+    for view in store.watched(demand.watch, now) {
         let info = view.info();
-        if info.kind != MetricKind::Counter || info.internal || *info.name != *source.metric {
-            continue;
-        }
-        if !source.tags.iter().all(|t| info.tags.iter().any(|have| **have == **t)) {
-            continue;
-        }
         fresh |= now.saturating_since(info.last_seen) <= DEMAND_FRESHNESS;
         let class = info.class.unwrap_or(source.untagged_class);
         let rate = view.rate(DEMAND_WINDOW).unwrap_or(0.0);
-        demand.set(class, demand.of(class) + rate);
+        total.set(class, total.of(class) + rate);
     }
-    fresh.then_some(demand)
+    fresh.then_some(total)
 }
 
 /// How often learned profiles are written to the database.
@@ -334,20 +353,13 @@ pub struct Driver {
 fn cpu_demand(
     store: &MetricStore,
     now: Timestamp,
-    source: &DemandSource,
+    demand: &DemandWatch,
     serving_units: u32,
     capacity_per_unit: f64,
 ) -> Option<Demand> {
     let (mut sum, mut n) = (0.0, 0u32);
-    for view in store.iter(now) {
-        let info = view.info();
-        if info.kind != MetricKind::Gauge || *info.name != *source.metric {
-            continue;
-        }
-        if !source.tags.iter().all(|t| info.tags.iter().any(|have| **have == **t)) {
-            continue;
-        }
-        if now.saturating_since(info.last_seen) > DEMAND_FRESHNESS {
+    for view in store.watched(demand.watch, now) {
+        if now.saturating_since(view.info().last_seen) > DEMAND_FRESHNESS {
             continue;
         }
         sum += view.total().clamp(0.0, 1.0);
@@ -356,14 +368,15 @@ fn cpu_demand(
     if n == 0 {
         return None;
     }
-    let mut demand = Demand::default();
-    demand.set(source.untagged_class, sum / f64::from(n) * f64::from(serving_units.max(1)) * capacity_per_unit);
-    Some(demand)
+    let mut total = Demand::default();
+    total.set(demand.source.untagged_class, sum / f64::from(n) * f64::from(serving_units.max(1)) * capacity_per_unit);
+    Some(total)
 }
 
 /// The decision thread's loop state besides the [`Driver`].
 struct Loop {
     driver: Driver,
+    demand: Vec<DemandWatch>,
     capacity_per_unit: Vec<f64>,
     counted: RoundCounts,
     next_forecast: Instant,
@@ -424,7 +437,7 @@ impl Loop {
         let wall = wall_ms();
         let demands: Vec<Option<Demand>> = {
             let store = lock(&d.store);
-            d.sources
+            self.demand
                 .iter()
                 .zip(&self.capacity_per_unit)
                 .enumerate()
@@ -509,10 +522,15 @@ impl Loop {
 /// [`PROFILE_SAVE_PERIOD`] and at the end.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
     let capacity_per_unit = driver.engine.pools().map(|p| p.capacity_per_unit).collect();
+    let demand = {
+        let mut store = lock(&driver.store);
+        driver.sources.iter().map(|source| DemandWatch::new(&mut store, source.clone())).collect()
+    };
     let counted = driver.engine.rounds();
     let now = Instant::now();
     let mut state = Loop {
         driver,
+        demand,
         capacity_per_unit,
         counted,
         next_forecast: now,
@@ -579,6 +597,14 @@ mod tests {
     #[test]
     fn demand_is_split_by_class_and_filtered_by_tags() {
         let mut store = MetricStore::new(StoreLimits::default());
+        let source = DemandSource {
+            metric: "requests".into(),
+            tags: vec!["service:checkout".into()],
+            untagged_class: TrafficClass::Registration,
+            cpu: false,
+        };
+        // Watched before its series exist: they are indexed as they are made.
+        let checkout = DemandWatch::new(&mut store, source.clone());
         for tick in 0..10u64 {
             let now = Timestamp::from_millis(tick * 100);
             for line in [
@@ -590,19 +616,18 @@ mod tests {
                 store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
             }
         }
-        let source = DemandSource {
-            metric: "requests".into(),
-            tags: vec!["service:checkout".into()],
-            untagged_class: TrafficClass::Registration,
-            cpu: false,
-        };
-        let demand = pool_demand(&store, Timestamp::from_millis(1000), &source, 1, 100.0).expect("fresh demand");
+        let demand = pool_demand(&store, Timestamp::from_millis(1000), &checkout, 1, 100.0).expect("fresh demand");
         assert!((demand.of(TrafficClass::WeddingCritical) - 100.0).abs() < 1e-9, "{demand:?}");
         assert!((demand.of(TrafficClass::Registration) - 50.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(demand.of(TrafficClass::Media), 0.0);
         // Ten seconds of silence: demand is missing, not zero.
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &source, 1, 100.0), None);
-        let absent = DemandSource { metric: "nothing".into(), ..source };
+        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &checkout, 1, 100.0), None);
+        // Watched after its series exist: found by the watch's first scan.
+        let search =
+            DemandWatch::new(&mut store, DemandSource { tags: vec!["service:search".into()], ..source.clone() });
+        let demand = pool_demand(&store, Timestamp::from_millis(1000), &search, 1, 100.0).expect("fresh demand");
+        assert!((demand.of(TrafficClass::Media) - 70.0).abs() < 1e-9, "{demand:?}");
+        let absent = DemandWatch::new(&mut store, DemandSource { metric: "nothing".into(), ..source });
         assert_eq!(pool_demand(&store, Timestamp::from_millis(1000), &absent, 1, 100.0), None);
     }
 
@@ -619,9 +644,13 @@ mod tests {
             untagged_class: TrafficClass::Media,
             cpu: true,
         };
+        let host = DemandWatch::new(&mut store, host);
         let demand = pool_demand(&store, now, &host, 4, 1.0).unwrap();
         assert!((demand.of(TrafficClass::Media) - 3.6).abs() < 1e-9, "{demand:?}");
-        let pool = DemandSource { metric: "pool.cpu".into(), tags: vec!["service:api".into()], ..host };
+        let pool = DemandWatch::new(
+            &mut store,
+            DemandSource { metric: "pool.cpu".into(), tags: vec!["service:api".into()], ..host.source.clone() },
+        );
         // The last value set wins for a gauge: 0.7 × 10 units.
         let demand = pool_demand(&store, now, &pool, 10, 1.0).unwrap();
         assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");

@@ -383,14 +383,10 @@ fn label_name(key: &str) -> Cow<'_, str> {
 }
 
 /// A series's labels: its name, its tags (as valid label names), then `extra`.
-fn series_labels<'a>(
-    view: &wedsync_core::store::SeriesView<'a>,
-    extra: &[(&'static str, &'a str)],
-) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
-    let info = view.info();
-    let mut labels: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(info.tags.len() + 1 + extra.len());
-    labels.push((Cow::Borrowed("metric"), Cow::Borrowed(&*info.name)));
-    for (key, value) in info.tag_pairs() {
+fn series_labels<'a>(row: &'a AppRow, extra: &[(&'static str, &'a str)]) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+    let mut labels: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(row.tags.len() + 1 + extra.len());
+    labels.push((Cow::Borrowed("metric"), Cow::Borrowed(&*row.name)));
+    for (key, value) in row.tags.iter().map(|t| t.split_once(':').unwrap_or((t, ""))) {
         let name = label_name(key);
         if labels.iter().any(|(k, _)| *k == name) {
             continue; // two tags that clean up to the same label: keep the first
@@ -411,12 +407,48 @@ const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 const QUANTILE_LABELS: [&str; 3] = ["0.5", "0.9", "0.99"];
 const QUANTILE_WINDOW: Duration = Duration::from_secs(60);
 
+/// One application series's figures, copied under the store's lock so that the text encoding,
+/// most of a scrape's work, runs after the lock is released (ingest never waits for it).
+struct AppRow {
+    name: Arc<str>,
+    tags: Arc<[Box<str>]>,
+    kind: MetricKind,
+    /// Counters: the sum; gauges: the value; sets: distinct members; histograms: values seen.
+    total: f64,
+    /// Histograms: the sum of the values.
+    sum: f64,
+    /// Histograms: [`QUANTILES`] over [`QUANTILE_WINDOW`], when a value fell in it.
+    quantiles: Option<Vec<f64>>,
+}
+
+impl AppCollector {
+    /// Every application series's figures, under one short lock: no allocation but the rows
+    /// (names and tags are shared) and the histograms' quantiles.
+    fn rows(&self) -> Vec<AppRow> {
+        let now = self.clock.now();
+        let store = lock(&self.store);
+        let mut rows = Vec::with_capacity(store.app_series());
+        for view in store.iter(now).filter(|v| !v.info().internal) {
+            let info = view.info();
+            let histogram = info.kind.is_histogram();
+            rows.push(AppRow {
+                name: info.name.clone(),
+                tags: info.tags.clone(),
+                kind: info.kind,
+                total: view.total(),
+                sum: view.sum().unwrap_or(0.0),
+                quantiles: if histogram { view.quantiles(QUANTILE_WINDOW, &QUANTILES) } else { None },
+            });
+        }
+        rows
+    }
+}
+
 impl Collector for AppCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use prometheus_client::metrics::MetricType;
-        let now = self.clock.now();
-        let store = lock(&self.store);
-        let app = || store.iter(now).filter(|v| !v.info().internal);
+        let rows = self.rows();
+        let of_kind = |kind: MetricKind| rows.iter().filter(move |r| r.kind == kind);
 
         let mut counters = encoder.encode_descriptor(
             "wedsync_app_counter",
@@ -424,8 +456,8 @@ impl Collector for AppCollector {
             None,
             MetricType::Counter,
         )?;
-        for view in app().filter(|v| v.info().kind == MetricKind::Counter) {
-            ConstCounter::new(view.total()).encode(counters.encode_family(&series_labels(&view, &[]))?)?;
+        for row in of_kind(MetricKind::Counter) {
+            ConstCounter::new(row.total).encode(counters.encode_family(&series_labels(row, &[]))?)?;
         }
         let mut gauges = encoder.encode_descriptor(
             "wedsync_app_gauge",
@@ -433,8 +465,8 @@ impl Collector for AppCollector {
             None,
             MetricType::Gauge,
         )?;
-        for view in app().filter(|v| v.info().kind == MetricKind::Gauge) {
-            ConstGauge::new(view.total()).encode(gauges.encode_family(&series_labels(&view, &[]))?)?;
+        for row in of_kind(MetricKind::Gauge) {
+            ConstGauge::new(row.total).encode(gauges.encode_family(&series_labels(row, &[]))?)?;
         }
         let mut sets = encoder.encode_descriptor(
             "wedsync_app_set_unique",
@@ -442,19 +474,19 @@ impl Collector for AppCollector {
             None,
             MetricType::Gauge,
         )?;
-        for view in app().filter(|v| v.info().kind == MetricKind::Set) {
-            ConstGauge::new(view.total()).encode(sets.encode_family(&series_labels(&view, &[]))?)?;
+        for row in of_kind(MetricKind::Set) {
+            ConstGauge::new(row.total).encode(sets.encode_family(&series_labels(row, &[]))?)?;
         }
-        let histograms: Vec<_> = app().filter(|v| v.info().kind.is_histogram()).collect();
+        let histograms: Vec<&AppRow> = rows.iter().filter(|r| r.kind.is_histogram()).collect();
         let mut counts = encoder.encode_descriptor(
             "wedsync_app_observations",
             "StatsD timers (ms), histograms (h) and distributions (d): values observed",
             None,
             MetricType::Counter,
         )?;
-        for view in &histograms {
-            let kind = [("kind", view.info().kind.name())];
-            ConstCounter::new(view.total()).encode(counts.encode_family(&series_labels(view, &kind))?)?;
+        for row in &histograms {
+            let kind = [("kind", row.kind.name())];
+            ConstCounter::new(row.total).encode(counts.encode_family(&series_labels(row, &kind))?)?;
         }
         let mut sums = encoder.encode_descriptor(
             "wedsync_app_observed_sum",
@@ -462,9 +494,9 @@ impl Collector for AppCollector {
             None,
             MetricType::Counter,
         )?;
-        for view in &histograms {
-            let kind = [("kind", view.info().kind.name())];
-            ConstCounter::new(view.sum().unwrap_or(0.0)).encode(sums.encode_family(&series_labels(view, &kind))?)?;
+        for row in &histograms {
+            let kind = [("kind", row.kind.name())];
+            ConstCounter::new(row.sum).encode(sums.encode_family(&series_labels(row, &kind))?)?;
         }
         let mut quantiles = encoder.encode_descriptor(
             "wedsync_app_quantile",
@@ -472,11 +504,11 @@ impl Collector for AppCollector {
             None,
             MetricType::Gauge,
         )?;
-        for view in &histograms {
-            let Some(values) = view.quantiles(QUANTILE_WINDOW, &QUANTILES) else { continue };
+        for row in &histograms {
+            let Some(values) = &row.quantiles else { continue };
             for (label, value) in QUANTILE_LABELS.iter().zip(values) {
-                let extra = [("kind", view.info().kind.name()), ("quantile", *label), ("window", "60s")];
-                ConstGauge::new(value).encode(quantiles.encode_family(&series_labels(view, &extra))?)?;
+                let extra = [("kind", row.kind.name()), ("quantile", *label), ("window", "60s")];
+                ConstGauge::new(*value).encode(quantiles.encode_family(&series_labels(row, &extra))?)?;
             }
         }
         Ok(())
