@@ -117,7 +117,7 @@ fn agent_engine_with_plugins(state: &std::path::Path) -> (Engine, PluginStage) {
     }
     let file = state.join("agent.toml");
     std::fs::write(&file, toml).unwrap();
-    let settings = wedsync_agent::configuration::check_file(&file, Some(Default::default())).unwrap();
+    let settings = wedsync_agent::config::check_file(&file, Some(Default::default())).unwrap();
     let plugins = settings.plugins.clone().expect("plugins are on by default");
     assert_eq!(plugins.bundled.len(), 4);
     let stage = PluginStage::start(

@@ -6,15 +6,17 @@
 //! * [`store`]: the bounded in-memory metric store with windowed queries.
 //! * [`engine`]: the decision engine, a state machine from demand and calendar to decisions.
 //! * [`replay`]: runs the engine over a demand trace against a capacity model and scores it.
-//! * [`config`]: the agent's configuration types and their validation.
 //!
 //! The daemon drives these with real time and real I/O; tests, benches, trace replay and the
 //! fleet simulator (`wedsync-sim`) drive them with virtual time. All run the same code.
+//!
+//! The core keeps only the settings it runs on (the engine's [`engine::EngineSettings`] and
+//! [`engine::pool::PoolSpec`], the store's [`store::StoreLimits`]); the agent's configuration
+//! (files, environment, validation) belongs to the daemon (`wedsync_agent::config`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
-pub mod config;
 pub mod content;
 pub mod domain;
 pub mod engine;

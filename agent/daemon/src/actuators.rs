@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::config::ActuatorSpec;
 use crate::logging::RateLimiter;
 use hmac::{Hmac, KeyInit, Mac};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,7 +37,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sha2::Sha256;
-use wedsync_core::config::ActuatorSpec;
 
 /// How many successful decision ids each pool remembers (and never applies again).
 const RECENT_SUCCESSES: usize = 64;

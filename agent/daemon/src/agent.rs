@@ -6,6 +6,7 @@ use crate::api;
 use crate::audit::AuditWriter;
 use crate::calendar::{self, StateDb};
 use crate::clock::{Clock, lock, read};
+use crate::config::Settings;
 use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
-use wedsync_core::config::Settings;
 use wedsync_core::engine::Engine;
 use wedsync_core::store::MetricStore;
 
@@ -193,7 +193,7 @@ impl RunningAgent {
         let mut telemetry = Telemetry::new(clock, store.clone(), host.clone());
         let mut engine = Engine::new(settings.engine.clone(), settings.pools.clone());
         let decision_log = Arc::new(Mutex::new(DecisionLog::default()));
-        let db = Arc::new(StateDb::open(&crate::configuration::state_dir(&settings.storage_dir))?);
+        let db = Arc::new(StateDb::open(&crate::config::state_dir(&settings.storage_dir))?);
         load_calendar(&db, &mut engine, settings.calendar_file.as_deref())?;
         decisions::load_profiles(&db, &mut engine);
         let round_metrics = decisions::RoundMetrics::register(telemetry.registry());
@@ -206,7 +206,7 @@ impl RunningAgent {
             settings.pools.iter().map(|p| p.name.clone()).zip(settings.actuators.iter().cloned()).collect(),
         ));
         actuators.register(telemetry.registry());
-        let (audit_writer, audit) = match crate::configuration::audit_config(&settings) {
+        let (audit_writer, audit) = match crate::config::audit_config(&settings) {
             Some(config) => {
                 let (writer, handle) = AuditWriter::start(config)?;
                 handle.counters.register(telemetry.registry());
@@ -254,7 +254,7 @@ impl RunningAgent {
         };
         let plugin_stage = match &settings.plugins {
             Some(plugins) => {
-                let state_dir = crate::configuration::state_dir(&settings.storage_dir);
+                let state_dir = crate::config::state_dir(&settings.storage_dir);
                 let fleet_handle = fleet.as_ref().map(|(handle, _)| handle.clone());
                 let lines = telemetry.ingest.lines.clone();
                 let (settings, plugins, host, audit) = (settings.clone(), plugins.clone(), host.clone(), audit.clone());

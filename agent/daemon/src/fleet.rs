@@ -4,6 +4,7 @@
 //! `/metrics`.
 
 use crate::clock::{Clock, lock};
+use crate::config::{MeshProfile, MeshSettings};
 use crate::engine::{EngineCommand, EngineHandle};
 use crate::logging::RateLimiter;
 use serde::Serialize;
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
-use wedsync_core::config::{MeshProfile, MeshSettings};
 use wedsync_core::content::{CacheHint, IntervalSketch, KeyEstimate, ViralConfig};
 use wedsync_mesh::content::{ContentExchange, ContentStats, FRAME_CONTENT};
 use wedsync_mesh::{

@@ -6,6 +6,7 @@
 //! virtual-time simulator. The run itself is [`wedsync_sim::fleet`]; the report,
 //! [`wedsync_sim::report`].
 
+use crate::config::{AgentConfig, ConfigErrors, PoolConfig};
 use crate::fleet::FleetHandle;
 use crate::plugins::{PluginStage, PluginStartError};
 use crate::quic_fleet::{QuicFleet, QuicFleetError};
@@ -13,7 +14,6 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use wedsync_core::config::{AgentConfig, ConfigErrors, PoolConfig};
 use wedsync_core::engine::policy::RoundPolicy;
 use wedsync_sim::fleet::{NodeSpec, PolicyFactory, Progress, RunOptions};
 use wedsync_sim::report::Verdict;

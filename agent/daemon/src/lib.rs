@@ -13,6 +13,8 @@
 //! * [`api`] reads the snapshots and sends commands; [`telemetry`] renders `/metrics` from the
 //!   collectors each part registers.
 //! * [`clock`] and [`logging`] are leaves every part uses.
+//! * [`config`] is the agent's configuration: each section beside what it configures, the
+//!   checked [`config::Settings`] every part starts from, and the layered loading.
 //!
 //! The binary (`main.rs`) is a thin CLI over [`agent::RunningAgent`]. Everything here does
 //! I/O; the logic it drives lives in `wedsync-core` and `wedsync-mesh`, which do none.
@@ -25,7 +27,7 @@ pub mod api;
 pub mod audit;
 pub mod calendar;
 pub mod clock;
-pub mod configuration;
+pub mod config;
 pub mod decisions;
 pub mod engine;
 pub mod fleet;

@@ -1,8 +1,8 @@
 //! Logging through `tracing`: human-readable text by default, JSON lines for machines.
 //! Logs go to standard error so that standard output stays clean for command output.
 
+use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
-use wedsync_core::config::LogFormat;
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wedsync_agent::agent::{RunningAgent, ShutdownSignals};
-use wedsync_agent::configuration::{self, Sources};
+use wedsync_agent::config::{self, LogFormat, Sources};
 use wedsync_agent::logging;
-use wedsync_core::config::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -222,8 +221,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, log_format } => run(config, log_format),
         Command::Config { command: ConfigCommand::Print { config } } => {
-            let raw = configuration::load(&Sources::from_process(config))?;
-            print!("{}", configuration::to_toml(&raw).context("cannot render the configuration")?);
+            let raw = config::load(&Sources::from_process(config))?;
+            print!("{}", config::to_toml(&raw).context("cannot render the configuration")?);
             if let Err(errors) = raw.validate() {
                 eprintln!("{errors}");
                 return Ok(ExitCode::FAILURE);
@@ -234,10 +233,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = match file {
                 Some(file) => file,
                 None => {
-                    let (_, settings) = configuration::load_settings(&Sources::from_process(config))?;
-                    configuration::audit_config(&settings)
-                        .context("the audit trail is disabled (audit.enabled = false)")?
-                        .path
+                    let (_, settings) = config::load_settings(&Sources::from_process(config))?;
+                    config::audit_config(&settings).context("the audit trail is disabled (audit.enabled = false)")?.path
                 }
             };
             let files = wedsync_audit::chain_files(&file).with_context(|| format!("{}", file.display()))?;
@@ -349,7 +346,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Check { file } } => match configuration::check_file(&file, None) {
+        Command::Config { command: ConfigCommand::Check { file } } => match config::check_file(&file, None) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
@@ -363,7 +360,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
-    let (_, mut settings) = configuration::load_settings(&Sources::from_process(config))?;
+    let (_, mut settings) = config::load_settings(&Sources::from_process(config))?;
     if let Some(format) = log_format {
         settings.log_format = match format {
             LogFormatArg::Text => LogFormat::Text,

@@ -11,13 +11,13 @@ pub mod reload;
 pub use files::LoadFailure;
 use files::{call_order, config_name, read_dir};
 
+use crate::config::{PluginSettings, Settings};
 use crate::fleet::FleetHandle;
 use crate::telemetry::HostView;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use wedsync_core::config::{PluginSettings, Settings};
 use wedsync_core::engine::EngineSettings;
 use wedsync_core::engine::policy::{PolicyAction, PolicyRound, PolicyVerdict, RoundPolicy, VetoKind};
 use wedsync_core::engine::pool::PoolSpec;

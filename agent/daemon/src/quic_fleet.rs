@@ -10,6 +10,7 @@
 //! daemon.
 
 use crate::clock::{Clock, lock};
+use crate::config::{MeshProfile, MeshSettings, MeshTlsFiles};
 use crate::fleet::{FleetDriver, FleetError, FleetHandle, FleetSnapshot, NodeLink};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,6 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
-use wedsync_core::config::{MeshProfile, MeshSettings, MeshTlsFiles};
 use wedsync_mesh::sim::FRAME_OVERHEAD;
 use wedsync_mesh::{FailoverShare, MeshEvent, NodeState};
 use wedsync_sim::{FleetMesh, MeshPlan};

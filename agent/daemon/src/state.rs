@@ -5,12 +5,12 @@ use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
 use crate::clock::Clock;
+use crate::config::Settings;
 use crate::decisions::DecisionLog;
 use crate::engine::EngineHandle;
 use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use wedsync_core::config::Settings;
 use wedsync_core::store::MetricStore;
 
 /// State shared by the API and the agent's tasks.

@@ -1,11 +1,10 @@
 //! Configuration loading: embedded defaults, then an optional TOML file, then environment
 //! variables (`WEDSYNC__SECTION__KEY`), merged with the `config` crate; then validation.
 
-use config::{Config, Environment, File, FileFormat};
+use super::{AgentConfig, ConfigErrors, FieldError, Settings};
+use ::config::{Config, Environment, File, FileFormat};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use wedsync_audit::FsyncPolicy;
-use wedsync_core::config::{AgentConfig, ConfigErrors, FieldError, Settings};
 
 /// Prefix of the environment variables that override configuration.
 pub const ENV_PREFIX: &str = "WEDSYNC";
@@ -88,13 +87,10 @@ pub fn load(sources: &Sources) -> Result<AgentConfig, LoadError> {
     Ok(config)
 }
 
-/// Loads and validates (the core's checks, then the daemon's own: `audit.fsync`).
+/// Loads and validates ([`AgentConfig::validate`], then `audit.fsync`, whose errors come last).
 pub fn load_settings(sources: &Sources) -> Result<(AgentConfig, Settings), LoadError> {
     let config = load(sources)?;
-    let daemon_errors: Vec<FieldError> = match config.audit.fsync.parse::<FsyncPolicy>() {
-        Ok(_) => Vec::new(),
-        Err(e) => vec![FieldError { field: "audit.fsync".into(), message: e.to_string() }],
-    };
+    let daemon_errors: Vec<FieldError> = config.audit.fsync_error().into_iter().collect();
     match config.validate() {
         Ok(settings) if daemon_errors.is_empty() => Ok((config, settings)),
         Ok(_) => Err(ConfigErrors(daemon_errors).into()),
@@ -103,25 +99,6 @@ pub fn load_settings(sources: &Sources) -> Result<(AgentConfig, Settings), LoadE
             Err(ConfigErrors(errors).into())
         }
     }
-}
-
-/// The audit log's configuration, with its path resolved against the state directory.
-pub fn audit_config(settings: &Settings) -> Option<wedsync_audit::AuditConfig> {
-    let audit = &settings.audit;
-    if !audit.enabled {
-        return None;
-    }
-    let path = if audit.path.is_empty() {
-        state_dir(&settings.storage_dir).join("audit.jsonl")
-    } else {
-        PathBuf::from(&audit.path)
-    };
-    Some(wedsync_audit::AuditConfig {
-        path,
-        fsync: audit.fsync.parse().unwrap_or(FsyncPolicy::Always),
-        max_file_bytes: audit.max_file_bytes,
-        keep_files: usize::try_from(audit.keep_files).unwrap_or(usize::MAX),
-    })
 }
 
 /// The host name, cut to a valid node id; `"node"` if the kernel does not say.
@@ -145,27 +122,6 @@ pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
     toml::to_string_pretty(&shown)
 }
 
-/// The state directory: `storage.dir`, else `$STATE_DIRECTORY`, `$XDG_STATE_HOME/wedsync-agent`,
-/// `$HOME/.local/state/wedsync-agent`, or `./wedsync-state` as a last resort.
-pub fn state_dir(configured: &str) -> PathBuf {
-    if !configured.is_empty() {
-        return PathBuf::from(configured);
-    }
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = var("STATE_DIRECTORY") {
-        // systemd may pass several, colon-separated; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
-        return PathBuf::from(first);
-    }
-    if let Some(dir) = var("XDG_STATE_HOME") {
-        return dir.join("wedsync-agent");
-    }
-    if let Some(home) = var("HOME") {
-        return home.join(".local/state/wedsync-agent");
-    }
-    PathBuf::from("wedsync-state")
-}
-
 /// Reads a file for `config check`, layered as `run --config FILE` would.
 pub fn check_file(path: &Path, env: Option<HashMap<String, String>>) -> Result<Settings, LoadError> {
     load_settings(&Sources { file: Some(path.to_path_buf()), env }).map(|(_, s)| s)
@@ -174,7 +130,9 @@ pub fn check_file(path: &Path, env: Option<HashMap<String, String>>) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::audit_config;
     use std::io::Write;
+    use wedsync_audit::FsyncPolicy;
 
     fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
         Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
@@ -205,7 +163,7 @@ mod tests {
         let (_, settings) = load_settings(&sources).unwrap();
         let mesh = settings.mesh.unwrap();
         assert_eq!(mesh.seeds, vec!["127.0.0.1:7001".parse().unwrap(), "127.0.0.2:7002".parse().unwrap()]);
-        assert_eq!(mesh.profile, wedsync_core::config::MeshProfile::Wan);
+        assert_eq!(mesh.profile, crate::config::MeshProfile::Wan);
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! `[pools.actuator]`: how a pool's decisions are carried out, checked into the
+//! [`ActuatorSpec`] the [`crate::actuators`] run.
+
+use super::errors::Checker;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `[pools.actuator]`: how a pool's decisions are carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ActuatorConfig {
+    /// Log each decision (always done, whatever else is configured).
+    #[default]
+    Log,
+    /// Run a command with the decision as JSON on standard input.
+    Exec {
+        /// Program and arguments (no shell).
+        command: Vec<String>,
+        /// Longest a run may take before it is killed (e.g. `"10s"`).
+        #[serde(default = "default_actuator_timeout")]
+        timeout: String,
+        /// Further attempts after a failure.
+        #[serde(default = "default_actuator_retries")]
+        retries: u32,
+        /// Wait before the first retry; doubles each time (e.g. `"500ms"`).
+        #[serde(default = "default_actuator_backoff")]
+        backoff: String,
+    },
+    /// POST the decision as JSON, signed with HMAC-SHA256.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Shared secret for the `X-Wedsync-Signature` header (at least 16 characters).
+        secret: String,
+        /// Longest a request may take (e.g. `"5s"`).
+        #[serde(default = "default_actuator_timeout")]
+        timeout: String,
+        /// Further attempts after a failure.
+        #[serde(default = "default_actuator_retries")]
+        retries: u32,
+        /// Wait before the first retry; doubles each time.
+        #[serde(default = "default_actuator_backoff")]
+        backoff: String,
+    },
+}
+
+fn default_actuator_timeout() -> String {
+    "10s".into()
+}
+
+fn default_actuator_retries() -> u32 {
+    3
+}
+
+fn default_actuator_backoff() -> String {
+    "500ms".into()
+}
+
+/// A checked actuator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ActuatorSpec {
+    /// Log only.
+    Log,
+    /// Run a command.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// Per-attempt timeout.
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+        /// Further attempts after a failure.
+        retries: u32,
+        /// First retry delay (doubling).
+        #[serde(with = "humantime_serde")]
+        backoff: Duration,
+    },
+    /// POST to a URL.
+    Webhook {
+        /// The URL.
+        url: String,
+        /// HMAC secret (never serialized).
+        #[serde(skip)]
+        secret: String,
+        /// Per-attempt timeout.
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+        /// Further attempts after a failure.
+        retries: u32,
+        /// First retry delay (doubling).
+        #[serde(with = "humantime_serde")]
+        backoff: Duration,
+    },
+}
+
+impl ActuatorConfig {
+    /// Checks the actuator of pool number `pool` into `c`.
+    pub(super) fn validate(&self, c: &mut Checker, pool: usize) -> ActuatorSpec {
+        let at = |field: &str| format!("pools[{pool}].actuator.{field}");
+        let timing = |c: &mut Checker, timeout: &str, retries: u32, backoff: &str| {
+            let timeout = c.duration(&at("timeout"), timeout, Duration::from_millis(10), Duration::from_secs(600));
+            let retries = c.range(&at("retries"), u64::from(retries), 0, 100) as u32;
+            let backoff = c.duration(&at("backoff"), backoff, Duration::ZERO, Duration::from_secs(600));
+            (timeout, retries, backoff)
+        };
+        match self {
+            ActuatorConfig::Log => ActuatorSpec::Log,
+            ActuatorConfig::Exec { command, timeout, retries, backoff } => {
+                if command.first().is_none_or(|program| program.is_empty()) {
+                    c.fail(at("command"), "is empty: give the program and its arguments".into());
+                }
+                let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
+                ActuatorSpec::Exec { command: command.clone(), timeout, retries, backoff }
+            }
+            ActuatorConfig::Webhook { url, secret, timeout, retries, backoff } => {
+                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                if !scheme_ok || url.len() < "http://x".len() || url.chars().any(char::is_whitespace) {
+                    c.fail(at("url"), format!("{url:?} is not an http:// or https:// URL"));
+                }
+                if secret.len() < 16 {
+                    c.fail(at("secret"), "must be at least 16 characters (it signs every request)".into());
+                }
+                let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
+                ActuatorSpec::Webhook { url: url.clone(), secret: secret.clone(), timeout, retries, backoff }
+            }
+        }
+    }
+}
