@@ -414,3 +414,50 @@ impl ShutdownSignals {
         }
     }
 }
+
+/// Why `wedsync-agent run` could not run (or not stop cleanly on a signal).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration does not load or is not valid.
+    #[error(transparent)]
+    Config(#[from] crate::config::LoadError),
+    /// Logging could not be set up.
+    #[error(transparent)]
+    Logging(#[from] crate::logging::LoggingError),
+    /// The async runtime could not be made.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// The agent could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// `wedsync-agent run`: loads the configuration (the defaults, `file`, the environment), sets
+/// up logging (`log_format` overrides `log.format`), runs the agent on a two-worker runtime and
+/// stops it on SIGINT or SIGTERM.
+pub fn run(file: Option<std::path::PathBuf>, log_format: Option<crate::config::LogFormat>) -> Result<(), RunError> {
+    let (_, mut settings) = crate::config::load_settings(&crate::config::Sources::from_process(file))?;
+    if let Some(format) = log_format {
+        settings.log_format = format;
+    }
+    crate::logging::init(settings.log_format, &settings.log_level)?;
+    // Two workers: the agent must stay light on the hosts it protects.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wedsync-worker")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(async {
+        let mut signals = ShutdownSignals::install().map_err(RunError::Signals)?;
+        let agent = RunningAgent::start(settings).await?;
+        let signal = signals.recv().await;
+        tracing::info!(signal, "stopping");
+        let clean = agent.shutdown().await;
+        tracing::info!(clean, "stopped");
+        Ok(())
+    })
+}

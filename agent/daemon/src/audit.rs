@@ -1,8 +1,11 @@
 //! Feeds the audit trail from a dedicated thread, so a slow disk (fsync) never delays a decision
 //! round: producers hand entries over a bounded channel and never block; a full channel drops the
-//! entry and counts it.
+//! entry and counts it. [`verify`] is `wedsync-agent audit verify`.
 
+use crate::config::{LoadError, Sources};
 use prometheus_client::metrics::counter::Counter;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -166,6 +169,62 @@ fn write_loop(mut log: AuditLog, config: AuditConfig, rx: Receiver<Message>, cou
             tracing::debug!(seq, "audit log flushed");
         }
         Err(e) => tracing::error!(error = %e, "audit log flush at stop failed"),
+    }
+}
+
+/// Why `audit verify` could not check a log.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyCommandError {
+    /// No file was given and the configuration that names the default one does not load.
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    /// No file was given and the configuration has no audit trail.
+    #[error("the audit trail is disabled (audit.enabled = false)")]
+    Disabled,
+    /// The log's rotated files could not be listed.
+    #[error("{}", path.display())]
+    Files {
+        /// The current log file.
+        path: PathBuf,
+        /// Why its files could not be listed.
+        source: AuditError,
+    },
+}
+
+/// `audit verify`: checks the hash chain of `file` (default: the configured log, found through
+/// `config` layered as `run --config` would) and its rotated files; prints a summary, or where
+/// the chain breaks (a failure, on standard error).
+pub fn verify(file: Option<&Path>, config: Option<PathBuf>) -> Result<ExitCode, VerifyCommandError> {
+    let file = match file {
+        Some(file) => file.to_path_buf(),
+        None => {
+            let (_, settings) = crate::config::load_settings(&Sources::from_process(config))?;
+            crate::config::audit_config(&settings).ok_or(VerifyCommandError::Disabled)?.path
+        }
+    };
+    let files =
+        wedsync_audit::chain_files(&file).map_err(|source| VerifyCommandError::Files { path: file.clone(), source })?;
+    match wedsync_audit::verify_files(&files) {
+        Ok(summary) => {
+            println!(
+                "{}: ok: {} entries in {} file(s), seq {}..={}, last hash {}{}",
+                file.display(),
+                summary.entries,
+                summary.files,
+                summary.first_seq,
+                summary.last_seq,
+                summary.last_hash,
+                summary
+                    .anchored_at_seq
+                    .map(|s| format!(" (older files pruned; anchored at seq {s})"))
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: FAILED: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -16,8 +16,10 @@
 //! * [`config`] is the agent's configuration: each section beside what it configures, the
 //!   checked [`config::Settings`] every part starts from, and the layered loading.
 //!
-//! The binary (`main.rs`) is a thin CLI over [`agent::RunningAgent`]. Everything here does
-//! I/O; the logic it drives lives in `wedsync-core` and `wedsync-mesh`, which do none.
+//! The binary (`main.rs`) only parses the command line; each command is a function here:
+//! [`agent::run`], [`config::print`], [`config::check`], [`audit::verify`], [`pki`],
+//! [`plugins::tools`], [`sim::SimCommand`]. Everything here does I/O; the logic it drives lives
+//! in `wedsync-core` and `wedsync-mesh`, which do none.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,6 +37,7 @@ pub mod fleet_sim;
 pub mod host;
 pub mod ingest;
 pub mod logging;
+pub mod pki;
 pub mod plugins;
 pub mod process;
 pub mod quic_fleet;

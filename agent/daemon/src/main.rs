@@ -1,13 +1,12 @@
-//! `wedsync-agent`: the WedSync Edge agent.
+//! `wedsync-agent`: the WedSync Edge agent. This file parses the command line and hands each
+//! command to the library (`wedsync_agent`), which does the work.
 #![forbid(unsafe_code)]
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wedsync_agent::agent::{RunningAgent, ShutdownSignals};
-use wedsync_agent::config::{self, LogFormat, Sources};
-use wedsync_agent::logging;
+use wedsync_agent::config::{self, LogFormat};
+use wedsync_agent::{agent, audit, pki, plugins, sim};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -203,9 +202,6 @@ enum ConfigCommand {
     },
 }
 
-/// Scenario seconds per wall second of `sim` over real QUIC: viral-saturday's 45 minutes in 45 s.
-const DEFAULT_SIM_SPEED: f64 = 60.0;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli) {
@@ -218,64 +214,28 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Run { config, log_format } => run(config, log_format),
-        Command::Config { command: ConfigCommand::Print { config } } => {
-            let raw = config::load(&Sources::from_process(config))?;
-            print!("{}", config::to_toml(&raw).context("cannot render the configuration")?);
-            if let Err(errors) = raw.validate() {
-                eprintln!("{errors}");
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
+    Ok(match cli.command {
+        Command::Run { config, log_format } => {
+            let log_format = log_format.map(|format| match format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            });
+            agent::run(config, log_format)?;
+            ExitCode::SUCCESS
         }
-        Command::Audit { command: AuditCommand::Verify { file, config } } => {
-            let file = match file {
-                Some(file) => file,
-                None => {
-                    let (_, settings) = config::load_settings(&Sources::from_process(config))?;
-                    config::audit_config(&settings).context("the audit trail is disabled (audit.enabled = false)")?.path
-                }
-            };
-            let files = wedsync_audit::chain_files(&file).with_context(|| format!("{}", file.display()))?;
-            match wedsync_audit::verify_files(&files) {
-                Ok(summary) => {
-                    println!(
-                        "{}: ok: {} entries in {} file(s), seq {}..={}, last hash {}{}",
-                        file.display(),
-                        summary.entries,
-                        summary.files,
-                        summary.first_seq,
-                        summary.last_seq,
-                        summary.last_hash,
-                        summary
-                            .anchored_at_seq
-                            .map(|s| format!(" (older files pruned; anchored at seq {s})"))
-                            .unwrap_or_default()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{}: FAILED: {e}", file.display());
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        Command::Ca { command: CaCommand::Init { dir } } => {
-            let paths = wedsync_transport::pki::init_ca(&dir)?;
-            println!("fleet CA certificate: {}", paths.cert.display());
-            println!("fleet CA key:         {} (keep it off the nodes)", paths.key.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config { command: ConfigCommand::Print { config } } => config::print(config)?,
+        Command::Config { command: ConfigCommand::Check { file } } => config::check(&file),
+        Command::Audit { command: AuditCommand::Verify { file, config } } => audit::verify(file.as_deref(), config)?,
+        Command::Ca { command: CaCommand::Init { dir } } => pki::ca_init(&dir)?,
         Command::Cert { command: CertCommand::Issue { node, region, ca_dir, out } } => {
-            let out = out.unwrap_or_else(|| ca_dir.clone());
-            let paths = wedsync_transport::pki::issue_node_cert(&ca_dir, &node, &region, &out)?;
-            println!("node certificate: {} (mesh.cert)", paths.cert.display());
-            println!("node key:         {} (mesh.key)", paths.key.display());
-            println!("fleet CA:         {} (mesh.ca_cert)", ca_dir.join("ca.pem").display());
-            Ok(ExitCode::SUCCESS)
+            pki::cert_issue(&node, &region, &ca_dir, out.as_deref())?
         }
-        Command::Plugin { command } => plugin_command(command),
+        Command::Plugin { command } => match command {
+            PluginCommand::Keygen { out } => plugins::tools::keygen(&out)?,
+            PluginCommand::Sign { key, file } => plugins::tools::sign(&key, &file)?,
+            PluginCommand::Verify { key, sig, file } => plugins::tools::verify(&key, sig.as_deref(), &file)?,
+            PluginCommand::Inspect { file } => plugins::tools::inspect(&file)?,
+        },
         Command::Sim {
             scenario,
             nodes,
@@ -289,200 +249,20 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             min,
             max,
             provisioning_delay,
-        } => {
-            if wedsync_agent::fleet_sim::is_fleet_scenario(&scenario) {
-                if min.is_some() || max.is_some() || provisioning_delay.is_some() {
-                    anyhow::bail!(
-                        "sim --scenario {scenario}: --min, --max and --provisioning-delay size the one pool of a \
-                         trace (CSV); a fleet scenario sets each region's pool in its file"
-                    );
-                }
-                let mesh = if virtual_time {
-                    wedsync_agent::fleet_sim::MeshMode::Virtual
-                } else {
-                    wedsync_agent::fleet_sim::MeshMode::Quic { speed: speed.unwrap_or(DEFAULT_SIM_SPEED) }
-                };
-                let options = wedsync_agent::fleet_sim::FleetSimOptions {
-                    scenario,
-                    nodes,
-                    seed,
-                    out: out.clone(),
-                    plugins: !no_plugins,
-                    plots: !no_plots,
-                    progress: true,
-                    mesh,
-                };
-                let (result, verdict, _) = wedsync_agent::fleet_sim::run(&options)?;
-                let plots: Vec<String> = if no_plots {
-                    Vec::new()
-                } else {
-                    result
-                        .regions
-                        .iter()
-                        .flat_map(|r| [format!("demand-{}", r.name), format!("latency-{}", r.name)])
-                        .collect()
-                };
-                print!("{}", wedsync_sim::report::markdown(&result, &verdict, &plots));
-                println!("\nreport: {} and {}", out.join("report.md").display(), out.join("report.json").display());
-                if fail_unless_won && !verdict.won {
-                    eprintln!("wedsync-agent sim: the engine did not win {}", result.scenario.name);
-                    return Ok(ExitCode::from(3));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            if nodes.is_some() || speed.is_some() || virtual_time {
-                anyhow::bail!(
-                    "sim --scenario {scenario}: --nodes, --speed and --virtual shape a fleet; a trace (CSV) runs one \
-                     pool"
-                );
-            }
-            let options = wedsync_agent::sim::SimOptions { scenario, out, min, max, provisioning_delay };
-            let report = wedsync_agent::sim::run(&options)?;
-            print!("{}", wedsync_agent::sim::markdown(&report));
-            println!(
-                "\nreport: {} and {}",
-                options.out.join("report.md").display(),
-                options.out.join("report.json").display()
-            );
-            Ok(ExitCode::SUCCESS)
+        } => sim::SimCommand {
+            scenario,
+            nodes,
+            seed,
+            virtual_time,
+            speed,
+            plugins: !no_plugins,
+            plots: !no_plots,
+            fail_unless_won,
+            out,
+            min,
+            max,
+            provisioning_delay,
         }
-        Command::Config { command: ConfigCommand::Check { file } } => match config::check_file(&file, None) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                Ok(ExitCode::FAILURE)
-            }
-        },
-    }
-}
-
-fn run(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
-    let (_, mut settings) = config::load_settings(&Sources::from_process(config))?;
-    if let Some(format) = log_format {
-        settings.log_format = match format {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Json => LogFormat::Json,
-        };
-    }
-    logging::init(settings.log_format, &settings.log_level)?;
-    // Two workers: the agent must stay light on the hosts it protects.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("wedsync-worker")
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let mut signals = ShutdownSignals::install().context("cannot install signal handlers")?;
-        let agent = RunningAgent::start(settings).await?;
-        let signal = signals.recv().await;
-        tracing::info!(signal, "stopping");
-        let clean = agent.shutdown().await;
-        tracing::info!(clean, "stopped");
-        Ok(ExitCode::SUCCESS)
+        .run()?,
     })
-}
-
-fn signature_path(file: &std::path::Path) -> PathBuf {
-    let mut sig = file.as_os_str().to_owned();
-    sig.push(".sig");
-    PathBuf::from(sig)
-}
-
-fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
-    use wedsync_plugin_host::signing;
-    match command {
-        PluginCommand::Keygen { out } => {
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            let (secret_path, public_path) = (out.join("plugin.key"), out.join("plugin.pub"));
-            if secret_path.exists() {
-                anyhow::bail!("{} exists; refusing to overwrite a signing key", secret_path.display());
-            }
-            let key = signing::generate_keypair()?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file =
-                options.open(&secret_path).with_context(|| format!("cannot create {}", secret_path.display()))?;
-            // The encodings are whole lines (newline included).
-            std::io::Write::write_all(&mut file, signing::encode_secret_key(&key).as_bytes())
-                .with_context(|| format!("cannot write {}", secret_path.display()))?;
-            let public = signing::encode_public_key(&key.verifying_key());
-            std::fs::write(&public_path, &public).with_context(|| format!("cannot write {}", public_path.display()))?;
-            println!("secret key: {} (keep it off the agents)", secret_path.display());
-            println!("public key: {} (key id {})", public_path.display(), signing::key_id(&key.verifying_key()));
-            println!("trust it:   plugins.trusted_keys = [\"{}\"]", public.trim_end());
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Sign { key, file } => {
-            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
-            let secret = signing::decode_secret_key(&text).with_context(|| format!("{}", key.display()))?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let signature = signing::sign(&secret, &bytes);
-            let sig_path = signature_path(&file);
-            std::fs::write(&sig_path, format!("{}\n", signing::encode_signature(&signature)))
-                .with_context(|| format!("cannot write {}", sig_path.display()))?;
-            println!("{}: signed (sha256 {}) -> {}", file.display(), hex_digest(&bytes), sig_path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Verify { key, sig, file } => {
-            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
-            let public = signing::decode_public_key(&text).with_context(|| format!("{}", key.display()))?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let sig_path = sig.unwrap_or_else(|| signature_path(&file));
-            let sig_bytes = std::fs::read(&sig_path).with_context(|| format!("cannot read {}", sig_path.display()))?;
-            let verified = signing::decode_signature(&sig_bytes)
-                .and_then(|signature| signing::verify(&[public], &bytes, &signature));
-            match verified {
-                Ok(_) => {
-                    println!("{}: signature OK (key id {})", file.display(), signing::key_id(&public));
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{}: signature does NOT verify: {e}", file.display());
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        PluginCommand::Inspect { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let inspection = wedsync_plugin_host::inspect(&bytes)?;
-            let info = inspection.info.as_ref().map(|info| {
-                serde_json::json!({
-                    "name": info.name,
-                    "version": info.version,
-                    "description": info.description,
-                    "hooks": {
-                        "decide": info.hooks.contains(wedsync_plugin_host::policy::Hooks::DECIDE),
-                        "failover": info.hooks.contains(wedsync_plugin_host::policy::Hooks::FAILOVER),
-                    },
-                })
-            });
-            let report = serde_json::json!({
-                "file": file.display().to_string(),
-                "size": inspection.size,
-                "sha256": inspection.sha256,
-                "world": match &inspection.world {
-                    Ok(()) => "wedsync:policy/policy@0.1.0".to_owned(),
-                    Err(why) => format!("does not fit wedsync:policy/policy@0.1.0: {why}"),
-                },
-                "plugin": info,
-                "describe_error": inspection.describe_error,
-                "imports": inspection.imports,
-                "forbidden_imports": inspection.forbidden_imports,
-                "exports": inspection.exports,
-            });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            let fits = inspection.world.is_ok() && inspection.forbidden_imports.is_empty();
-            Ok(if fits { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-    }
-}
-
-fn hex_digest(bytes: &[u8]) -> String {
-    hex::encode(wedsync_plugin_host::signing::sha256(bytes))
 }

@@ -3,10 +3,12 @@
 //! and their verdicts handed back to the engine as policy actions (applied before its clamps).
 //!
 //! Everything here runs on the decision thread, never on the async reactor; the plugin
-//! directory is watched, verified and compiled on a thread of its own ([`reload`]).
+//! directory is watched, verified and compiled on a thread of its own ([`reload`]). The
+//! `plugin` subcommands (keygen, sign, verify, inspect) are [`tools`].
 
 mod files;
 pub mod reload;
+pub mod tools;
 
 pub use files::LoadFailure;
 use files::{call_order, config_name, read_dir};

@@ -3,10 +3,12 @@
 //! side by side into `report.json` and `report.md`.
 //!
 //! Fleet scenarios (many nodes, regions, plots) are [`crate::fleet_sim`]; this is the one-pool
-//! comparison over a demand trace.
+//! comparison over a demand trace. [`SimCommand`] is the command itself, which picks one or the
+//! other by the scenario's name.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 use wedsync_core::TrafficClass;
 use wedsync_core::baseline::HpaSettings;
@@ -157,6 +159,136 @@ pub struct PoolSummary {
     pub capacity_per_unit: f64,
     /// Target utilization.
     pub target_utilization: f64,
+}
+
+/// `wedsync-agent sim` as given on the command line: a fleet scenario (a built-in one or a
+/// `.toml` file, run by [`crate::fleet_sim`]) or a single-pool trace (run by [`run`]).
+#[derive(Debug, Clone)]
+pub struct SimCommand {
+    /// A built-in fleet scenario, a scenario file, a built-in trace or a trace file.
+    pub scenario: String,
+    /// Fleets: scale the scenario's node counts to about this many nodes.
+    pub nodes: Option<u32>,
+    /// Fleets: seeds the mesh's probes and the simulated network.
+    pub seed: u64,
+    /// Fleets: the mesh in virtual time instead of one QUIC endpoint per node.
+    pub virtual_time: bool,
+    /// Fleets over QUIC: scenario seconds per wall-clock second (default
+    /// [`crate::fleet_sim::DEFAULT_SPEED`]).
+    pub speed: Option<f64>,
+    /// Fleets: run every node's bundled plugins.
+    pub plugins: bool,
+    /// Fleets: draw the plots.
+    pub plots: bool,
+    /// Fleets: exit with status 3 when the engine did not win.
+    pub fail_unless_won: bool,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Traces: the pool's minimum units.
+    pub min: Option<u32>,
+    /// Traces: the pool's maximum units.
+    pub max: Option<u32>,
+    /// Traces: time from asking for a unit to its serving.
+    pub provisioning_delay: Option<Duration>,
+}
+
+/// Why `sim` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimCommandError {
+    /// Trace options given with a fleet scenario.
+    #[error(
+        "sim --scenario {scenario}: --min, --max and --provisioning-delay size the one pool of a \
+         trace (CSV); a fleet scenario sets each region's pool in its file"
+    )]
+    TraceOptionsForFleet {
+        /// The fleet scenario.
+        scenario: String,
+    },
+    /// Fleet options given with a trace.
+    #[error(
+        "sim --scenario {scenario}: --nodes, --speed and --virtual shape a fleet; a trace (CSV) runs one \
+         pool"
+    )]
+    FleetOptionsForTrace {
+        /// The trace.
+        scenario: String,
+    },
+    /// The fleet simulation failed.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet_sim::FleetSimError),
+    /// The single-pool comparison failed.
+    #[error(transparent)]
+    Trace(#[from] SimError),
+}
+
+impl SimCommand {
+    /// Runs the fleet scenario or the trace, writes the report and prints it (progress goes to
+    /// standard error). Exit status 3 when `fail_unless_won` and the engine lost the fleet run.
+    pub fn run(self) -> Result<ExitCode, SimCommandError> {
+        let SimCommand {
+            scenario,
+            nodes,
+            seed,
+            virtual_time,
+            speed,
+            plugins,
+            plots,
+            fail_unless_won,
+            out,
+            min,
+            max,
+            provisioning_delay,
+        } = self;
+        if crate::fleet_sim::is_fleet_scenario(&scenario) {
+            if min.is_some() || max.is_some() || provisioning_delay.is_some() {
+                return Err(SimCommandError::TraceOptionsForFleet { scenario });
+            }
+            let mesh = if virtual_time {
+                crate::fleet_sim::MeshMode::Virtual
+            } else {
+                crate::fleet_sim::MeshMode::Quic { speed: speed.unwrap_or(crate::fleet_sim::DEFAULT_SPEED) }
+            };
+            let options = crate::fleet_sim::FleetSimOptions {
+                scenario,
+                nodes,
+                seed,
+                out: out.clone(),
+                plugins,
+                plots,
+                progress: true,
+                mesh,
+            };
+            let (result, verdict, _) = crate::fleet_sim::run(&options)?;
+            let plot_names: Vec<String> = if plots {
+                result
+                    .regions
+                    .iter()
+                    .flat_map(|r| [format!("demand-{}", r.name), format!("latency-{}", r.name)])
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            print!("{}", wedsync_sim::report::markdown(&result, &verdict, &plot_names));
+            println!("\nreport: {} and {}", out.join("report.md").display(), out.join("report.json").display());
+            if fail_unless_won && !verdict.won {
+                eprintln!("wedsync-agent sim: the engine did not win {}", result.scenario.name);
+                return Ok(ExitCode::from(3));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if nodes.is_some() || speed.is_some() || virtual_time {
+            return Err(SimCommandError::FleetOptionsForTrace { scenario });
+        }
+        let options = SimOptions { scenario, out, min, max, provisioning_delay };
+        let report = run(&options)?;
+        print!("{}", markdown(&report));
+        println!(
+            "\nreport: {} and {}",
+            options.out.join("report.md").display(),
+            options.out.join("report.json").display()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Runs the scenario with the engine and with the baseline and writes `report.json` and

@@ -1,10 +1,12 @@
 //! Configuration loading: embedded defaults, then an optional TOML file, then environment
-//! variables (`WEDSYNC__SECTION__KEY`), merged with the `config` crate; then validation.
+//! variables (`WEDSYNC__SECTION__KEY`), merged with the `config` crate; then validation. And
+//! the two commands that show it: `config print` ([`print()`]) and `config check` ([`check`]).
 
 use super::{AgentConfig, ConfigErrors, FieldError, Settings};
 use ::config::{Config, Environment, File, FileFormat};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Prefix of the environment variables that override configuration.
 pub const ENV_PREFIX: &str = "WEDSYNC";
@@ -125,6 +127,44 @@ pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
 /// Reads a file for `config check`, layered as `run --config FILE` would.
 pub fn check_file(path: &Path, env: Option<HashMap<String, String>>) -> Result<Settings, LoadError> {
     load_settings(&Sources { file: Some(path.to_path_buf()), env }).map(|(_, s)| s)
+}
+
+/// Why `config print` could not print the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum PrintError {
+    /// The layers could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The configuration could not be rendered as TOML.
+    #[error("cannot render the configuration")]
+    Render(#[source] toml::ser::Error),
+}
+
+/// `config print`: the effective configuration (defaults, `file`, environment) as TOML on
+/// standard output; when it is not valid, every error on standard error and a failure.
+pub fn print(file: Option<PathBuf>) -> Result<ExitCode, PrintError> {
+    let raw = load(&Sources::from_process(file))?;
+    print!("{}", to_toml(&raw).map_err(PrintError::Render)?);
+    if let Err(errors) = raw.validate() {
+        eprintln!("{errors}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `config check`: validates `file` layered as `run --config FILE` would; says `ok` on standard
+/// output, or every error on standard error and a failure.
+pub fn check(file: &Path) -> ExitCode {
+    match check_file(file, None) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

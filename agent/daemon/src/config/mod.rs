@@ -14,7 +14,7 @@
 //! * [`plugins`]: `[plugins]`, checked into [`PluginSettings`].
 //! * [`errors`]: what validation reports ([`FieldError`], [`ConfigErrors`]).
 //! * [`load`](mod@load): the layers (embedded defaults, a TOML file, `WEDSYNC__SECTION__KEY` variables)
-//!   merged with the `config` crate, then validated.
+//!   merged with the `config` crate, then validated; `config print` and `config check`.
 //!
 //! [`AgentConfig::validate`] reports every bad field by its dotted path and says why.
 
@@ -37,7 +37,9 @@ pub use api::ApiSection;
 pub use engine::EngineSection;
 pub use errors::{ConfigErrors, FieldError};
 pub use host::HostSection;
-pub use load::{ENV_PREFIX, LoadError, Sources, check_file, host_name, load, load_settings, to_toml};
+pub use load::{
+    ENV_PREFIX, LoadError, PrintError, Sources, check, check_file, host_name, load, load_settings, print, to_toml,
+};
 pub use log::{LogFormat, LogSection};
 pub use mesh::{MeshProfile, MeshSection, MeshSettings, MeshTlsFiles};
 pub use plugins::{BUNDLED_PLUGINS, PluginSettings, PluginsSection};
