@@ -181,8 +181,8 @@ fn bench_with_plugins(c: &mut Criterion) {
 /// (the 20 pools' own, 5 classes each, among 9,900 others). Each pool's series are indexed when
 /// made ([`wedsync_core::store::MetricStore::watch`]), so the read does not walk the store.
 fn bench_demand(c: &mut Criterion) {
+    use wedsync_agent::config::DemandSource;
     use wedsync_agent::decisions::{DemandWatch, pool_demand};
-    use wedsync_core::config::DemandSource;
     use wedsync_core::statsd::parse_line;
     use wedsync_core::store::{MetricStore, StoreLimits};
     let mut store = MetricStore::new(StoreLimits::default());
