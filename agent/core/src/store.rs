@@ -551,6 +551,8 @@ pub struct MetricStore {
     app_series: usize,
     histogram_series: usize,
     stats: StoreStats,
+    /// Bumped whenever series are renumbered ([`MetricStore::expire_idle`] removed some).
+    generation: u64,
 }
 
 /// Canonical hash of a series identity: order of tags does not matter.
@@ -597,6 +599,7 @@ impl MetricStore {
             app_series: 0,
             histogram_series: 0,
             stats: StoreStats::default(),
+            generation: 0,
         }
     }
 
@@ -798,6 +801,22 @@ impl MetricStore {
         self.series.get(id.0 as usize).map(|series| SeriesView { series, id, now })
     }
 
+    /// Changes whenever [`SeriesId`]s are renumbered (series expired). Series are only ever
+    /// appended otherwise, so a reader that walks the store in several short visits
+    /// ([`MetricStore::iter_from`]) sees each series once if the generation did not change
+    /// between its visits.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// At most `count` series from index `start` (in [`MetricStore::iter`]'s order), as of
+    /// `now`.
+    pub fn iter_from(&self, now: Timestamp, start: usize, count: usize) -> impl Iterator<Item = SeriesView<'_>> {
+        let end = start.saturating_add(count).min(self.series.len());
+        let range = self.series.get(start..end).unwrap_or_default();
+        range.iter().zip(start..).map(move |(series, i)| SeriesView { series, id: SeriesId(i as u32), now })
+    }
+
     /// Every series as of `now`, in no particular order.
     pub fn iter(&self, now: Timestamp) -> impl Iterator<Item = SeriesView<'_>> {
         self.series.iter().enumerate().map(move |(i, series)| SeriesView { series, id: SeriesId(i as u32), now })
@@ -863,6 +882,7 @@ impl MetricStore {
             self.app_series = series.iter().filter(|s| !s.info.internal).count();
             self.histogram_series = series.iter().filter(|s| !s.info.internal && s.info.kind.is_histogram()).count();
             self.stats.expired_series += removed as u64;
+            self.generation += 1;
         }
         removed
     }
@@ -1092,8 +1112,15 @@ mod tests {
         let with_internal = store.watch("host.cpu.busy", MetricKind::Gauge, &[], true);
         assert_eq!(store.watched(app_only, ms(0)).count(), 0);
         assert_eq!(store.watched(with_internal, ms(0)).count(), 1);
-        // Expiry renumbers series: the watch follows.
+        // Expiry renumbers series: the watch follows, and the generation tells readers.
+        let generation = store.generation();
+        assert_eq!(store.iter_from(ms(0), 1, 2).count(), 2);
+        assert_eq!(store.iter_from(ms(0), 5, 10).count(), 1);
+        assert_eq!(store.iter_from(ms(0), 60, 10).count(), 0);
+        assert_eq!(store.expire_idle(ms(20_000), Duration::from_secs(60)), 0);
+        assert_eq!(store.generation(), generation);
         assert_eq!(store.expire_idle(ms(20_000), Duration::from_secs(19)), 3);
+        assert_ne!(store.generation(), generation);
         assert_eq!(names(&store, watch), ["req|class:wedding-critical,service:checkout"]);
         assert_eq!(store.watched(with_internal, ms(0)).count(), 1);
         // A watch's view is the series's own: the same figures as a lookup.

@@ -421,26 +421,56 @@ struct AppRow {
     quantiles: Option<Vec<f64>>,
 }
 
+/// Series copied per visit to the store: ingest waits at most for one visit's copy (a few
+/// hundred microseconds with histograms), never for a whole scrape.
+const ROWS_PER_VISIT: usize = 256;
+
+/// Scrapes that saw the store renumbered (series expired) more often than this take the rest of
+/// the copy in one visit.
+const RESTARTS: u32 = 3;
+
 impl AppCollector {
-    /// Every application series's figures, under one short lock: no allocation but the rows
-    /// (names and tags are shared) and the histograms' quantiles.
+    /// Every application series's figures, copied in short visits under the store's lock:
+    /// no allocation but the rows (names and tags are shared) and the histograms' quantiles.
     fn rows(&self) -> Vec<AppRow> {
         let now = self.clock.now();
-        let store = lock(&self.store);
-        let mut rows = Vec::with_capacity(store.app_series());
-        for view in store.iter(now).filter(|v| !v.info().internal) {
-            let info = view.info();
-            let histogram = info.kind.is_histogram();
-            rows.push(AppRow {
-                name: info.name.clone(),
-                tags: info.tags.clone(),
-                kind: info.kind,
-                total: view.total(),
-                sum: view.sum().unwrap_or(0.0),
-                quantiles: if histogram { view.quantiles(QUANTILE_WINDOW, &QUANTILES) } else { None },
-            });
+        let mut rows: Vec<AppRow> = Vec::new();
+        let (mut next, mut generation, mut restarts) = (0usize, None, 0u32);
+        loop {
+            let store = lock(&self.store);
+            if generation.is_some_and(|g| g != store.generation()) {
+                // Series were renumbered between two visits: start again, so none is missed
+                // or listed twice (a duplicate series would fail the whole scrape).
+                rows.clear();
+                next = 0;
+                restarts += 1;
+            }
+            generation = Some(store.generation());
+            let count = if restarts >= RESTARTS { usize::MAX } else { ROWS_PER_VISIT };
+            let before = next;
+            for view in store.iter_from(now, next, count) {
+                next += 1;
+                let info = view.info();
+                if info.internal {
+                    continue;
+                }
+                rows.push(AppRow {
+                    name: info.name.clone(),
+                    tags: info.tags.clone(),
+                    kind: info.kind,
+                    total: view.total(),
+                    sum: view.sum().unwrap_or(0.0),
+                    quantiles: if info.kind.is_histogram() {
+                        view.quantiles(QUANTILE_WINDOW, &QUANTILES)
+                    } else {
+                        None
+                    },
+                });
+            }
+            if next == before {
+                return rows;
+            }
         }
-        rows
     }
 }
 
@@ -518,6 +548,27 @@ impl Collector for AppCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scrape_copied_in_several_visits_lists_every_series_once() {
+        let clock = Clock::start();
+        let now = clock.now();
+        let mut store = MetricStore::new(wedsync_core::store::StoreLimits::default());
+        let lines = ROWS_PER_VISIT * 2 + 17;
+        for i in 0..lines {
+            let line = format!("requests{i}:1|c|#service:s{}", i % 3);
+            store.record(now, &wedsync_core::statsd::parse_line(line.as_bytes()).unwrap()).unwrap();
+            // Internal series among them are skipped, not counted against a visit's rows.
+            store.set_internal_gauge(now, "host.cpu.busy", &format!("core:{i}"), 0.5);
+        }
+        let store = Arc::new(Mutex::new(store));
+        let telemetry = Telemetry::new(clock, store, Arc::new(RwLock::new(HostView::default())));
+        let text = telemetry.render().unwrap();
+        let counters: Vec<&str> = text.lines().filter(|l| l.starts_with("wedsync_app_counter_total{")).collect();
+        assert_eq!(counters.len(), lines);
+        let distinct: std::collections::BTreeSet<&str> = counters.iter().copied().collect();
+        assert_eq!(distinct.len(), lines, "no series listed twice");
+    }
 
     #[test]
     fn tag_keys_become_valid_labels() {
