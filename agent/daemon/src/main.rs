@@ -12,7 +12,7 @@ use wedsync_agent::{agent, audit, pki, plugins, sim};
 #[command(
     name = "wedsync-agent",
     version,
-    about = "WedSync Edge agent: sub-second metrics, StatsD ingest and a local API"
+    about = "WedSync Edge agent: sub-second metrics, scaling decisions with WASM policy plugins, a QUIC fleet mesh"
 )]
 struct Cli {
     #[command(subcommand)]
