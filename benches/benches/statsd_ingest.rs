@@ -3,8 +3,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::sync::{Arc, Mutex, RwLock};
-use wedsync_agent::clock::Clock;
+use std::sync::{Arc, RwLock};
+use wedsync_agent::clock::{Clock, StoreLock};
 use wedsync_agent::ingest::ingest_datagram;
 use wedsync_agent::logging::RateLimiter;
 use wedsync_agent::telemetry::{HostView, Telemetry};
@@ -51,7 +51,7 @@ fn ingest(c: &mut Criterion) {
     // The agent's real per-datagram path: store lock, parse, record, counters.
     group.bench_function("agent_ingest_path", |b| {
         let clock = Clock::start();
-        let store = Arc::new(Mutex::new(MetricStore::new(StoreLimits::default())));
+        let store = Arc::new(StoreLock::new(MetricStore::new(StoreLimits::default())));
         let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
         let mut limiter = RateLimiter::new(5);
         b.iter(|| {

@@ -5,7 +5,8 @@ use crate::actuators::Actuators;
 use crate::api;
 use crate::audit::AuditWriter;
 use crate::calendar::{self, StateDb};
-use crate::clock::{Clock, lock, read};
+use crate::clock::StoreLock;
+use crate::clock::{Clock, read};
 use crate::config::Settings;
 use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
@@ -101,7 +102,7 @@ async fn sample_host(state: Arc<AgentState>, stop: CancellationToken) {
         match collector.sample(started) {
             Ok(sample) => {
                 let now = state.clock.at(started);
-                record_host_series(&mut lock(&state.store), now, &sample);
+                record_host_series(&mut state.store.lock(), now, &sample);
                 let mut view = state.host.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 view.host = Some(sample);
                 view.host_at = Some(now);
@@ -139,7 +140,7 @@ async fn expire_series(state: Arc<AgentState>, stop: CancellationToken) {
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let removed = lock(&state.store).expire_idle(state.clock.now(), state.settings.series_ttl);
+        let removed = state.store.lock().expire_idle(state.clock.now(), state.settings.series_ttl);
         if removed > 0 {
             tracing::info!(removed, ttl = ?state.settings.series_ttl, "expired idle series");
         }
@@ -188,7 +189,7 @@ impl RunningAgent {
     /// Binds every socket and starts every task. Returns once the agent is serving.
     pub async fn start(settings: Settings) -> Result<RunningAgent, StartError> {
         let clock = Clock::start();
-        let store = Arc::new(Mutex::new(MetricStore::new(settings.store_limits)));
+        let store = Arc::new(StoreLock::new(MetricStore::new(settings.store_limits)));
         let host = Arc::new(RwLock::new(HostView::default()));
         let mut telemetry = Telemetry::new(clock, store.clone(), host.clone());
         let mut engine = Engine::new(settings.engine.clone(), settings.pools.clone());

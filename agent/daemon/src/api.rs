@@ -240,7 +240,7 @@ struct BusySeries {
 async fn status(State(state): State<Arc<AgentState>>) -> Response {
     let now = state.clock.now();
     let (series, app_series, stats, busiest) = {
-        let store = lock(&state.store);
+        let store = state.store.lock();
         let busiest: Vec<BusySeries> = store
             .busiest(now, BUSIEST)
             .into_iter()

@@ -10,6 +10,7 @@
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
+use crate::clock::StoreLock;
 use crate::clock::{Clock, lock, wall_ms};
 use crate::config::DemandSource;
 use crate::engine::{EngineCommand, EngineHandle, EngineInbox};
@@ -332,7 +333,7 @@ pub struct Driver {
     /// The agent's clock.
     pub clock: Clock,
     /// Demand comes from here.
-    pub store: Arc<Mutex<MetricStore>>,
+    pub store: Arc<StoreLock>,
     /// The engine, owned by this thread alone.
     pub engine: Engine,
     /// Commands in, views out.
@@ -436,7 +437,7 @@ impl Loop {
         let now = d.clock.at(started);
         let wall = wall_ms();
         let demands: Vec<Option<Demand>> = {
-            let store = lock(&d.store);
+            let store = d.store.lock();
             self.demand
                 .iter()
                 .zip(&self.capacity_per_unit)
@@ -523,7 +524,7 @@ impl Loop {
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
     let capacity_per_unit = driver.engine.pools().map(|p| p.capacity_per_unit).collect();
     let demand = {
-        let mut store = lock(&driver.store);
+        let mut store = driver.store.lock();
         driver.sources.iter().map(|source| DemandWatch::new(&mut store, source.clone())).collect()
     };
     let counted = driver.engine.rounds();

@@ -4,6 +4,7 @@
 //! bad lines are counted by reason and logged at a limited rate. Nothing a client sends can
 //! panic the agent or cost it a line it already accepted.
 
+use crate::clock::StoreLock;
 use crate::clock::{Clock, lock};
 use crate::logging::RateLimiter;
 use crate::telemetry::{IngestCounters, ReasonLabel};
@@ -13,7 +14,6 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::content::IntervalSketch;
 use wedsync_core::statsd::{Line, MetricKind, parse_datagram};
-use wedsync_core::store::MetricStore;
 
 /// The tag that names a piece of content (a photo, a post) for viral-content detection.
 pub const CONTENT_TAG: &str = "content";
@@ -103,7 +103,7 @@ pub fn ingest_datagram(
     datagram: &[u8],
     from: Option<SocketAddr>,
     clock: &Clock,
-    store: &Mutex<MetricStore>,
+    store: &StoreLock,
     counters: &IngestCounters,
     log_limiter: &mut RateLimiter,
     content: Option<&Mutex<IntervalSketch>>,
@@ -111,7 +111,7 @@ pub fn ingest_datagram(
     let now = clock.now();
     let wall_ms = content.map(|_| u64::try_from(crate::clock::wall_ms()).unwrap_or(0)).unwrap_or(0);
     let mut outcome = DatagramOutcome::default();
-    let mut store = lock(store);
+    let mut store = store.lock();
     parse_datagram(datagram, |result| match result {
         Ok(line) => {
             let stripped = content.and_then(|c| take_content(&line, wall_ms, c, counters));
@@ -149,7 +149,7 @@ pub fn ingest_datagram(
 pub async fn serve(
     socket: UdpSocket,
     clock: Clock,
-    store: Arc<Mutex<MetricStore>>,
+    store: Arc<StoreLock>,
     counters: IngestCounters,
     log_rejects_per_second: u32,
     content: Option<Arc<Mutex<IntervalSketch>>>,
@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn garbage_is_counted_and_good_lines_kept() {
         let clock = Clock::start();
-        let store = Arc::new(Mutex::new(MetricStore::new(StoreLimits { max_series: 2, ..StoreLimits::default() })));
+        let store = Arc::new(StoreLock::new(wedsync_core::store::MetricStore::new(StoreLimits {
+            max_series: 2,
+            ..StoreLimits::default()
+        })));
         let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
         let mut limiter = RateLimiter::new(5);
         let outcome = ingest_datagram(
@@ -203,7 +206,7 @@ mod tests {
             None,
         );
         assert_eq!(outcome, DatagramOutcome { stored: 2, rejected: 2, refused: 1 });
-        let store = lock(&store);
+        let store = store.lock();
         assert!(store.lookup("a", MetricKind::Counter, "").is_some());
         assert!(store.lookup("b", MetricKind::Timer, "class:media").is_some());
         drop(store);
@@ -219,7 +222,7 @@ mod tests {
         let (socket, _) = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
         let addr = socket.local_addr().unwrap();
         let clock = Clock::start();
-        let store = Arc::new(Mutex::new(MetricStore::new(StoreLimits::default())));
+        let store = Arc::new(StoreLock::new(wedsync_core::store::MetricStore::new(StoreLimits::default())));
         let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(socket, clock, store.clone(), telemetry.ingest.clone(), 5, None, stop.clone()));
@@ -228,7 +231,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let total = {
-                let store = lock(&store);
+                let store = store.lock();
                 store
                     .lookup("hits", MetricKind::Counter, "")
                     .and_then(|id| store.view(id, clock.now()).map(|v| v.total()))

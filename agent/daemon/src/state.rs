@@ -5,13 +5,13 @@ use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
 use crate::clock::Clock;
+use crate::clock::StoreLock;
 use crate::config::Settings;
 use crate::decisions::DecisionLog;
 use crate::engine::EngineHandle;
 use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use wedsync_core::store::MetricStore;
 
 /// State shared by the API and the agent's tasks.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct AgentState {
     /// The agent's monotonic clock.
     pub clock: Clock,
     /// The metric store.
-    pub store: Arc<Mutex<MetricStore>>,
+    pub store: Arc<StoreLock>,
     /// Latest host and process samples.
     pub host: Arc<RwLock<HostView>>,
     /// Metrics registry and counters.

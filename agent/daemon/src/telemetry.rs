@@ -5,7 +5,8 @@
 //! process sample, and the application aggregates read from the metric store at scrape time
 //! (no second copy of the data is kept).
 
-use crate::clock::{Clock, lock, read};
+use crate::clock::StoreLock;
+use crate::clock::{Clock, read};
 use crate::host::HostSample;
 use crate::process::ProcessSample;
 use prometheus_client::collector::Collector;
@@ -17,11 +18,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use wedsync_core::Timestamp;
 use wedsync_core::statsd::{MetricKind, ParseErrorKind};
-use wedsync_core::store::MetricStore;
 
 /// The HTTP content type of [`Telemetry::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -90,7 +90,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Builds the registry with every metric family the agent exposes.
-    pub fn new(clock: Clock, store: Arc<Mutex<MetricStore>>, host: Arc<RwLock<HostView>>) -> Self {
+    pub fn new(clock: Clock, store: Arc<StoreLock>, host: Arc<RwLock<HostView>>) -> Self {
         let mut registry = Registry::default();
         registry.register("wedsync_build", "Agent version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let rejected = Family::<ReasonLabel, Counter>::default();
@@ -191,13 +191,13 @@ pub(crate) fn counter<L: EncodeLabelSet>(
 #[derive(Debug)]
 struct AgentCollector {
     clock: Clock,
-    store: Arc<Mutex<MetricStore>>,
+    store: Arc<StoreLock>,
 }
 
 impl Collector for AgentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let (series, app_series, stats, limits) = {
-            let store = lock(&self.store);
+            let store = self.store.lock();
             (store.len(), store.app_series(), store.stats(), store.limits())
         };
         let none: [(&str, &str); 0] = [];
@@ -400,7 +400,7 @@ fn series_labels<'a>(row: &'a AppRow, extra: &[(&'static str, &'a str)]) -> Vec<
 #[derive(Debug)]
 struct AppCollector {
     clock: Clock,
-    store: Arc<Mutex<MetricStore>>,
+    store: Arc<StoreLock>,
 }
 
 const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
@@ -422,7 +422,8 @@ struct AppRow {
 }
 
 /// Series copied per visit to the store: ingest waits at most for one visit's copy (a few
-/// hundred microseconds with histograms), never for a whole scrape.
+/// hundred microseconds with histograms), never for a whole scrape; between visits the lock is
+/// handed over fairly.
 const ROWS_PER_VISIT: usize = 256;
 
 /// Scrapes that saw the store renumbered (series expired) more often than this take the rest of
@@ -437,7 +438,7 @@ impl AppCollector {
         let mut rows: Vec<AppRow> = Vec::new();
         let (mut next, mut generation, mut restarts) = (0usize, None, 0u32);
         loop {
-            let store = lock(&self.store);
+            let store = self.store.lock();
             if generation.is_some_and(|g| g != store.generation()) {
                 // Series were renumbered between two visits: start again, so none is missed
                 // or listed twice (a duplicate series would fail the whole scrape).
@@ -470,6 +471,9 @@ impl AppCollector {
             if next == before {
                 return rows;
             }
+            // Hand the lock to whoever waits (ingest, the decision thread) before the next
+            // visit, instead of taking it straight back.
+            parking_lot::MutexGuard::unlock_fair(store);
         }
     }
 }
@@ -553,7 +557,7 @@ mod tests {
     fn a_scrape_copied_in_several_visits_lists_every_series_once() {
         let clock = Clock::start();
         let now = clock.now();
-        let mut store = MetricStore::new(wedsync_core::store::StoreLimits::default());
+        let mut store = wedsync_core::store::MetricStore::new(wedsync_core::store::StoreLimits::default());
         let lines = ROWS_PER_VISIT * 2 + 17;
         for i in 0..lines {
             let line = format!("requests{i}:1|c|#service:s{}", i % 3);
@@ -561,7 +565,7 @@ mod tests {
             // Internal series among them are skipped, not counted against a visit's rows.
             store.set_internal_gauge(now, "host.cpu.busy", &format!("core:{i}"), 0.5);
         }
-        let store = Arc::new(Mutex::new(store));
+        let store = Arc::new(StoreLock::new(store));
         let telemetry = Telemetry::new(clock, store, Arc::new(RwLock::new(HostView::default())));
         let text = telemetry.render().unwrap();
         let counters: Vec<&str> = text.lines().filter(|l| l.starts_with("wedsync_app_counter_total{")).collect();
