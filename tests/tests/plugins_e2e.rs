@@ -226,6 +226,64 @@ fn the_cli_signs_verifies_and_inspects_and_the_agent_trusts_only_signed_plugins(
     );
 }
 
+#[test]
+fn plugins_are_compiled_in_child_processes_at_start_and_at_reload() {
+    let dir = unique_dir("child-compile");
+    let plugins = dir.join("plugins");
+    // Empty: this agent compiles everything (the harness otherwise shares a warm cache).
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&plugins).unwrap();
+    deploy(&plugins.join("counter.wasm"), wedsync_test_guests::VERSION_A);
+    deploy(&plugins.join("broken.wasm"), b"\0asm\x0d\0\x01\0 not really a component");
+    let config =
+        format!("{POOL}\n[plugins]\ndir = \"{}\"\nallow_unsigned = true\nwatch_interval = \"0s\"\n", plugins.display());
+    let agent = AgentProcess::start_with_config(
+        &config,
+        &[
+            ("WEDSYNC__API__TOKEN", TOKEN),
+            ("WEDSYNC__PLUGINS__CACHE_DIR", cache.to_str().unwrap()),
+            ("RUST_LOG", "info,wedsync_plugin_host=debug"),
+        ],
+    );
+    let compiled_outside =
+        |agent: &AgentProcess| agent.log().iter().filter(|l| l.contains("plugin compiled in another process")).count();
+    let body = agent.get_json("/v1/plugins");
+    assert_eq!(body["plugins"].as_array().unwrap().len(), 5, "{body}");
+    // The 4 bundled plugins and the directory's one, each by a child process.
+    assert_eq!(compiled_outside(&agent), 5, "{}", agent.log().join("\n"));
+    let artifacts = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    };
+    assert_eq!(artifacts(), 5);
+    // What does not compile is refused as before, with wasmtime's reason.
+    let refused = body["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{body}");
+    assert!(refused[0]["error"].as_str().unwrap().contains("not a valid WebAssembly component"), "{body}");
+    assert!(!agent.log().iter().any(|l| l.contains("compiling here")), "{}", agent.log().join("\n"));
+
+    // A reload compiles the new version in a child process too.
+    deploy(&plugins.join("counter.wasm"), wedsync_test_guests::VERSION_B);
+    let report = reload(&agent);
+    assert_eq!(outcome_of(&report, "counter.wasm")["outcome"], "replaced", "{report}");
+    assert_eq!(compiled_outside(&agent), 6, "{}", agent.log().join("\n"));
+    assert_eq!(artifacts(), 6);
+
+    // The child's own interface: a component that does not compile exits 3 with the reason.
+    let mut child = Command::new(agent_binary())
+        .args(["compile-plugin", "--cache-dir", cache.to_str().unwrap(), "--memory-limit", "16777216"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"garbage").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!out.stderr.is_empty());
+}
+
 fn loaded_sha(body: &serde_json::Value) -> &str {
     body["plugins"][0]["sha256"].as_str().unwrap()
 }

@@ -436,6 +436,16 @@ pub enum RunError {
     Start(#[from] StartError),
 }
 
+/// This running binary: `/proc/self/exe` where there is one (it stays this binary even when
+/// an upgrade has replaced the file since), else the path it was started from.
+fn own_executable() -> Option<std::path::PathBuf> {
+    let proc = std::path::PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        return Some(proc);
+    }
+    std::env::current_exe().ok()
+}
+
 /// `wedsync-agent run`: loads the configuration (the defaults, `file`, the environment), sets
 /// up logging (`log_format` overrides `log.format`), runs the agent on a two-worker runtime and
 /// stops it on SIGINT or SIGTERM.
@@ -445,6 +455,10 @@ pub fn run(file: Option<std::path::PathBuf>, log_format: Option<crate::config::L
         settings.log_format = format;
     }
     crate::logging::init(settings.log_format, &settings.log_level)?;
+    // Plugins compile in child processes of this binary: the agent keeps none of the memory.
+    if let Some(program) = own_executable() {
+        crate::plugins::compiler::compile_in_child_processes(program);
+    }
     // Two workers: the agent must stay light on the hosts it protects.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

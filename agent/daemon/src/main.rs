@@ -108,6 +108,18 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Internal: compiles one plugin component, read on stdin, into the compiled cache. `run`
+    /// starts it as a short-lived child process of itself, so compiling leaves no memory
+    /// behind in the agent.
+    #[command(name = wedsync_agent::plugins::compiler::SUBCOMMAND, hide = true)]
+    CompilePlugin {
+        /// The compiled cache's directory.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: PathBuf,
+        /// plugins.memory_limit, bytes (the engine depends on it).
+        #[arg(long, value_name = "BYTES")]
+        memory_limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +248,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             PluginCommand::Verify { key, sig, file } => plugins::tools::verify(&key, sig.as_deref(), &file)?,
             PluginCommand::Inspect { file } => plugins::tools::inspect(&file)?,
         },
+        Command::CompilePlugin { cache_dir, memory_limit } => plugins::compiler::child_main(&cache_dir, memory_limit),
         Command::Sim {
             scenario,
             nodes,

@@ -4,8 +4,11 @@
 //!
 //! Everything here runs on the decision thread, never on the async reactor; the plugin
 //! directory is watched, verified and compiled on a thread of its own ([`reload`]). The
-//! `plugin` subcommands (keygen, sign, verify, inspect) are [`tools`].
+//! `wedsync-agent` binary compiles in a short-lived child process ([`compiler`]), so compiling
+//! leaves no memory behind in the agent. The `plugin` subcommands (keygen, sign, verify,
+//! inspect) are [`tools`].
 
+pub mod compiler;
 mod files;
 pub mod reload;
 pub mod tools;
@@ -313,12 +316,11 @@ impl PluginStage {
         let cache_dir = plugins.cache_dir.as_ref().map_or_else(|| state_dir.join("plugin-cache"), PathBuf::from);
         let host = PluginHost::new(HostSettings {
             call_budget: plugins.call_budget,
-            memory_limit: plugins.memory_limit,
             trusted_keys,
             pinned_digests: bundled.iter().map(|b| signing::sha256(b.wasm)).collect(),
             allow_unsigned: plugins.allow_unsigned,
-            cache_dir: Some(cache_dir),
-            ..HostSettings::default()
+            external_compiler: compiler::external_compiler(plugins.memory_limit, &cache_dir),
+            ..compiler::engine_settings(plugins.memory_limit, cache_dir)
         })?;
         let (setup, region_ids, pools) = setup_for(settings);
         let own_tz = settings

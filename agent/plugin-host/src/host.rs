@@ -3,6 +3,7 @@
 use crate::cache::CompiledCache;
 use crate::error::{CacheError, CallFailure, FailureCounts, FailureKind, HostError, LoadError};
 use crate::exports::{Exports, TypedPolicyPre};
+use crate::external::{ExternalCompileError, ExternalCompiler};
 use crate::policy::{Adjustment, Hooks, PluginInfo, Policy, Round, Setup, Verdict, VetoTarget};
 use crate::sandbox::{LimitExceeded, LogRate, PluginCtx, PluginLog};
 use crate::signing::{self, VerifyingKey};
@@ -81,6 +82,9 @@ pub struct HostSettings {
     pub allow_unsigned: bool,
     /// Directory of the compiled-artifact cache; `None`: compile on every load.
     pub cache_dir: Option<PathBuf>,
+    /// Compiles what the cache does not hold outside this process (see
+    /// [`external`](crate::external)); `None`, or without a `cache_dir`: in this process.
+    pub external_compiler: Option<Arc<dyn ExternalCompiler>>,
     /// When failing plugins are quarantined.
     pub quarantine: QuarantinePolicy,
     /// How many log lines (log import, stdout, stderr) each plugin may write.
@@ -102,6 +106,7 @@ impl Default for HostSettings {
             pinned_digests: Vec::new(),
             allow_unsigned: false,
             cache_dir: None,
+            external_compiler: None,
             quarantine: QuarantinePolicy::default(),
             log_rate: LogRate::default(),
         }
@@ -148,6 +153,7 @@ pub struct Prepared {
     config: String,
     trust: Trust,
     from_cache: bool,
+    compiled_externally: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -158,6 +164,7 @@ impl std::fmt::Debug for Prepared {
             .field("size", &self.size)
             .field("trust", &self.trust)
             .field("from_cache", &self.from_cache)
+            .field("compiled_externally", &self.compiled_externally)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +189,10 @@ impl Prepared {
     /// Its native code came from the compiled cache (no compilation).
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+    /// It was compiled by the [`ExternalCompiler`], then loaded from the compiled cache.
+    pub fn compiled_externally(&self) -> bool {
+        self.compiled_externally
     }
 }
 
@@ -353,6 +364,7 @@ pub struct Loader {
     allow_unsigned: bool,
     max_component_size: usize,
     cache_refused: Arc<AtomicU64>,
+    external: Option<Arc<dyn ExternalCompiler>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -360,6 +372,7 @@ impl std::fmt::Debug for Loader {
         f.debug_struct("Loader")
             .field("cache", &self.cache)
             .field("trusted", &self.trusted.len())
+            .field("external", &self.external)
             .finish_non_exhaustive()
     }
 }
@@ -367,7 +380,8 @@ impl std::fmt::Debug for Loader {
 impl Loader {
     /// Verifies the signature, compiles (or loads from the compiled cache), checks the imports
     /// and links: everything but instantiation. `config_json` is the plugin's own config
-    /// section, handed to its `configure` at install.
+    /// section, handed to its `configure` at install. With an [`ExternalCompiler`], a
+    /// component the cache does not hold is compiled by it, then loaded from the cache.
     pub fn prepare(&self, source: PluginSource, config_json: &str) -> Result<Prepared, LoadError> {
         let PluginSource { bytes, signature, origin } = source;
         if bytes.len() > self.max_component_size {
@@ -376,23 +390,33 @@ impl Loader {
         let sha256 = signing::sha256(&bytes);
         let trust = self.check_signature(&origin, &sha256, signature.as_deref())?;
 
-        let mut from_cache = false;
-        let mut cached = None;
-        if let Some(cache) = &self.cache {
-            match cache.load(&self.engine, &sha256) {
-                Ok(Some(c)) => {
-                    from_cache = true;
-                    cached = Some(c);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    if matches!(e, CacheError::Tampered { .. }) {
-                        self.cache_refused.fetch_add(1, Ordering::Relaxed);
+        let mut cached = self.load_cached(&origin, &sha256);
+        let from_cache = cached.is_some();
+        let mut compiled_externally = false;
+        if cached.is_none()
+            && let Some(external) = &self.external
+            && self.cache.is_some()
+        {
+            match external.compile(&bytes) {
+                Ok(()) => {
+                    cached = self.load_cached(&origin, &sha256);
+                    compiled_externally = cached.is_some();
+                    if compiled_externally {
+                        tracing::debug!(origin = %origin, "plugin compiled in another process");
+                    } else {
+                        tracing::warn!(
+                            origin = %origin,
+                            "the plugin compiler process left no usable artifact in the compiled cache; compiling here"
+                        );
                     }
-                    tracing::warn!(origin = %origin, error = %e, "compiled plugin cache entry not used; compiling");
+                }
+                Err(ExternalCompileError::Invalid(reason)) => return Err(LoadError::Compile { origin, reason }),
+                Err(ExternalCompileError::Unavailable(why)) => {
+                    tracing::warn!(origin = %origin, error = %why, "cannot compile the plugin in another process; compiling here");
                 }
             }
         }
+        let in_cache = cached.is_some();
         let component = match cached {
             Some(c) => c,
             None => wasmtime::component::Component::from_binary(&self.engine, &bytes)
@@ -403,7 +427,7 @@ impl Loader {
         if let Some((import, _)) = component_type.imports(&self.engine).find(|(name, _)| !import_allowed(name)) {
             return Err(LoadError::ForbiddenImport { origin, import: import.to_string() });
         }
-        if !from_cache
+        if !in_cache
             && let Some(cache) = &self.cache
             && let Err(e) = cache.store(&sha256, &component)
         {
@@ -414,7 +438,32 @@ impl Loader {
             .instantiate_pre(&component)
             .and_then(TypedPolicyPre::new)
             .map_err(|e| LoadError::World { origin: origin.clone(), reason: error_text(&e) })?;
-        Ok(Prepared { origin, sha256, size: bytes.len(), pre, config: config_json.to_string(), trust, from_cache })
+        Ok(Prepared {
+            origin,
+            sha256,
+            size: bytes.len(),
+            pre,
+            config: config_json.to_string(),
+            trust,
+            from_cache,
+            compiled_externally,
+        })
+    }
+
+    /// The component's artifact from the compiled cache, if it holds a good one (a bad one is
+    /// logged, and counted when its authentication fails).
+    fn load_cached(&self, origin: &str, sha256: &[u8; 32]) -> Option<wasmtime::component::Component> {
+        let cache = self.cache.as_ref()?;
+        match cache.load(&self.engine, sha256) {
+            Ok(found) => found,
+            Err(e) => {
+                if matches!(e, CacheError::Tampered { .. }) {
+                    self.cache_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(origin = %origin, error = %e, "compiled plugin cache entry not used; compiling");
+                None
+            }
+        }
     }
 
     /// Cached artifacts refused because their authentication failed (then recompiled).
@@ -463,7 +512,7 @@ fn import_allowed(name: &str) -> bool {
 }
 
 /// wasmtime's message with its causes, one line.
-fn error_text(e: &wasmtime::Error) -> String {
+pub(crate) fn error_text(e: &wasmtime::Error) -> String {
     let mut text = String::new();
     for (i, cause) in e.chain().enumerate() {
         if i > 0 {
@@ -808,7 +857,7 @@ impl std::fmt::Debug for PluginHost {
 }
 
 /// The engine configuration the host uses.
-fn engine_config(settings: &HostSettings) -> Config {
+pub(crate) fn engine_config(settings: &HostSettings) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     let n = settings.max_instances;
     pool.total_component_instances(n)
@@ -874,6 +923,7 @@ impl PluginHost {
             allow_unsigned: settings.allow_unsigned,
             max_component_size: settings.max_component_size,
             cache_refused: Arc::new(AtomicU64::new(0)),
+            external: settings.external_compiler.clone(),
         };
         Ok(PluginHost {
             rt: Runtime {

@@ -15,6 +15,8 @@
 //!
 //! - [`PluginHost`]: `new`, `prepare`/[`Loader`] (verify, compile or load from the
 //!   [compiled cache](cache), link), `install` (atomic replace), `decide`, `plugins`.
+//! - [`external`]: compiling in another process (a short-lived child), into the compiled
+//!   cache, so that compilation leaves no memory behind in the host's process.
 //! - [`signing`]: ed25519 keys and detached signatures over a component's SHA-256.
 //! - [`inspect`]: what a component is, without installing it.
 //! - [`policy`]: the WIT contract's types (`Round`, `Verdict`, `Setup`, …).
@@ -25,6 +27,7 @@
 pub mod cache;
 mod error;
 mod exports;
+pub mod external;
 mod host;
 mod sandbox;
 pub mod signing;
@@ -33,6 +36,7 @@ mod ticker;
 
 pub use cache::CompiledCache;
 pub use error::{CacheError, CallFailure, FailureCounts, FailureKind, HostError, LoadError, SignError};
+pub use external::{ExternalCompileError, ExternalCompiler, compile_into_cache};
 pub use host::{
     DetachedInstance, HostSettings, Inspection, Installed, Loader, MAX_CACHE_KEY, PluginHost, PluginOutcome,
     PluginSource, PluginState, PluginStatus, Prepared, QuarantinePolicy, RoundReport, SkipReason, Skipped, Trust,

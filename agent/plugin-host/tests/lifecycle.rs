@@ -4,11 +4,14 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 use wedsync_plugin_host::policy::Adjustment;
 use wedsync_plugin_host::signing;
 use wedsync_plugin_host::{
-    CacheError, CompiledCache, HostSettings, LoadError, PluginHost, PluginSource, RoundReport, Trust,
+    CacheError, CompiledCache, ExternalCompileError, ExternalCompiler, HostSettings, LoadError, PluginHost,
+    PluginSource, RoundReport, Trust,
 };
 use wedsync_test_guests as guests;
 
@@ -192,6 +195,66 @@ fn the_compiled_cache_is_hit_and_a_tampered_artifact_refused() {
     std::fs::copy(&cache, &foreign).unwrap();
     assert!(!prepare(&other, guests::LARGE, "large.wasm").from_cache());
     assert_eq!(other.loader().cache_refusals(), 1);
+}
+
+/// Stands in for the agent's child process: compiles into the cache with `compile_into_cache`
+/// (or, `unavailable`, fails as a child that cannot start does).
+#[derive(Debug)]
+struct FakeChild {
+    settings: HostSettings,
+    unavailable: bool,
+    calls: AtomicU32,
+}
+
+impl ExternalCompiler for FakeChild {
+    fn compile(&self, component: &[u8]) -> Result<(), ExternalCompileError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.unavailable {
+            return Err(ExternalCompileError::Unavailable("cannot start".into()));
+        }
+        wedsync_plugin_host::compile_into_cache(&self.settings, component)
+    }
+}
+
+#[test]
+fn an_external_compiler_fills_the_cache_and_the_host_loads_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = HostSettings { cache_dir: Some(dir.path().to_path_buf()), ..settings() };
+    let child = Arc::new(FakeChild { settings: base.clone(), unavailable: false, calls: AtomicU32::new(0) });
+    let mut host = PluginHost::new(HostSettings { external_compiler: Some(child.clone()), ..base.clone() }).unwrap();
+    let p = prepare(&host, guests::LARGE, "large.wasm");
+    assert!(p.compiled_externally() && !p.from_cache(), "{p:?}");
+    assert_eq!(child.calls.load(Ordering::Relaxed), 1);
+    assert!(host.loader().cache().unwrap().artifact_path(&signing::sha256(guests::LARGE)).exists());
+    let s = setup(3, 1);
+    host.install(p, &s).unwrap();
+    assert_eq!(host.decide(at_secs(0), &round(&s, 0)).failures().count(), 0);
+    // Now cached: no compilation anywhere.
+    let p = prepare(&host, guests::LARGE, "large.wasm");
+    assert!(p.from_cache() && !p.compiled_externally());
+    assert_eq!(child.calls.load(Ordering::Relaxed), 1);
+
+    // What does not compile is refused with the message an in-process compilation gives.
+    let bad = || source(b"\0asm not really", "bad.wasm");
+    let outside = host.prepare(bad(), "{}").unwrap_err();
+    let inside = PluginHost::new(base.clone()).unwrap().prepare(bad(), "{}").unwrap_err();
+    assert!(matches!(outside, LoadError::Compile { .. }), "{outside:?}");
+    assert_eq!(outside.to_string(), inside.to_string());
+    assert_eq!(child.calls.load(Ordering::Relaxed), 2);
+
+    // A compiler that cannot run: the host compiles in its own process, and caches it.
+    let broken = Arc::new(FakeChild { settings: base.clone(), unavailable: true, calls: AtomicU32::new(0) });
+    let other_dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostSettings {
+        cache_dir: Some(other_dir.path().to_path_buf()),
+        external_compiler: Some(broken.clone()),
+        ..settings()
+    })
+    .unwrap();
+    let p = prepare(&host, guests::LARGE, "large.wasm");
+    assert!(!p.compiled_externally() && !p.from_cache());
+    assert!(prepare(&host, guests::LARGE, "large.wasm").from_cache());
+    assert_eq!(broken.calls.load(Ordering::Relaxed), 1);
 }
 
 #[test]
