@@ -194,8 +194,8 @@ impl RoundMetrics {
             run: Counter::default(),
             late: Counter::default(),
             skipped: Counter::default(),
-            // 10 µs to 164 ms.
-            seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 15)),
+            // 10 µs to 84 ms, in steps of 1.5x: fine enough to read a p99 against 200 µs.
+            seconds: Histogram::new(exponential_buckets(0.000_01, 1.5, 23)),
             commands_refused: Default::default(),
         };
         registry.register("wedsync_decision_rounds", "Decision rounds run", metrics.run.clone());
