@@ -38,6 +38,23 @@ pub fn agent_binary() -> PathBuf {
         .clone()
 }
 
+/// A config file's `[[pools]]` entry: pool `checkout` in the harness's own region
+/// (`test-region`), 2 to 50 units of 100 req/s at 70%, its demand the StatsD counter
+/// `requests` tagged `service:checkout`.
+pub const CHECKOUT_POOL: &str = r#"
+[[pools]]
+name = "checkout"
+region = "test-region"
+min = 2
+max = 50
+capacity_per_unit = 100.0
+target_utilization = 0.7
+provisioning_delay = "0s"
+protected_floor = 4
+demand_metric = "requests"
+demand_tags = ["service:checkout"]
+"#;
+
 /// A fresh directory path under the system temp dir (not created).
 pub fn unique_dir(what: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -10,19 +10,7 @@ use wedsync_tests::{AgentProcess, agent_binary, unique_dir};
 const TOKEN: &str = "plugin-test-token-0123456789";
 
 /// A pool in the agent's own region (the harness names it `test-region`).
-const POOL: &str = r#"
-[[pools]]
-name = "checkout"
-region = "test-region"
-min = 2
-max = 50
-capacity_per_unit = 100.0
-target_utilization = 0.7
-provisioning_delay = "0s"
-protected_floor = 4
-demand_metric = "requests"
-demand_tags = ["service:checkout"]
-"#;
+const POOL: &str = wedsync_tests::CHECKOUT_POOL;
 
 fn now_ms() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()

@@ -8,19 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wedsync_tests::{AgentProcess, sample_value};
 
-const POOL: &str = r#"
-[[pools]]
-name = "checkout"
-region = "test-region"
-min = 2
-max = 50
-capacity_per_unit = 100.0
-target_utilization = 0.7
-provisioning_delay = "0s"
-protected_floor = 4
-demand_metric = "requests"
-demand_tags = ["service:checkout"]
-"#;
+/// A pool in the agent's own region.
+const POOL: &str = wedsync_tests::CHECKOUT_POOL;
 
 /// How long the rate is measured over.
 const WINDOW: Duration = Duration::from_secs(30);
