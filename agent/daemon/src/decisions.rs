@@ -10,8 +10,7 @@
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
-use crate::clock::StoreLock;
-use crate::clock::{Clock, lock, wall_ms};
+use crate::clock::{Clock, StoreLock, lock, wall_ms};
 use crate::config::DemandSource;
 use crate::engine::{EngineCommand, EngineHandle, EngineInbox};
 use crate::logging::RateLimiter;
@@ -351,6 +350,7 @@ pub struct Driver {
     /// Rounds run, late and skipped; round durations.
     pub metrics: RoundMetrics,
 }
+
 fn cpu_demand(
     store: &MetricStore,
     now: Timestamp,
@@ -378,7 +378,6 @@ fn cpu_demand(
 struct Loop {
     driver: Driver,
     demand: Vec<DemandWatch>,
-    capacity_per_unit: Vec<f64>,
     counted: RoundCounts,
     next_forecast: Instant,
     next_save: Instant,
@@ -440,10 +439,10 @@ impl Loop {
             let store = d.store.lock();
             self.demand
                 .iter()
-                .zip(&self.capacity_per_unit)
+                .zip(d.engine.pools())
                 .enumerate()
-                .map(|(i, (source, per_unit))| {
-                    pool_demand(&store, now, source, d.engine.serving_units(i).unwrap_or(0), *per_unit)
+                .map(|(i, (source, pool))| {
+                    pool_demand(&store, now, source, d.engine.serving_units(i).unwrap_or(0), pool.capacity_per_unit)
                 })
                 .collect()
         };
@@ -487,7 +486,9 @@ impl Loop {
         let forecasts = (started >= self.next_forecast).then(|| {
             self.next_forecast = started + FORECAST_PERIOD;
             let horizon = self.driver.engine.settings().forecast_horizon;
-            (0..self.capacity_per_unit.len()).map(|i| self.driver.engine.forecast_peak(i, wall, horizon)).collect()
+            (0..self.driver.engine.pools().count())
+                .map(|i| self.driver.engine.forecast_peak(i, wall, horizon))
+                .collect()
         });
         self.publish(forecasts, false);
         if started >= self.next_save {
@@ -522,7 +523,6 @@ impl Loop {
 /// come; reloaded plugins are installed between rounds. Learned profiles are saved every
 /// [`PROFILE_SAVE_PERIOD`] and at the end.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
-    let capacity_per_unit = driver.engine.pools().map(|p| p.capacity_per_unit).collect();
     let demand = {
         let mut store = driver.store.lock();
         driver.sources.iter().map(|source| DemandWatch::new(&mut store, source.clone())).collect()
@@ -532,7 +532,6 @@ pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, sto
     let mut state = Loop {
         driver,
         demand,
-        capacity_per_unit,
         counted,
         next_forecast: now,
         next_save: now + PROFILE_SAVE_PERIOD,

@@ -4,8 +4,7 @@
 //! bad lines are counted by reason and logged at a limited rate. Nothing a client sends can
 //! panic the agent or cost it a line it already accepted.
 
-use crate::clock::StoreLock;
-use crate::clock::{Clock, lock};
+use crate::clock::{Clock, StoreLock, lock};
 use crate::logging::RateLimiter;
 use crate::telemetry::{IngestCounters, ReasonLabel};
 use std::net::SocketAddr;

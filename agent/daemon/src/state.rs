@@ -4,8 +4,7 @@
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
-use crate::clock::Clock;
-use crate::clock::StoreLock;
+use crate::clock::{Clock, StoreLock};
 use crate::config::Settings;
 use crate::decisions::DecisionLog;
 use crate::engine::EngineHandle;

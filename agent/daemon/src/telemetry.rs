@@ -5,8 +5,7 @@
 //! process sample, and the application aggregates read from the metric store at scrape time
 //! (no second copy of the data is kept).
 
-use crate::clock::StoreLock;
-use crate::clock::{Clock, read};
+use crate::clock::{Clock, StoreLock, read};
 use crate::host::HostSample;
 use crate::process::ProcessSample;
 use prometheus_client::collector::Collector;

@@ -281,7 +281,7 @@ pub enum CacheError {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
-pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
+pub fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let mut cut = max;
         while cut > 0 && !s.is_char_boundary(cut) {

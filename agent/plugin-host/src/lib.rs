@@ -35,7 +35,7 @@ mod table;
 mod ticker;
 
 pub use cache::CompiledCache;
-pub use error::{CacheError, CallFailure, FailureCounts, FailureKind, HostError, LoadError, SignError};
+pub use error::{CacheError, CallFailure, FailureCounts, FailureKind, HostError, LoadError, SignError, truncate_utf8};
 pub use external::{ExternalCompileError, ExternalCompiler, compile_into_cache};
 pub use host::{
     DetachedInstance, HostSettings, Inspection, Installed, Loader, MAX_CACHE_KEY, PluginHost, PluginOutcome,

@@ -156,8 +156,8 @@ pub type PoolIndex = usize;
 /// What the engine believes about one pool, for the API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolStatus {
-    /// The pool.
-    pub spec: PoolSpec,
+    /// The pool (shared with the engine: a status, published every round, copies no spec).
+    pub spec: Arc<PoolSpec>,
     /// Units believed serving now.
     pub available: u32,
     /// Units last asked for.
@@ -523,7 +523,7 @@ impl Engine {
         self.pools
             .iter()
             .map(|p| PoolStatus {
-                spec: PoolSpec::clone(&p.spec),
+                spec: Arc::clone(&p.spec),
                 available: p.available,
                 target: p.target,
                 load: p.last_load,

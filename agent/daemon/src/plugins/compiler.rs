@@ -108,14 +108,10 @@ impl ExternalCompiler for ChildCompiler {
     }
 }
 
-/// Cuts `s` to at most `max` bytes, at a character boundary.
+/// Cuts `s` to at most `max` bytes, at a character boundary, and marks the cut.
 fn truncate(s: &mut String, max: usize) {
     if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+        wedsync_plugin_host::truncate_utf8(s, max);
         s.push('…');
     }
 }
