@@ -178,14 +178,16 @@ fn bench_with_plugins(c: &mut Criterion) {
 }
 
 /// What a round reads before the engine runs: every pool's demand from a store of 10,000 series
-/// (the 20 pools' own, 5 classes each, among 9,900 others). Each pool's series are indexed when
-/// made ([`wedsync_core::store::MetricStore::watch`]), so the read does not walk the store.
+/// (the 20 pools' own, 5 classes each, among 9,900 others) in the agent's 8 shards, every shard
+/// locked for the read as the round does. Each pool's series are indexed when made
+/// ([`wedsync_core::store::MetricStore::watch`]), so the read does not walk the store.
 fn bench_demand(c: &mut Criterion) {
     use wedsync_agent::config::DemandSource;
     use wedsync_agent::decisions::{DemandWatch, pool_demand};
+    use wedsync_agent::store::Store;
     use wedsync_core::statsd::parse_line;
-    use wedsync_core::store::{MetricStore, StoreLimits};
-    let mut store = MetricStore::new(StoreLimits::default());
+    use wedsync_core::store::StoreLimits;
+    let store = Store::new(StoreLimits::default(), 8);
     let watches: Vec<DemandWatch> = (0..POOLS)
         .map(|i| {
             let source = DemandSource {
@@ -194,7 +196,7 @@ fn bench_demand(c: &mut Criterion) {
                 untagged_class: TrafficClass::Registration,
                 cpu: false,
             };
-            DemandWatch::new(&mut store, source)
+            DemandWatch::new(&store, source)
         })
         .collect();
     let classes = ["wedding-critical", "wedding-planning", "registration", "media", "background"];
@@ -217,12 +219,14 @@ fn bench_demand(c: &mut Criterion) {
     let now = Timestamp::from_millis(2_000);
     c.bench_function("engine_round/demand_20_pools_10k_series", |b| {
         b.iter(|| {
+            let all = store.lock_all();
             for (i, watch) in watches.iter().enumerate() {
-                black_box(pool_demand(&store, now, watch, 10, 100.0 + i as f64));
+                black_box(pool_demand(&all, now, watch, 10, 100.0 + i as f64));
             }
         })
     });
-    let total: f64 = watches.iter().filter_map(|w| pool_demand(&store, now, w, 10, 100.0)).map(|d| d.total()).sum();
+    let all = store.lock_all();
+    let total: f64 = watches.iter().filter_map(|w| pool_demand(&all, now, w, 10, 100.0)).map(|d| d.total()).sum();
     assert!(total > 0.0);
 }
 

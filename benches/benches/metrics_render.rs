@@ -1,19 +1,22 @@
 //! `/metrics` render with 10,000 series (budget: under 20 ms), alone and while StatsD is
-//! ingested into the same store: the scrape copies the figures in short visits under the
-//! store's lock (256 series each) and encodes after releasing it, so an ingest waits at most
-//! for one visit, never for the encoding.
+//! ingested into the same store: the scrape copies the figures in short visits under a shard's
+//! lock (256 series each) and encodes after releasing it, so an ingest waits at most for one
+//! visit, never for the encoding. The store has the agent's 8 shards (2 readers on 2 cores).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use wedsync_agent::clock::{Clock, StoreLock};
-use wedsync_agent::ingest::ingest_datagram;
-use wedsync_agent::logging::RateLimiter;
+use wedsync_agent::clock::Clock;
+use wedsync_agent::ingest::Ingest;
+use wedsync_agent::store::Store;
 use wedsync_agent::telemetry::{HostView, Telemetry};
 use wedsync_core::statsd::parse_line;
-use wedsync_core::store::{MetricStore, StoreLimits};
+use wedsync_core::store::StoreLimits;
+
+/// The agent's shards on a 2-core machine (four per reader).
+const SHARDS: usize = 8;
 
 /// The series of one of the 10,000.
 fn series_line(i: u32, value: u32) -> (String, u32) {
@@ -29,9 +32,9 @@ fn series_line(i: u32, value: u32) -> (String, u32) {
 
 /// 10,000 series: 1,000 timers (the default histogram cap) with 100 values each, 1,000 gauges,
 /// 8,000 counters, each with three tags.
-fn telemetry() -> (Clock, Arc<StoreLock>, Telemetry) {
+fn telemetry() -> (Clock, Arc<Store>, Telemetry) {
     let clock = Clock::start();
-    let mut store = MetricStore::new(StoreLimits::default());
+    let store = Arc::new(Store::new(StoreLimits::default(), SHARDS));
     let now = clock.now();
     for i in 0..10_000u32 {
         let (_, repeats) = series_line(i, 0);
@@ -41,18 +44,18 @@ fn telemetry() -> (Clock, Arc<StoreLock>, Telemetry) {
         }
     }
     assert_eq!(store.app_series(), 10_000);
-    let store = Arc::new(StoreLock::new(store));
     let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
     (clock, store, telemetry)
 }
 
-/// Takes the store's lock every 100 µs until `stop`; returns the p99 and the longest wait.
-fn probe_lock(store: Arc<StoreLock>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Duration, Duration)> {
+/// Takes a shard's lock (each in turn) every 100 µs until `stop`; returns the p99 and the
+/// longest wait.
+fn probe_lock(store: Arc<Store>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Duration, Duration)> {
     std::thread::spawn(move || {
         let mut waits = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
-            drop(store.lock());
+            drop(store.lock_shard(waits.len() % store.shard_count()));
             waits.push(t.elapsed());
             std::thread::sleep(Duration::from_micros(100));
         }
@@ -66,7 +69,7 @@ fn render(c: &mut Criterion) {
     let (_, store, telemetry) = telemetry();
     let size = telemetry.render().unwrap().len();
     println!("exposition size: {size} bytes");
-    // How long a scrape keeps the store's lock at a time: a probe thread (the only other
+    // How long a scrape keeps a shard's lock at a time: a probe thread (the only other
     // runnable thread on a 2-core machine) takes it every 100 µs while scrapes run back to back.
     let stop = Arc::new(AtomicBool::new(false));
     let probe = probe_lock(store, stop.clone());
@@ -74,7 +77,7 @@ fn render(c: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     let (p99, max) = probe.join().unwrap();
     println!(
-        "metrics_render/10k_series: waits for the store's lock during scrapes: p99 {:.3} ms, max {:.3} ms",
+        "metrics_render/10k_series: waits for a shard's lock during scrapes: p99 {:.3} ms, max {:.3} ms",
         p99.as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3
     );
@@ -83,17 +86,17 @@ fn render(c: &mut Criterion) {
 /// Ingests `datagrams` into `store` until `stop`; returns the lines per second.
 fn ingest_until(
     clock: Clock,
-    store: Arc<StoreLock>,
+    store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     datagrams: Arc<Vec<Vec<u8>>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<f64> {
     std::thread::spawn(move || {
-        let mut limiter = RateLimiter::new(1);
+        let ingest = Ingest::new(clock, store, telemetry.ingest.clone(), 1, None);
         let (mut lines, started) = (0u64, Instant::now());
         while !stop.load(Ordering::Relaxed) {
             for d in datagrams.iter() {
-                lines += ingest_datagram(d, None, &clock, &store, &telemetry.ingest, &mut limiter, None).stored;
+                lines += ingest.datagram(d, None).stored;
             }
         }
         lines as f64 / started.elapsed().as_secs_f64()

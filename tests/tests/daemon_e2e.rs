@@ -44,6 +44,53 @@ fn statsd_lines_show_up_in_metrics_and_status() {
     assert!(took < Duration::from_secs(2), "SIGTERM must stop the agent within 2 s, took {took:?}");
 }
 
+/// Several readers on one socket, four clients at once: every line sent is either stored or in
+/// a datagram the kernel dropped (and counted), and the series hold exactly what was stored.
+#[test]
+fn statsd_readers_share_the_load_and_every_line_is_accounted_for() {
+    const CLIENTS: usize = 4;
+    const DATAGRAMS: usize = 500;
+    const LINES: usize = 40;
+    let agent = AgentProcess::start(&[("WEDSYNC__STATSD__READERS", "2")]);
+    let status = agent.get_json("/v1/status");
+    assert_eq!(status["config"]["statsd_readers"], 2, "{status}");
+    assert_eq!(status["config"]["store_shards"], 8, "{status}");
+    let statsd = agent.statsd;
+    std::thread::scope(|s| {
+        for client in 0..CLIENTS {
+            s.spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                for d in 0..DATAGRAMS {
+                    let datagram: String = (0..LINES)
+                        .map(|l| format!("load.hits:1|c|#client:c{client},series:s{},class:media\n", (d + l) % 25))
+                        .collect();
+                    socket.send_to(datagram.as_bytes(), statsd).unwrap();
+                    if d % 50 == 49 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            });
+        }
+    });
+    let sent = (CLIENTS * DATAGRAMS * LINES) as f64;
+    let accounted = |m: &str| {
+        let stored = sample_value(m, "wedsync_statsd_lines_total ").unwrap_or(0.0);
+        let dropped = sample_value(m, r#"wedsync_statsd_kernel_drops_total{socket="udp"} "#).unwrap_or(f64::NAN);
+        stored + dropped * LINES as f64
+    };
+    let metrics = agent.wait_for_metrics(WAIT, |m| accounted(m) == sent);
+    let stored = sample_value(&metrics, "wedsync_statsd_lines_total ").unwrap();
+    let in_series: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with(r#"wedsync_app_counter_total{metric="load.hits""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(in_series, stored, "every stored line is in its series");
+    let series = metrics.lines().filter(|l| l.starts_with(r#"wedsync_app_counter_total{metric="load.hits""#)).count();
+    assert_eq!(series, CLIENTS * 25, "one series per client and tag, none split across shards");
+    assert!(stored >= sent * 0.5, "most lines arrive on loopback: {stored} of {sent}");
+}
+
 #[test]
 fn garbage_is_counted_and_the_agent_keeps_serving() {
     let mut agent = AgentProcess::start(&[("WEDSYNC__STORE__MAX_SERIES", "3")]);

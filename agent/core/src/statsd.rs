@@ -206,12 +206,12 @@ impl<'a> Line<'a> {
     /// The numeric values of a counter, timer, histogram or distribution line.
     /// Values were validated by the parser; this re-reads them without failing.
     pub fn numbers(&self) -> impl Iterator<Item = f64> + 'a {
-        self.values.split(':').filter_map(|v| v.parse::<f64>().ok())
+        fields(self.values, b':').filter_map(number)
     }
 
     /// The update a gauge line asks for (for other kinds, the first value as a `Set`).
     pub fn gauge_update(&self) -> GaugeUpdate {
-        let value = self.values.parse::<f64>().unwrap_or(0.0);
+        let value = number(self.values).unwrap_or(0.0);
         if self.values.starts_with('+') || self.values.starts_with('-') {
             GaugeUpdate::Delta(value)
         } else {
@@ -227,7 +227,44 @@ impl<'a> Line<'a> {
 
 /// Splits a validated tag section into `(key, value)` pairs; a bare tag has an empty value.
 pub fn tag_pairs(tags: &str) -> impl Iterator<Item = (&str, &str)> {
-    tags.split(',').filter(|t| !t.is_empty()).map(|t| t.split_once(':').unwrap_or((t, "")))
+    fields(tags, b',').filter(|t| !t.is_empty()).map(|t| split_once(t, b':').unwrap_or((t, "")))
+}
+
+/// Splits `s` at every `separator` (an ASCII byte) with a plain byte loop: StatsD fields are a
+/// few bytes long, too short for `str::split`'s `memchr` to pay for its set-up.
+pub fn fields(s: &str, separator: u8) -> impl Iterator<Item = &str> + Clone {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == separator) {
+            // Splitting at an ASCII byte always falls on a character boundary.
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// `s` before and after its first `separator` (an ASCII byte), like `str::split_once`.
+fn split_once(s: &str, separator: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == separator)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// A number: plain integers of up to 15 digits (most StatsD values), exact in an `f64`, without
+/// the general float parser.
+fn number(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    if !bytes.is_empty() && bytes.len() <= 15 && bytes.iter().all(u8::is_ascii_digit) {
+        let integer = bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        return Some(integer as f64);
+    }
+    text.parse::<f64>().ok()
 }
 
 /// Parses every line of a datagram, calling `on_line` with each result in order.
@@ -256,11 +293,11 @@ pub fn parse_line(raw: &[u8]) -> Result<Line<'_>, ParseErrorKind> {
     if line.starts_with("_e{") || line.starts_with("_sc|") {
         return Err(ParseErrorKind::Unsupported);
     }
-    let (name, rest) = line.split_once(':').ok_or(ParseErrorKind::MissingValue)?;
+    let (name, rest) = split_once(line, b':').ok_or(ParseErrorKind::MissingValue)?;
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_name_byte) {
         return Err(ParseErrorKind::BadName);
     }
-    let mut sections = rest.split('|');
+    let mut sections = fields(rest, b'|');
     let values = sections.next().unwrap_or("");
     let kind = match sections.next() {
         None => return Err(ParseErrorKind::MissingType),
@@ -275,7 +312,7 @@ pub fn parse_line(raw: &[u8]) -> Result<Line<'_>, ParseErrorKind> {
     let mut external = false;
     for section in sections {
         if let Some(rate) = section.strip_prefix('@') {
-            let rate = rate.parse::<f64>().map_err(|_| ParseErrorKind::BadSampleRate)?;
+            let rate = number(rate).ok_or(ParseErrorKind::BadSampleRate)?;
             if !(rate > 0.0 && rate <= 1.0) {
                 return Err(ParseErrorKind::BadSampleRate);
             }
@@ -321,8 +358,8 @@ const fn is_name_byte(b: u8) -> bool {
 
 fn parse_number(text: &str) -> Result<f64, ParseErrorKind> {
     // Rust's float parser also takes "inf", "NaN" and "infinity": none is a measurement.
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
+    match number(text) {
+        Some(v) if v.is_finite() => Ok(v),
         _ => Err(ParseErrorKind::BadValue),
     }
 }
@@ -333,27 +370,26 @@ fn validate_values(kind: MetricKind, values: &str) -> Result<(), ParseErrorKind>
             if values.is_empty() || !values.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ParseErrorKind::BadValue);
             }
-            if values.contains(':') {
+            if values.bytes().any(|b| b == b':') {
                 return Err(ParseErrorKind::UnexpectedMultiValue);
             }
             Ok(())
         }
         MetricKind::Gauge => {
-            if values.contains(':') {
+            if values.bytes().any(|b| b == b':') {
                 return Err(ParseErrorKind::UnexpectedMultiValue);
             }
             parse_number(values).map(drop)
         }
-        MetricKind::Counter => values.split(':').try_for_each(|v| parse_number(v).map(drop)),
-        MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => values
-            .split(':')
+        MetricKind::Counter => fields(values, b':').try_for_each(|v| parse_number(v).map(drop)),
+        MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => fields(values, b':')
             .try_for_each(|v| if parse_number(v)? < 0.0 { Err(ParseErrorKind::NegativeValue) } else { Ok(()) }),
     }
 }
 
 fn validate_tags(section: &str) -> Result<(), ParseErrorKind> {
     let mut count = 0usize;
-    for tag in section.split(',') {
+    for tag in fields(section, b',') {
         if tag.is_empty() {
             continue; // a trailing or doubled comma is harmless
         }

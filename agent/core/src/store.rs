@@ -18,6 +18,7 @@ use hashbrown::HashTable;
 use hdrhistogram::Histogram;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const FINE_SLOT_NS: u64 = 100_000_000;
@@ -434,6 +435,9 @@ impl SeriesInfo {
 #[derive(Debug, Clone)]
 struct Series {
     hash: u64,
+    /// The tags exactly as the line that made the series sent them: clients send the same
+    /// order every time, so one comparison usually finds the series.
+    sent_tags: Box<str>,
     info: SeriesInfo,
     data: SeriesData,
 }
@@ -540,41 +544,136 @@ impl Watch {
     }
 }
 
+/// The series caps of a store split into shards ([`MetricStore::with_quota`]): each shard holds
+/// its own series and counts them here, so [`StoreLimits::max_series`] and
+/// [`StoreLimits::max_histogram_series`] hold across all the shards together.
+#[derive(Debug, Default)]
+pub struct SeriesQuota {
+    app: AtomicUsize,
+    histogram: AtomicUsize,
+}
+
+impl SeriesQuota {
+    /// Application series held by every store that shares this quota.
+    pub fn app_series(&self) -> usize {
+        self.app.load(Ordering::Relaxed)
+    }
+
+    /// Application series with histograms held by every store that shares this quota.
+    pub fn histogram_series(&self) -> usize {
+        self.histogram.load(Ordering::Relaxed)
+    }
+
+    /// Takes one place under `limit`; `false` when none is left.
+    fn take(counter: &AtomicUsize, limit: usize) -> bool {
+        counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+
+    fn give_back(counter: &AtomicUsize, n: usize) {
+        if n > 0 {
+            counter.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The seed of every store's identity hash, so that [`series_hash`] agrees with each store.
+const IDENTITY_SEED: u64 = 0x5eed_ed6e;
+
+/// Tags a line may carry before hashing its identity allocates.
+const INLINE_TAGS: usize = 16;
+
 /// The store. See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MetricStore {
     limits: StoreLimits,
     hasher: foldhash::fast::FixedState,
     table: HashTable<u32>,
     series: Vec<Series>,
     watches: Vec<Watch>,
+    /// Application series held here (a shard counts only its own).
     app_series: usize,
     histogram_series: usize,
+    /// The caps, shared with the other shards of the same store, if any.
+    quota: Arc<SeriesQuota>,
     stats: StoreStats,
     /// Bumped whenever series are renumbered ([`MetricStore::expire_idle`] removed some).
     generation: u64,
 }
 
-/// Canonical hash of a series identity: order of tags does not matter.
-fn identity_hash<'t>(
-    hasher: &foldhash::fast::FixedState,
-    name: &str,
-    kind: MetricKind,
-    tags: impl Iterator<Item = &'t str>,
-) -> u64 {
-    let mut h = hasher.build_hasher();
-    name.hash(&mut h);
-    kind.hash(&mut h);
-    let mut combined = h.finish();
-    for tag in tags {
-        // Wrapping addition of independent tag hashes is order-independent.
-        combined = combined.wrapping_add(hasher.hash_one(tag).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15);
+const TAG_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A series identity, hashed once: the same whatever the order or repetition of the tags, so a
+/// line is found without sorting them, and a store split into shards picks the shard by it and
+/// hands it on ([`MetricStore::record_keyed`]) instead of hashing twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesKey {
+    hash: u64,
+    /// Distinct tags.
+    distinct: usize,
+}
+
+impl SeriesKey {
+    /// The key of the series named `name` of `kind` with `tags` (a StatsD tag list).
+    pub fn of(name: &str, kind: MetricKind, tags: &str) -> SeriesKey {
+        let hasher = foldhash::fast::FixedState::with_seed(IDENTITY_SEED);
+        let mut h = hasher.build_hasher();
+        name.hash(&mut h);
+        kind.hash(&mut h);
+        let mut combined = h.finish();
+        let mut inline = [(0u64, ""); INLINE_TAGS];
+        let mut spill: Vec<(u64, &str)> = Vec::new();
+        let mut n = 0usize;
+        for tag in raw_tags(tags) {
+            let entry = (hasher.hash_one(tag), tag);
+            match inline.get_mut(n) {
+                Some(slot) => *slot = entry,
+                None => {
+                    if spill.is_empty() {
+                        spill.extend_from_slice(&inline);
+                    }
+                    spill.push(entry);
+                }
+            }
+            n += 1;
+        }
+        let entries = if n <= INLINE_TAGS { &mut inline[..n] } else { &mut spill[..] };
+        if n > INLINE_TAGS {
+            // Equal tags sort next to each other (by hash, then text).
+            entries.sort_unstable();
+        }
+        let mut distinct = 0usize;
+        for (i, &entry) in entries.iter().enumerate() {
+            // A repeated tag counts once: a few comparisons of hashes for the usual handful of
+            // tags, neighbours only once sorted.
+            let seen = if n > INLINE_TAGS {
+                i > 0 && entries.get(i - 1) == Some(&entry)
+            } else {
+                entries[..i].iter().any(|e| e.0 == entry.0 && e.1 == entry.1)
+            };
+            if seen {
+                continue;
+            }
+            distinct += 1;
+            // Wrapping addition of independent tag hashes is order-independent.
+            combined = combined.wrapping_add(entry.0.rotate_left(17) ^ TAG_MIX);
+        }
+        SeriesKey { hash: combined, distinct }
     }
-    combined
+
+    /// The identity's hash, the same in every store.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// The hash of a series's identity (name, kind and tags in any order, repeated or not), the
+/// same in every store: what a store split into shards picks a series's shard by.
+pub fn series_hash(name: &str, kind: MetricKind, tags: &str) -> u64 {
+    SeriesKey::of(name, kind, tags).hash
 }
 
 fn raw_tags(tags: &str) -> impl Iterator<Item = &str> + Clone {
-    tags.split(',').filter(|t| !t.is_empty())
+    crate::statsd::fields(tags, b',').filter(|t| !t.is_empty())
 }
 
 /// The indexes of the series `watch` matches.
@@ -590,14 +689,21 @@ fn matching(series: &[Series], watch: &Watch) -> Vec<u32> {
 impl MetricStore {
     /// An empty store with these limits.
     pub fn new(limits: StoreLimits) -> Self {
+        Self::with_quota(limits, Arc::default())
+    }
+
+    /// An empty shard of a larger store: its series count against `quota`, which the other
+    /// shards share, so the caps in `limits` hold for all of them together.
+    pub fn with_quota(limits: StoreLimits, quota: Arc<SeriesQuota>) -> Self {
         MetricStore {
             limits,
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed_ed6e),
+            hasher: foldhash::fast::FixedState::with_seed(IDENTITY_SEED),
             table: HashTable::new(),
             series: Vec::new(),
             watches: Vec::new(),
             app_series: 0,
             histogram_series: 0,
+            quota,
             stats: StoreStats::default(),
             generation: 0,
         }
@@ -623,14 +729,21 @@ impl MetricStore {
         self.series.is_empty()
     }
 
-    /// Number of application (client-sent) series held.
+    /// Number of application (client-sent) series held here (a shard: its own only).
     pub fn app_series(&self) -> usize {
         self.app_series
     }
 
     /// Records one parsed StatsD line.
     pub fn record(&mut self, now: Timestamp, line: &Line<'_>) -> Result<SeriesId, RecordError> {
-        let id = self.find_or_create(now, line.name, line.kind, line.tags, false)?;
+        self.record_keyed(now, line, SeriesKey::of(line.name, line.kind, line.tags))
+    }
+
+    /// Records one parsed StatsD line whose key the caller already has: `key` must be
+    /// [`SeriesKey::of`] the line's name, kind and tags.
+    pub fn record_keyed(&mut self, now: Timestamp, line: &Line<'_>, key: SeriesKey) -> Result<SeriesId, RecordError> {
+        debug_assert_eq!(key, SeriesKey::of(line.name, line.kind, line.tags));
+        let id = self.find_or_create(now, key, line.name, line.kind, line.tags, false)?;
         let members_cap = self.limits.max_set_members;
         let series = &mut self.series[id.0 as usize];
         series.info.last_seen = series.info.last_seen.max(now);
@@ -671,7 +784,8 @@ impl MetricStore {
         if !value.is_finite() {
             return None;
         }
-        let id = self.find_or_create(now, name, MetricKind::Gauge, tags, true).ok()?;
+        let key = SeriesKey::of(name, MetricKind::Gauge, tags);
+        let id = self.find_or_create(now, key, name, MetricKind::Gauge, tags, true).ok()?;
         let series = &mut self.series[id.0 as usize];
         series.info.last_seen = series.info.last_seen.max(now);
         if let SeriesData::Gauge(g) = &mut series.data {
@@ -683,32 +797,30 @@ impl MetricStore {
     fn find_or_create(
         &mut self,
         now: Timestamp,
+        key: SeriesKey,
         name: &str,
         kind: MetricKind,
         tags: &str,
         internal: bool,
     ) -> Result<SeriesId, RecordError> {
-        let hash = identity_hash(&self.hasher, name, kind, raw_tags(tags));
-        let count = raw_tags(tags).count();
-        if let Some(id) = self.find(hash, name, kind, count, raw_tags(tags)) {
+        if let Some(id) = self.find(key, name, kind, tags) {
             return Ok(id);
         }
-        // Miss: the tags may be unsorted duplicates of a known series; canonicalize and retry.
+        let hash = key.hash;
         let mut canonical: Vec<&str> = raw_tags(tags).collect();
         canonical.sort_unstable();
         canonical.dedup();
-        let hash = identity_hash(&self.hasher, name, kind, canonical.iter().copied());
-        if canonical.len() != count
-            && let Some(id) = self.find(hash, name, kind, canonical.len(), canonical.iter().copied())
-        {
-            return Ok(id);
-        }
+        let Ok(index) = u32::try_from(self.series.len()) else {
+            self.stats.refused_series += 1;
+            return Err(RecordError::SeriesLimit { limit: self.limits.max_series });
+        };
         if !internal {
-            if self.app_series >= self.limits.max_series {
+            if !SeriesQuota::take(&self.quota.app, self.limits.max_series) {
                 self.stats.refused_series += 1;
                 return Err(RecordError::SeriesLimit { limit: self.limits.max_series });
             }
-            if kind.is_histogram() && self.histogram_series >= self.limits.max_histogram_series {
+            if kind.is_histogram() && !SeriesQuota::take(&self.quota.histogram, self.limits.max_histogram_series) {
+                SeriesQuota::give_back(&self.quota.app, 1);
                 self.stats.refused_histogram_series += 1;
                 return Err(RecordError::HistogramSeriesLimit { limit: self.limits.max_histogram_series });
             }
@@ -748,14 +860,12 @@ impl MetricStore {
                 last_window_unique: 0,
             })),
         };
-        let index =
-            u32::try_from(self.series.len()).map_err(|_| RecordError::SeriesLimit { limit: self.limits.max_series })?;
         for watch in &mut self.watches {
             if watch.matches(&info) {
                 watch.members.push(index);
             }
         }
-        self.series.push(Series { hash, info, data });
+        self.series.push(Series { hash, sent_tags: tags.into(), info, data });
         let series = &self.series;
         self.table.insert_unique(hash, index, |&i| series[i as usize].hash);
         if !internal {
@@ -767,33 +877,23 @@ impl MetricStore {
         Ok(SeriesId(index))
     }
 
-    fn find<'t>(
-        &self,
-        hash: u64,
-        name: &str,
-        kind: MetricKind,
-        count: usize,
-        tags: impl Iterator<Item = &'t str> + Clone,
-    ) -> Option<SeriesId> {
+    fn find(&self, key: SeriesKey, name: &str, kind: MetricKind, tags: &str) -> Option<SeriesId> {
         self.table
-            .find(hash, |&i| {
+            .find(key.hash, |&i| {
                 let s = &self.series[i as usize];
-                s.hash == hash
+                s.hash == key.hash
                     && s.info.kind == kind
-                    && s.info.tags.len() == count
+                    && s.info.tags.len() == key.distinct
                     && &*s.info.name == name
-                    && tags.clone().all(|t| s.info.tags.binary_search_by(|probe| (**probe).cmp(t)).is_ok())
+                    && (*s.sent_tags == *tags
+                        || raw_tags(tags).all(|t| s.info.tags.binary_search_by(|probe| (**probe).cmp(t)).is_ok()))
             })
             .map(|&i| SeriesId(i))
     }
 
     /// Looks a series up by name, kind and tags (in any order).
     pub fn lookup(&self, name: &str, kind: MetricKind, tags: &str) -> Option<SeriesId> {
-        let mut canonical: Vec<&str> = raw_tags(tags).collect();
-        canonical.sort_unstable();
-        canonical.dedup();
-        let hash = identity_hash(&self.hasher, name, kind, canonical.iter().copied());
-        self.find(hash, name, kind, canonical.len(), canonical.iter().copied())
+        self.find(SeriesKey::of(name, kind, tags), name, kind, tags)
     }
 
     /// A view of one series as of `now`.
@@ -879,8 +979,12 @@ impl MetricStore {
             for watch in &mut self.watches {
                 watch.members = matching(series, watch);
             }
-            self.app_series = series.iter().filter(|s| !s.info.internal).count();
-            self.histogram_series = series.iter().filter(|s| !s.info.internal && s.info.kind.is_histogram()).count();
+            let app_series = series.iter().filter(|s| !s.info.internal).count();
+            let histogram_series = series.iter().filter(|s| !s.info.internal && s.info.kind.is_histogram()).count();
+            SeriesQuota::give_back(&self.quota.app, self.app_series - app_series);
+            SeriesQuota::give_back(&self.quota.histogram, self.histogram_series - histogram_series);
+            self.app_series = app_series;
+            self.histogram_series = histogram_series;
             self.stats.expired_series += removed as u64;
             self.generation += 1;
         }
@@ -1026,6 +1130,53 @@ mod tests {
         let info = store.view(a, ms(0)).unwrap().info();
         assert_eq!(info.region.as_deref(), Some("eu"));
         assert_eq!(&*info.tags, &["class:media".into(), "region:eu".into()] as &[Box<str>]);
+    }
+
+    #[test]
+    fn series_hash_ignores_tag_order_and_repetition() {
+        let h = |tags: &str| series_hash("req", MetricKind::Counter, tags);
+        assert_eq!(h("region:eu,class:media"), h("class:media,region:eu"));
+        assert_eq!(h("region:eu,class:media"), h("class:media,,region:eu,class:media"));
+        assert_ne!(h("region:eu,class:media"), h("class:media"));
+        assert_ne!(h(""), series_hash("req", MetricKind::Gauge, ""));
+        // Twenty tags (past the inline ones) in two orders, one repeated.
+        let tags: Vec<String> = (0..20).map(|i| format!("t{i}:v")).collect();
+        let mut reversed = tags.clone();
+        reversed.reverse();
+        reversed.push("t3:v".into());
+        assert_eq!(h(&tags.join(",")), h(&reversed.join(",")));
+        let mut store = MetricStore::new(StoreLimits::default());
+        let a = record(&mut store, ms(0), &format!("req:1|c|#{}", tags.join(","))).unwrap();
+        let b = record(&mut store, ms(0), &format!("req:1|c|#{}", reversed.join(","))).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn shards_sharing_a_quota_hold_the_caps_together() {
+        let limits = StoreLimits { max_series: 3, max_histogram_series: 1, ..StoreLimits::default() };
+        let quota = Arc::new(SeriesQuota::default());
+        let mut one = MetricStore::with_quota(limits, quota.clone());
+        let mut two = MetricStore::with_quota(limits, quota.clone());
+        record(&mut one, ms(0), "a:1|c").unwrap();
+        record(&mut two, ms(0), "b:1|ms").unwrap();
+        assert_eq!(
+            record(&mut one, ms(0), "c:1|h"),
+            Err(RecordError::HistogramSeriesLimit { limit: 1 }),
+            "the other shard holds the only histogram series"
+        );
+        // The refused histogram did not keep its place under the series cap.
+        record(&mut one, ms(0), "c:1|c").unwrap();
+        assert_eq!(record(&mut two, ms(0), "d:1|c"), Err(RecordError::SeriesLimit { limit: 3 }));
+        assert_eq!((quota.app_series(), quota.histogram_series()), (3, 1));
+        assert_eq!((one.app_series(), two.app_series()), (2, 1));
+        // Internal series never count.
+        assert!(two.set_internal_gauge(ms(0), "host.cpu.busy", "", 0.5).is_some());
+        // Expiry in one shard gives its places back to all.
+        assert_eq!(two.expire_idle(ms(120_000), Duration::from_secs(60)), 2);
+        assert_eq!((quota.app_series(), quota.histogram_series()), (2, 0));
+        record(&mut one, ms(120_000), "e:1|ms").unwrap();
+        assert_eq!(one.stats().refused_histogram_series, 1);
+        assert_eq!(two.stats().refused_series, 1);
     }
 
     #[test]

@@ -5,13 +5,14 @@ use crate::actuators::Actuators;
 use crate::api;
 use crate::audit::AuditWriter;
 use crate::calendar::{self, StateDb};
-use crate::clock::{Clock, StoreLock, read};
+use crate::clock::{Clock, read};
 use crate::config::Settings;
 use crate::decisions::{self, DecisionLog};
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
 use crate::process::ProcessSampler;
 pub use crate::state::AgentState;
+use crate::store::Store;
 use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +21,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wedsync_core::Timestamp;
 use wedsync_core::engine::Engine;
-use wedsync_core::store::MetricStore;
 
 /// How long the agent waits for its tasks after a stop is asked for.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
@@ -66,7 +66,7 @@ pub enum StartError {
 }
 
 /// Host metrics also kept in the store, so later consumers query them like any series.
-fn record_host_series(store: &mut MetricStore, now: Timestamp, sample: &HostSample) {
+fn record_host_series(store: &Store, now: Timestamp, sample: &HostSample) {
     store.set_internal_gauge(now, "host.cpu.busy", "", sample.cpu.busy);
     for (i, busy) in sample.cpu.per_core.iter().enumerate() {
         store.set_internal_gauge(now, "host.cpu.core.busy", &format!("core:{i}"), *busy);
@@ -101,7 +101,7 @@ async fn sample_host(state: Arc<AgentState>, stop: CancellationToken) {
         match collector.sample(started) {
             Ok(sample) => {
                 let now = state.clock.at(started);
-                record_host_series(&mut state.store.lock(), now, &sample);
+                record_host_series(&state.store, now, &sample);
                 let mut view = state.host.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 view.host = Some(sample);
                 view.host_at = Some(now);
@@ -139,7 +139,7 @@ async fn expire_series(state: Arc<AgentState>, stop: CancellationToken) {
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let removed = state.store.lock().expire_idle(state.clock.now(), state.settings.series_ttl);
+        let removed = state.store.expire_idle(state.clock.now(), state.settings.series_ttl);
         if removed > 0 {
             tracing::info!(removed, ttl = ?state.settings.series_ttl, "expired idle series");
         }
@@ -188,7 +188,7 @@ impl RunningAgent {
     /// Binds every socket and starts every task. Returns once the agent is serving.
     pub async fn start(settings: Settings) -> Result<RunningAgent, StartError> {
         let clock = Clock::start();
-        let store = Arc::new(StoreLock::new(MetricStore::new(settings.store_limits)));
+        let store = Arc::new(Store::new(settings.store_limits, settings.statsd_readers.saturating_mul(4)));
         let host = Arc::new(RwLock::new(HostView::default()));
         let mut telemetry = Telemetry::new(clock, store.clone(), host.clone());
         let mut engine = Engine::new(settings.engine.clone(), settings.pools.clone());
@@ -229,6 +229,13 @@ impl RunningAgent {
                         granted,
                         "kernel granted a smaller StatsD receive buffer (raise net.core.rmem_max)"
                     );
+                }
+                match ingest::SocketDrops::of(&socket, &settings.procfs) {
+                    Some(drops) => telemetry.registry().register_collector(Box::new(drops)),
+                    None => tracing::warn!(
+                        procfs = %settings.procfs,
+                        "cannot find the StatsD socket in procfs: datagrams the kernel drops will not be counted"
+                    ),
                 }
                 Some((socket, bound))
             }
@@ -300,16 +307,26 @@ impl RunningAgent {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        if let Some((socket, _)) = statsd {
-            tasks.spawn(ingest::serve(
-                socket,
+        if let Some((socket, statsd_addr)) = statsd {
+            let ingest = Arc::new(ingest::Ingest::new(
                 clock,
                 state.store.clone(),
                 state.telemetry.ingest.clone(),
                 state.settings.statsd_log_rejects_per_second,
                 state.fleet.as_ref().map(|f| f.content.clone()),
-                stop.clone(),
             ));
+            // Blocking reader threads, one per core: off the reactor, and none waits for an
+            // epoll wake-up while datagrams are queued.
+            for _ in 0..state.settings.statsd_readers {
+                let socket =
+                    socket.try_clone().map_err(|source| ingest::IngestError::Bind { addr: statsd_addr, source })?;
+                let (ingest, stop) = (ingest.clone(), stop.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = tokio::task::spawn_blocking(move || ingest::read(socket, ingest, stop)).await {
+                        tracing::error!(error = %e, "a statsd reader failed");
+                    }
+                });
+            }
         }
         if let Some((_, driver)) = fleet {
             tasks.spawn(crate::fleet::drive(driver, stop.clone()));

@@ -240,7 +240,7 @@ struct BusySeries {
 async fn status(State(state): State<Arc<AgentState>>) -> Response {
     let now = state.clock.now();
     let (series, app_series, stats, busiest) = {
-        let store = state.store.lock();
+        let store = state.store.lock_all();
         let busiest: Vec<BusySeries> = store
             .busiest(now, BUSIEST)
             .into_iter()
@@ -272,6 +272,8 @@ async fn status(State(state): State<Arc<AgentState>>) -> Response {
         "config": {
             "api_listen": state.api_addr.to_string(),
             "statsd_listen": state.statsd_addr.map(|a| a.to_string()),
+            "statsd_readers": settings.statsd_readers,
+            "store_shards": state.store.shard_count(),
             "host_interval_ms": settings.host_interval.as_millis(),
             "process_interval_ms": settings.process_interval.as_millis(),
             "max_series": settings.store_limits.max_series,

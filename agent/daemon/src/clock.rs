@@ -6,18 +6,10 @@
 //! * [`wall_ms`]: Unix milliseconds, for the calendar, decisions and the audit trail.
 //! * [`lock`], [`read`], [`write`]: lock guards that survive a poisoned lock (a panic elsewhere
 //!   must not stop the API or metrics).
-//! * [`StoreLock`]: the metric store's lock, shared by ingest, the decision thread, the host
-//!   sampler and `/metrics`.
 
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wedsync_core::Timestamp;
-use wedsync_core::store::MetricStore;
-
-/// The metric store's lock. `parking_lot`'s, for `unlock_fair`: a scrape that copies the store in
-/// several short visits hands the lock to a waiting ingest between them, instead of taking it
-/// straight back.
-pub type StoreLock = parking_lot::Mutex<MetricStore>;
 
 /// Monotonic time since the agent started, as the core's [`Timestamp`]. The agent's runs at the
 /// wall clock's pace; the fleet simulator's runs `speed` times faster.

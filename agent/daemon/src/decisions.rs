@@ -10,10 +10,11 @@
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
-use crate::clock::{Clock, StoreLock, lock, wall_ms};
+use crate::clock::{Clock, lock, wall_ms};
 use crate::config::DemandSource;
 use crate::engine::{EngineCommand, EngineHandle, EngineInbox};
 use crate::logging::RateLimiter;
+use crate::store::{AllShards, ShardedWatch, Store};
 use crate::telemetry::{counter, gauge};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -29,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use wedsync_core::engine::decision::{Decision, Direction};
 use wedsync_core::engine::{Demand, Engine, RoundCounts};
 use wedsync_core::statsd::MetricKind;
-use wedsync_core::store::{MetricStore, WatchId};
 use wedsync_core::{Timestamp, TrafficClass};
 
 /// Most recent decisions kept for `/v1/decisions`.
@@ -89,14 +89,14 @@ pub const DEMAND_FRESHNESS: Duration = Duration::from_secs(2);
 pub struct DemandWatch {
     /// The pool's demand source.
     pub source: DemandSource,
-    watch: WatchId,
+    watch: ShardedWatch,
 }
 
 impl DemandWatch {
     /// Registers the source's series with `store`: request pools watch `source.metric`
     /// counters from clients; CPU pools watch `source.metric` gauges, the agent's own
     /// (`host.cpu.busy`) included.
-    pub fn new(store: &mut MetricStore, source: DemandSource) -> DemandWatch {
+    pub fn new(store: &Store, source: DemandSource) -> DemandWatch {
         let tags: Vec<&str> = source.tags.iter().map(|t| &**t).collect();
         let watch = if source.cpu {
             store.watch(&source.metric, MetricKind::Gauge, &tags, true)
@@ -114,7 +114,7 @@ impl DemandWatch {
 /// series was written within [`DEMAND_FRESHNESS`] (an idle agent's own `host.cpu.busy` is
 /// always fresh).
 pub fn pool_demand(
-    store: &MetricStore,
+    store: &AllShards<'_>,
     now: Timestamp,
     demand: &DemandWatch,
     serving_units: u32,
@@ -126,7 +126,7 @@ pub fn pool_demand(
     }
     let mut total = Demand::default();
     let mut fresh = false;
-    for view in store.watched(demand.watch, now) {
+    for view in store.watched(&demand.watch, now) {
         let info = view.info();
         fresh |= now.saturating_since(info.last_seen) <= DEMAND_FRESHNESS;
         let class = info.class.unwrap_or(source.untagged_class);
@@ -332,7 +332,7 @@ pub struct Driver {
     /// The agent's clock.
     pub clock: Clock,
     /// Demand comes from here.
-    pub store: Arc<StoreLock>,
+    pub store: Arc<Store>,
     /// The engine, owned by this thread alone.
     pub engine: Engine,
     /// Commands in, views out.
@@ -352,14 +352,14 @@ pub struct Driver {
 }
 
 fn cpu_demand(
-    store: &MetricStore,
+    store: &AllShards<'_>,
     now: Timestamp,
     demand: &DemandWatch,
     serving_units: u32,
     capacity_per_unit: f64,
 ) -> Option<Demand> {
     let (mut sum, mut n) = (0.0, 0u32);
-    for view in store.watched(demand.watch, now) {
+    for view in store.watched(&demand.watch, now) {
         if now.saturating_since(view.info().last_seen) > DEMAND_FRESHNESS {
             continue;
         }
@@ -436,7 +436,7 @@ impl Loop {
         let now = d.clock.at(started);
         let wall = wall_ms();
         let demands: Vec<Option<Demand>> = {
-            let store = d.store.lock();
+            let store = d.store.lock_all();
             self.demand
                 .iter()
                 .zip(d.engine.pools())
@@ -523,10 +523,7 @@ impl Loop {
 /// come; reloaded plugins are installed between rounds. Learned profiles are saved every
 /// [`PROFILE_SAVE_PERIOD`] and at the end.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
-    let demand = {
-        let mut store = driver.store.lock();
-        driver.sources.iter().map(|source| DemandWatch::new(&mut store, source.clone())).collect()
-    };
+    let demand = driver.sources.iter().map(|source| DemandWatch::new(&driver.store, source.clone())).collect();
     let counted = driver.engine.rounds();
     let now = Instant::now();
     let mut state = Loop {
@@ -596,7 +593,7 @@ mod tests {
 
     #[test]
     fn demand_is_split_by_class_and_filtered_by_tags() {
-        let mut store = MetricStore::new(StoreLimits::default());
+        let store = Store::new(StoreLimits::default(), 4);
         let source = DemandSource {
             metric: "requests".into(),
             tags: vec!["service:checkout".into()],
@@ -604,7 +601,7 @@ mod tests {
             cpu: false,
         };
         // Watched before its series exist: they are indexed as they are made.
-        let checkout = DemandWatch::new(&mut store, source.clone());
+        let checkout = DemandWatch::new(&store, source.clone());
         for tick in 0..10u64 {
             let now = Timestamp::from_millis(tick * 100);
             for line in [
@@ -616,24 +613,25 @@ mod tests {
                 store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
             }
         }
-        let demand = pool_demand(&store, Timestamp::from_millis(1000), &checkout, 1, 100.0).expect("fresh demand");
+        let demand =
+            pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &checkout, 1, 100.0).expect("fresh demand");
         assert!((demand.of(TrafficClass::WeddingCritical) - 100.0).abs() < 1e-9, "{demand:?}");
         assert!((demand.of(TrafficClass::Registration) - 50.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(demand.of(TrafficClass::Media), 0.0);
         // Ten seconds of silence: demand is missing, not zero.
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(11_000), &checkout, 1, 100.0), None);
+        assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(11_000), &checkout, 1, 100.0), None);
         // Watched after its series exist: found by the watch's first scan.
-        let search =
-            DemandWatch::new(&mut store, DemandSource { tags: vec!["service:search".into()], ..source.clone() });
-        let demand = pool_demand(&store, Timestamp::from_millis(1000), &search, 1, 100.0).expect("fresh demand");
+        let search = DemandWatch::new(&store, DemandSource { tags: vec!["service:search".into()], ..source.clone() });
+        let demand =
+            pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &search, 1, 100.0).expect("fresh demand");
         assert!((demand.of(TrafficClass::Media) - 70.0).abs() < 1e-9, "{demand:?}");
-        let absent = DemandWatch::new(&mut store, DemandSource { metric: "nothing".into(), ..source });
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(1000), &absent, 1, 100.0), None);
+        let absent = DemandWatch::new(&store, DemandSource { metric: "nothing".into(), ..source });
+        assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &absent, 1, 100.0), None);
     }
 
     #[test]
     fn cpu_demand_is_utilization_times_serving_capacity() {
-        let mut store = MetricStore::new(StoreLimits::default());
+        let store = Store::new(StoreLimits::default(), 4);
         let now = Timestamp::from_millis(500);
         store.set_internal_gauge(now, "host.cpu.busy", "", 0.9);
         store.record(now, &parse_line(b"pool.cpu:0.5|g|#service:api").unwrap()).unwrap();
@@ -644,17 +642,17 @@ mod tests {
             untagged_class: TrafficClass::Media,
             cpu: true,
         };
-        let host = DemandWatch::new(&mut store, host);
-        let demand = pool_demand(&store, now, &host, 4, 1.0).unwrap();
+        let host = DemandWatch::new(&store, host);
+        let demand = pool_demand(&store.lock_all(), now, &host, 4, 1.0).unwrap();
         assert!((demand.of(TrafficClass::Media) - 3.6).abs() < 1e-9, "{demand:?}");
         let pool = DemandWatch::new(
-            &mut store,
+            &store,
             DemandSource { metric: "pool.cpu".into(), tags: vec!["service:api".into()], ..host.source.clone() },
         );
         // The last value set wins for a gauge: 0.7 × 10 units.
-        let demand = pool_demand(&store, now, &pool, 10, 1.0).unwrap();
+        let demand = pool_demand(&store.lock_all(), now, &pool, 10, 1.0).unwrap();
         assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");
-        assert_eq!(pool_demand(&store, Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
+        assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
     }
 
     #[test]

@@ -1,24 +1,37 @@
-//! StatsD/DogStatsD ingest over UDP.
+//! StatsD/DogStatsD ingest over UDP, on every core.
 //!
-//! Each datagram is parsed line by line; good lines go into the metric store under one lock,
-//! bad lines are counted by reason and logged at a limited rate. Nothing a client sends can
-//! panic the agent or cost it a line it already accepted.
+//! Several reader threads ([`read`]) take datagrams from one socket: the kernel hands each
+//! datagram to one of them, so a single busy client is spread over the readers too (separate
+//! `SO_REUSEPORT` sockets would pin each client to one reader by its address). Each reader
+//! parses its datagram, sorts the lines by the [`Store`] shard they belong to and records each
+//! group under that shard's lock, taking a free shard before waiting for a busy one. Bad lines
+//! are counted by reason and logged at a limited rate; datagrams the kernel drops because the
+//! readers fell behind are counted from the socket's own drop counter ([`SocketDrops`]).
+//! Nothing a client sends can panic the agent or cost it a line it already accepted.
 
-use crate::clock::{Clock, StoreLock, lock};
+use crate::clock::{Clock, lock};
 use crate::logging::RateLimiter;
+use crate::store::{ShardGuard, Store};
 use crate::telemetry::{IngestCounters, ReasonLabel};
-use std::net::SocketAddr;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use tokio::net::UdpSocket;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use wedsync_core::Timestamp;
 use wedsync_core::content::IntervalSketch;
 use wedsync_core::statsd::{Line, MetricKind, parse_datagram};
+use wedsync_core::store::SeriesKey;
 
 /// The tag that names a piece of content (a photo, a post) for viral-content detection.
 pub const CONTENT_TAG: &str = "content";
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// How long a reader blocks on an empty socket before it looks at the stop signal again.
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Why the StatsD listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +46,8 @@ pub enum IngestError {
     },
 }
 
-/// Binds the StatsD socket, asking the kernel for `receive_buffer` bytes of buffer.
-/// Returns the socket and the buffer size the kernel granted.
+/// Binds the StatsD socket (blocking, for reader threads), asking the kernel for
+/// `receive_buffer` bytes of buffer. Returns the socket and the buffer size the kernel granted.
 pub fn bind(addr: SocketAddr, receive_buffer: usize) -> Result<(UdpSocket, usize), IngestError> {
     let bind_err = |source| IngestError::Bind { addr, source };
     let domain = socket2::Domain::for_address(addr);
@@ -42,10 +55,9 @@ pub fn bind(addr: SocketAddr, receive_buffer: usize) -> Result<(UdpSocket, usize
     // The kernel may cap this (net.core.rmem_max); a smaller buffer is not fatal.
     let _ = socket.set_recv_buffer_size(receive_buffer);
     let granted = socket.recv_buffer_size().unwrap_or(0);
-    socket.set_nonblocking(true).map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
-    let socket = UdpSocket::from_std(socket.into()).map_err(bind_err)?;
-    Ok((socket, granted))
+    socket.set_read_timeout(Some(READ_TIMEOUT)).map_err(bind_err)?;
+    Ok((socket.into(), granted))
 }
 
 /// A datagram's sender for the log (`-` when unknown).
@@ -95,87 +107,214 @@ fn take_content(
     Some(rest.join(","))
 }
 
-/// Parses a datagram and records its lines; counts and (rate-limited) logs the bad ones.
-/// Counter lines tagged `content:KEY` also feed `content` (the fleet's viral detection) and are
-/// stored without that tag.
-pub fn ingest_datagram(
-    datagram: &[u8],
-    from: Option<SocketAddr>,
-    clock: &Clock,
-    store: &StoreLock,
-    counters: &IngestCounters,
-    log_limiter: &mut RateLimiter,
-    content: Option<&Mutex<IntervalSketch>>,
-) -> DatagramOutcome {
-    let now = clock.now();
-    let wall_ms = content.map(|_| u64::try_from(crate::clock::wall_ms()).unwrap_or(0)).unwrap_or(0);
-    let mut outcome = DatagramOutcome::default();
-    let mut store = store.lock();
-    parse_datagram(datagram, |result| match result {
-        Ok(line) => {
-            let stripped = content.and_then(|c| take_content(&line, wall_ms, c, counters));
-            let line = match &stripped {
-                Some(tags) => Line { tags, ..line },
-                None => line,
-            };
-            match store.record(now, &line) {
+/// A parsed line with its series's key and shard.
+struct Keyed<'a> {
+    shard: usize,
+    key: SeriesKey,
+    line: Line<'a>,
+}
+
+/// What every reader shares: where lines go, what is counted, and the log's rate limits.
+#[derive(Debug)]
+pub struct Ingest {
+    clock: Clock,
+    store: Arc<Store>,
+    counters: IngestCounters,
+    /// Counter lines tagged `content:KEY` also feed this (the fleet's viral detection).
+    content: Option<Arc<Mutex<IntervalSketch>>>,
+    /// Bad lines logged, over all readers.
+    line_log: Mutex<RateLimiter>,
+    /// Socket errors logged, over all readers.
+    error_log: Mutex<RateLimiter>,
+}
+
+impl Ingest {
+    /// Ingest into `store`, counting into `counters`, logging at most `log_rejects_per_second`
+    /// bad lines a second over all readers.
+    pub fn new(
+        clock: Clock,
+        store: Arc<Store>,
+        counters: IngestCounters,
+        log_rejects_per_second: u32,
+        content: Option<Arc<Mutex<IntervalSketch>>>,
+    ) -> Ingest {
+        Ingest {
+            clock,
+            store,
+            counters,
+            content,
+            line_log: Mutex::new(RateLimiter::new(log_rejects_per_second)),
+            error_log: Mutex::new(RateLimiter::new(1)),
+        }
+    }
+
+    /// Parses a datagram and records its lines; counts and (rate-limited) logs the bad ones.
+    /// Counter lines tagged `content:KEY` also feed the content sketch and are stored without
+    /// that tag.
+    pub fn datagram(&self, datagram: &[u8], from: Option<SocketAddr>) -> DatagramOutcome {
+        let now = self.clock.now();
+        let mut outcome = DatagramOutcome::default();
+        let mut lines: Vec<Keyed<'_>> = Vec::with_capacity(64);
+        parse_datagram(datagram, |result| match result {
+            Ok(line) => match self.content.as_deref() {
+                Some(content) if line.kind == MetricKind::Counter && line.tags.contains(CONTENT_TAG) => {
+                    self.content_line(now, line, content, from, &mut outcome);
+                }
+                _ => {
+                    let key = SeriesKey::of(line.name, line.kind, line.tags);
+                    lines.push(Keyed { shard: self.store.shard_of(key), key, line });
+                }
+            },
+            Err(e) => {
+                outcome.rejected += 1;
+                self.counters.reject(e.kind);
+                if let Some(suppressed) = lock(&self.line_log).admit(std::time::Instant::now()) {
+                    tracing::warn!(reason = e.kind.label(), from = %Peer(from), suppressed, "{e}");
+                }
+            }
+        });
+        // Each shard's lines in the order sent (a gauge's value and its deltas stay in order).
+        lines.sort_by_key(|l| l.shard);
+        let mut waiting = Vec::new();
+        for group in lines.chunk_by(|a, b| a.shard == b.shard) {
+            let shard = group.first().map_or(0, |l| l.shard);
+            // A shard another reader holds is done last, after the free ones.
+            match self.store.try_lock_shard(shard) {
+                Some(mut store) => self.record(&mut store, now, group, from, &mut outcome),
+                None => waiting.push(group),
+            }
+        }
+        for group in waiting {
+            let shard = group.first().map_or(0, |l| l.shard);
+            self.record(&mut self.store.lock_shard(shard), now, group, from, &mut outcome);
+        }
+        self.counters.datagrams.inc();
+        self.counters.bytes.inc_by(datagram.len() as u64);
+        self.counters.lines.inc_by(outcome.stored);
+        outcome
+    }
+
+    fn record(
+        &self,
+        store: &mut ShardGuard<'_>,
+        now: Timestamp,
+        lines: &[Keyed<'_>],
+        from: Option<SocketAddr>,
+        outcome: &mut DatagramOutcome,
+    ) {
+        for Keyed { key, line, .. } in lines {
+            match store.record_keyed(now, line, *key) {
                 Ok(_) => outcome.stored += 1,
                 Err(e) => {
                     outcome.refused += 1;
-                    counters.refused_by_store.get_or_create(&ReasonLabel { reason: e.label() }).inc();
-                    if let Some(suppressed) = log_limiter.admit(std::time::Instant::now()) {
+                    self.counters.refused_by_store.get_or_create(&ReasonLabel { reason: e.label() }).inc();
+                    if let Some(suppressed) = lock(&self.line_log).admit(std::time::Instant::now()) {
                         tracing::warn!(metric = line.name, kind = %line.kind, from = %Peer(from), suppressed, "statsd line refused: {e}");
                     }
                 }
             }
         }
-        Err(e) => {
-            outcome.rejected += 1;
-            counters.reject(e.kind);
-            if let Some(suppressed) = log_limiter.admit(std::time::Instant::now()) {
-                tracing::warn!(reason = e.kind.label(), from = %Peer(from), suppressed, "{e}");
-            }
-        }
-    });
-    drop(store);
-    counters.datagrams.inc();
-    counters.bytes.inc_by(datagram.len() as u64);
-    counters.lines.inc_by(outcome.stored);
-    outcome
-}
+    }
 
-/// Receives datagrams until `stop` is cancelled.
-pub async fn serve(
-    socket: UdpSocket,
-    clock: Clock,
-    store: Arc<StoreLock>,
-    counters: IngestCounters,
-    log_rejects_per_second: u32,
-    content: Option<Arc<Mutex<IntervalSketch>>>,
-    stop: CancellationToken,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut limiter = RateLimiter::new(log_rejects_per_second);
-    let mut error_limiter = RateLimiter::new(1);
-    loop {
-        let received = tokio::select! {
-            () = stop.cancelled() => break,
-            r = socket.recv_from(&mut buf) => r,
+    /// A counter line that may carry a `content:` tag: counted into the sketch, and recorded
+    /// without the tag at once (its tags are a new string the batch could not borrow).
+    fn content_line(
+        &self,
+        now: Timestamp,
+        line: Line<'_>,
+        content: &Mutex<IntervalSketch>,
+        from: Option<SocketAddr>,
+        outcome: &mut DatagramOutcome,
+    ) {
+        let wall_ms = u64::try_from(crate::clock::wall_ms()).unwrap_or(0);
+        let stripped = take_content(&line, wall_ms, content, &self.counters);
+        let line = match &stripped {
+            Some(tags) => Line { tags, ..line },
+            None => line,
         };
-        match received {
-            Ok((len, from)) => {
-                let datagram = buf.get(..len).unwrap_or_default();
-                ingest_datagram(datagram, Some(from), &clock, &store, &counters, &mut limiter, content.as_deref());
-            }
-            Err(e) => {
-                counters.receive_errors.inc();
-                if let Some(suppressed) = error_limiter.admit(std::time::Instant::now()) {
-                    tracing::warn!(error = %e, suppressed, "statsd receive failed");
-                }
-            }
+        let key = SeriesKey::of(line.name, line.kind, line.tags);
+        let shard = self.store.shard_of(key);
+        self.record(&mut self.store.lock_shard(shard), now, &[Keyed { shard, key, line }], from, outcome);
+    }
+
+    fn receive_error(&self, error: &std::io::Error) {
+        self.counters.receive_errors.inc();
+        if let Some(suppressed) = lock(&self.error_log).admit(std::time::Instant::now()) {
+            tracing::warn!(%error, suppressed, "statsd receive failed");
         }
     }
-    tracing::debug!("statsd ingest stopped");
+}
+
+/// One reader thread: receives datagrams from `socket` (a clone of the bound one, with its read
+/// timeout) and ingests them, until `stop` is cancelled (seen within the read timeout).
+pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, stop: CancellationToken) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !stop.is_cancelled() {
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                ingest.datagram(buf.get(..len).unwrap_or_default(), Some(from));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => ingest.receive_error(&e),
+        }
+    }
+    tracing::debug!("statsd reader stopped");
+}
+
+/// Datagrams the kernel dropped on the StatsD socket because its receive buffer was full (the
+/// readers fell behind): the socket's own drop counter, read from procfs at scrape time.
+#[derive(Debug)]
+pub struct SocketDrops {
+    /// The socket's inode, which names it in `/proc/net/udp`.
+    inode: u64,
+    /// Where procfs is mounted.
+    procfs: String,
+}
+
+impl SocketDrops {
+    /// The drop counter of `socket`, or `None` where procfs does not name it.
+    pub fn of(socket: &UdpSocket, procfs: &str) -> Option<SocketDrops> {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("{procfs}/self/fd/{}", socket.as_raw_fd())).ok()?;
+        let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+        Some(SocketDrops { inode, procfs: procfs.to_owned() })
+    }
+
+    /// The count now, from `/proc/self/net/udp` or `udp6` (the last field of the socket's row).
+    pub fn read(&self) -> Option<u64> {
+        ["udp", "udp6"].iter().find_map(|table| {
+            let text = std::fs::read_to_string(format!("{}/self/net/{table}", self.procfs)).ok()?;
+            udp_table_drops(&text, self.inode)
+        })
+    }
+}
+
+/// The drops of the socket with `inode` in a `/proc/net/udp` table.
+fn udp_table_drops(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|row| {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        let row_inode: u64 = fields.get(9)?.parse().ok()?;
+        (row_inode == inode).then(|| fields.get(12)?.parse().ok())?
+    })
+}
+
+impl Collector for SocketDrops {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        if let Some(drops) = self.read() {
+            crate::telemetry::counter(
+                &mut encoder,
+                "wedsync_statsd_kernel_drops",
+                "StatsD datagrams the kernel dropped because the socket's receive buffer was full",
+                [([("socket", "udp")], drops)],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -186,29 +325,23 @@ mod tests {
     use wedsync_core::statsd::MetricKind;
     use wedsync_core::store::StoreLimits;
 
+    fn ingest(store: &Arc<Store>) -> (Arc<Ingest>, Telemetry, Clock) {
+        let clock = Clock::start();
+        let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
+        let ingest = Arc::new(Ingest::new(clock, store.clone(), telemetry.ingest.clone(), 5, None));
+        (ingest, telemetry, clock)
+    }
+
     #[test]
     fn garbage_is_counted_and_good_lines_kept() {
-        let clock = Clock::start();
-        let store = Arc::new(StoreLock::new(wedsync_core::store::MetricStore::new(StoreLimits {
-            max_series: 2,
-            ..StoreLimits::default()
-        })));
-        let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
-        let mut limiter = RateLimiter::new(5);
-        let outcome = ingest_datagram(
-            b"a:1|c\n\xff\xfe\nb:2|ms|#class:media\nnope\nc:1|c\n",
-            None,
-            &clock,
-            &store,
-            &telemetry.ingest,
-            &mut limiter,
-            None,
-        );
+        let store = Arc::new(Store::new(StoreLimits { max_series: 2, ..StoreLimits::default() }, 4));
+        let (ingest, telemetry, clock) = ingest(&store);
+        let outcome = ingest.datagram(b"a:1|c\n\xff\xfe\nb:2|ms|#class:media\nnope\nc:1|c\n", None);
         assert_eq!(outcome, DatagramOutcome { stored: 2, rejected: 2, refused: 1 });
-        let store = store.lock();
-        assert!(store.lookup("a", MetricKind::Counter, "").is_some());
-        assert!(store.lookup("b", MetricKind::Timer, "class:media").is_some());
-        drop(store);
+        let all = store.lock_all();
+        assert!(all.lookup("a", MetricKind::Counter, "", clock.now()).is_some());
+        assert!(all.lookup("b", MetricKind::Timer, "class:media", clock.now()).is_some());
+        drop(all);
         let text = telemetry.render().unwrap();
         assert!(text.contains("wedsync_statsd_rejected_lines_total{reason=\"not_utf8\"} 1"), "{text}");
         assert!(text.contains("wedsync_statsd_rejected_lines_total{reason=\"missing_value\"} 1"), "{text}");
@@ -216,32 +349,93 @@ mod tests {
         assert!(text.contains("wedsync_statsd_lines_total 2"), "{text}");
     }
 
-    #[tokio::test]
-    async fn udp_datagrams_reach_the_store() {
-        let (socket, _) = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let clock = Clock::start();
-        let store = Arc::new(StoreLock::new(wedsync_core::store::MetricStore::new(StoreLimits::default())));
-        let telemetry = Telemetry::new(clock, store.clone(), Arc::new(RwLock::new(HostView::default())));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(socket, clock, store.clone(), telemetry.ingest.clone(), 5, None, stop.clone()));
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.send_to(b"hits:3|c\nhits:4|c", addr).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let total = {
-                let store = store.lock();
-                store
-                    .lookup("hits", MetricKind::Counter, "")
-                    .and_then(|id| store.view(id, clock.now()).map(|v| v.total()))
-            };
-            if total == Some(7.0) {
-                break;
+    #[test]
+    fn a_gauges_value_and_deltas_apply_in_the_order_sent_across_shards() {
+        let store = Arc::new(Store::new(StoreLimits::default(), 8));
+        let (ingest, _telemetry, clock) = ingest(&store);
+        // Many series interleaved, so their lines land in every shard.
+        let mut datagram = String::new();
+        for step in ["10", "+5", "-3", "x", "*2"] {
+            for q in 0..16 {
+                datagram.push_str(&format!("queue{q}:{step}|g\n"));
             }
-            assert!(std::time::Instant::now() < deadline, "datagram not ingested: {total:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        let outcome = ingest.datagram(datagram.as_bytes(), None);
+        assert_eq!((outcome.stored, outcome.rejected), (48, 32));
+        let all = store.lock_all();
+        for q in 0..16 {
+            let view = all.lookup(&format!("queue{q}"), MetricKind::Gauge, "", clock.now()).unwrap();
+            assert_eq!(view.total(), 12.0, "queue{q}");
+        }
+    }
+
+    #[test]
+    fn several_readers_share_one_socket_and_lose_nothing() {
+        let (socket, _) = bind("127.0.0.1:0".parse().unwrap(), 4 << 20).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let store = Arc::new(Store::new(StoreLimits::default(), 8));
+        let (ingest, telemetry, clock) = ingest(&store);
+        let stop = CancellationToken::new();
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (socket, ingest, stop) = (socket.try_clone().unwrap(), ingest.clone(), stop.clone());
+                std::thread::spawn(move || read(socket, ingest, stop))
+            })
+            .collect();
+        // One client (one source address): the readers still share its datagrams.
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram: String = (0..40).map(|i| format!("hits:1|c|#service:s{}\n", i % 20)).collect();
+        for _ in 0..500 {
+            client.send_to(datagram.as_bytes(), addr).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let total = loop {
+            let total: f64 = store.lock_all().iter(clock.now()).map(|v| v.total()).sum();
+            if total >= 20_000.0 || std::time::Instant::now() > deadline {
+                break total;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         stop.cancel();
-        task.await.unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(total, 20_000.0);
+        assert_eq!(store.lock_all().app_series(), 20);
+        let drops = SocketDrops::of(&socket, "/proc").expect("the socket is in /proc/self/net/udp");
+        assert_eq!(drops.read(), Some(0));
+        let text = telemetry.render().unwrap();
+        assert!(text.contains("wedsync_statsd_lines_total 20000"), "{text}");
+    }
+
+    #[test]
+    fn datagrams_the_kernel_drops_are_counted() {
+        // The smallest buffer the kernel allows, and no reader: most datagrams must be dropped.
+        let (socket, _) = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let drops = SocketDrops::of(&socket, "/proc").expect("the socket is in /proc/self/net/udp");
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            client.send_to(&[b'x'; 1000], addr).unwrap();
+        }
+        let dropped = drops.read().unwrap();
+        assert!(dropped > 100, "{dropped} drops");
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(drops));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("wedsync_statsd_kernel_drops_total{socket=\"udp\"} "), "{text}");
+    }
+
+    #[test]
+    fn udp_tables_are_read_by_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  471: 0100007F:1FBD 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 31337 2 0000000000000000 42
+  472: 0100007F:1FBE 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 31338 2 0000000000000000 7
+";
+        assert_eq!(udp_table_drops(table, 31338), Some(7));
+        assert_eq!(udp_table_drops(table, 31337), Some(42));
+        assert_eq!(udp_table_drops(table, 1), None);
+        assert_eq!(udp_table_drops("garbage\nrow with few fields", 1), None);
     }
 }

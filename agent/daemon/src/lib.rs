@@ -3,7 +3,8 @@
 //! audit trail, gossips with its fleet over QUIC, and serves the local HTTP API.
 //!
 //! How data flows (one owner per state machine, channels and snapshots between owners):
-//! * [`ingest`] (StatsD) and the host and process samplers ([`agent`]) write the metric store.
+//! * [`ingest`] (StatsD, one reader thread per core) and the host and process samplers
+//!   ([`agent`]) write the metric [`store`], whose shards let them record at once.
 //! * [`decisions`] is the decision thread, the engine's one owner: each round it reads demand
 //!   from the store, runs the engine with the [`plugins`], hands decisions to the
 //!   [`actuators`], the [`audit`] trail and the decision log, and publishes an
@@ -12,7 +13,7 @@
 //!   the engine's view) and hands failover shares to the engine as [`engine::EngineCommand`]s.
 //! * [`api`] reads the snapshots and sends commands; [`telemetry`] renders `/metrics` from the
 //!   collectors each part registers.
-//! * [`clock`] and [`logging`] are leaves every part uses.
+//! * [`clock`], [`logging`] and [`store`] are leaves every part uses.
 //! * [`config`] is the agent's configuration: each section beside what it configures, the
 //!   checked [`config::Settings`] every part starts from, and the layered loading.
 //!
@@ -43,4 +44,5 @@ pub mod process;
 pub mod quic_fleet;
 pub mod sim;
 pub mod state;
+pub mod store;
 pub mod telemetry;

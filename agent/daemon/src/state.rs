@@ -4,10 +4,11 @@
 use crate::actuators::Actuators;
 use crate::audit::AuditHandle;
 use crate::calendar::StateDb;
-use crate::clock::{Clock, StoreLock};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::decisions::DecisionLog;
 use crate::engine::EngineHandle;
+use crate::store::Store;
 use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +21,7 @@ pub struct AgentState {
     /// The agent's monotonic clock.
     pub clock: Clock,
     /// The metric store.
-    pub store: Arc<StoreLock>,
+    pub store: Arc<Store>,
     /// Latest host and process samples.
     pub host: Arc<RwLock<HostView>>,
     /// Metrics registry and counters.

@@ -5,9 +5,10 @@
 //! process sample, and the application aggregates read from the metric store at scrape time
 //! (no second copy of the data is kept).
 
-use crate::clock::{Clock, StoreLock, read};
+use crate::clock::{Clock, read};
 use crate::host::HostSample;
 use crate::process::ProcessSample;
+use crate::store::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -89,7 +90,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Builds the registry with every metric family the agent exposes.
-    pub fn new(clock: Clock, store: Arc<StoreLock>, host: Arc<RwLock<HostView>>) -> Self {
+    pub fn new(clock: Clock, store: Arc<Store>, host: Arc<RwLock<HostView>>) -> Self {
         let mut registry = Registry::default();
         registry.register("wedsync_build", "Agent version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let rejected = Family::<ReasonLabel, Counter>::default();
@@ -190,13 +191,13 @@ pub(crate) fn counter<L: EncodeLabelSet>(
 #[derive(Debug)]
 struct AgentCollector {
     clock: Clock,
-    store: Arc<StoreLock>,
+    store: Arc<Store>,
 }
 
 impl Collector for AgentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let (series, app_series, stats, limits) = {
-            let store = self.store.lock();
+            let store = self.store.lock_all();
             (store.len(), store.app_series(), store.stats(), store.limits())
         };
         let none: [(&str, &str); 0] = [];
@@ -399,7 +400,7 @@ fn series_labels<'a>(row: &'a AppRow, extra: &[(&'static str, &'a str)]) -> Vec<
 #[derive(Debug)]
 struct AppCollector {
     clock: Clock,
-    store: Arc<StoreLock>,
+    store: Arc<Store>,
 }
 
 const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
@@ -430,18 +431,27 @@ const ROWS_PER_VISIT: usize = 256;
 const RESTARTS: u32 = 3;
 
 impl AppCollector {
-    /// Every application series's figures, copied in short visits under the store's lock:
-    /// no allocation but the rows (names and tags are shared) and the histograms' quantiles.
+    /// Every application series's figures, copied shard by shard in short visits under each
+    /// shard's lock: no allocation but the rows (names and tags are shared) and the
+    /// histograms' quantiles.
     fn rows(&self) -> Vec<AppRow> {
         let now = self.clock.now();
         let mut rows: Vec<AppRow> = Vec::new();
+        for shard in 0..self.store.shard_count() {
+            self.shard_rows(shard, now, &mut rows);
+        }
+        rows
+    }
+
+    fn shard_rows(&self, shard: usize, now: Timestamp, rows: &mut Vec<AppRow>) {
+        let first = rows.len();
         let (mut next, mut generation, mut restarts) = (0usize, None, 0u32);
         loop {
-            let store = self.store.lock();
+            let store = self.store.lock_shard(shard);
             if generation.is_some_and(|g| g != store.generation()) {
-                // Series were renumbered between two visits: start again, so none is missed
-                // or listed twice (a duplicate series would fail the whole scrape).
-                rows.clear();
+                // Series were renumbered between two visits: start the shard again, so none
+                // is missed or listed twice (a duplicate series would fail the whole scrape).
+                rows.truncate(first);
                 next = 0;
                 restarts += 1;
             }
@@ -468,9 +478,9 @@ impl AppCollector {
                 });
             }
             if next == before {
-                return rows;
+                return;
             }
-            // Hand the lock to whoever waits (ingest, the decision thread) before the next
+            // Hand the lock to whoever waits (a reader, the decision thread) before the next
             // visit, instead of taking it straight back.
             parking_lot::MutexGuard::unlock_fair(store);
         }
@@ -556,15 +566,16 @@ mod tests {
     fn a_scrape_copied_in_several_visits_lists_every_series_once() {
         let clock = Clock::start();
         let now = clock.now();
-        let mut store = wedsync_core::store::MetricStore::new(wedsync_core::store::StoreLimits::default());
-        let lines = ROWS_PER_VISIT * 2 + 17;
+        // Two shards, each with more series than one visit copies.
+        let store = Arc::new(Store::new(wedsync_core::store::StoreLimits::default(), 2));
+        let lines = ROWS_PER_VISIT * 5 + 17;
         for i in 0..lines {
             let line = format!("requests{i}:1|c|#service:s{}", i % 3);
             store.record(now, &wedsync_core::statsd::parse_line(line.as_bytes()).unwrap()).unwrap();
             // Internal series among them are skipped, not counted against a visit's rows.
             store.set_internal_gauge(now, "host.cpu.busy", &format!("core:{i}"), 0.5);
         }
-        let store = Arc::new(StoreLock::new(store));
+        assert!((0..2).all(|shard| store.lock_shard(shard).app_series() > ROWS_PER_VISIT));
         let telemetry = Telemetry::new(clock, store, Arc::new(RwLock::new(HostView::default())));
         let text = telemetry.render().unwrap();
         let counters: Vec<&str> = text.lines().filter(|l| l.starts_with("wedsync_app_counter_total{")).collect();

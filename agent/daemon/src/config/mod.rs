@@ -119,6 +119,8 @@ pub struct Settings {
     pub statsd_receive_buffer: usize,
     /// Most rejected lines logged per second.
     pub statsd_log_rejects_per_second: u32,
+    /// Threads reading StatsD (the metric store has four shards per reader).
+    pub statsd_readers: usize,
     /// Host sampling interval.
     #[serde(with = "humantime_serde")]
     pub host_interval: Duration,
@@ -171,6 +173,7 @@ impl AgentConfig {
         let receive_buffer = c.range("statsd.receive_buffer_bytes", self.statsd.receive_buffer_bytes, 65_536, 1 << 30);
         let rejects =
             c.range("statsd.log_rejects_per_second", u64::from(self.statsd.log_rejects_per_second), 0, 10_000);
+        let readers = c.range("statsd.readers", u64::from(self.statsd.readers), 0, statsd::READERS_MAX);
         let host_interval =
             c.duration("host.interval", &self.host.interval, Duration::from_millis(10), Duration::from_secs(60));
         let process_interval = c.duration(
@@ -233,6 +236,7 @@ impl AgentConfig {
                 statsd_listen: self.statsd.enabled.then_some(statsd_listen),
                 statsd_receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
                 statsd_log_rejects_per_second: u32::try_from(rejects).unwrap_or(u32::MAX),
+                statsd_readers: statsd::resolve_readers(readers),
                 host_interval,
                 process_interval,
                 procfs: self.host.procfs.clone(),
@@ -309,6 +313,7 @@ mod tests {
         config.statsd.listen = "127.0.0.1".into();
         config.statsd.receive_buffer_bytes = 10;
         config.statsd.log_rejects_per_second = 1_000_000;
+        config.statsd.readers = 65;
         config.host.interval = "fast".into();
         config.host.process_interval = "1ms".into();
         config.host.procfs = "proc".into();
@@ -329,6 +334,7 @@ mod tests {
             "statsd.listen",
             "statsd.receive_buffer_bytes",
             "statsd.log_rejects_per_second",
+            "statsd.readers",
             "host.interval",
             "host.process_interval",
             "host.procfs",
@@ -344,7 +350,7 @@ mod tests {
         ] {
             assert!(errors.names(field), "{field} not named in:\n{errors}");
         }
-        assert_eq!(errors.0.len(), 18, "{errors}");
+        assert_eq!(errors.0.len(), 19, "{errors}");
         let text = errors.to_string();
         assert!(text.contains("host.interval: \"fast\" is not a duration"), "{text}");
         assert!(

@@ -14,6 +14,27 @@ pub struct StatsdSection {
     pub receive_buffer_bytes: u64,
     /// Most rejected lines logged per second; the rest are only counted.
     pub log_rejects_per_second: u32,
+    /// Threads reading the socket, each parsing and recording what it reads; 0: one per CPU the
+    /// agent may run on, at most [`AUTO_READERS_MAX`].
+    pub readers: u32,
+}
+
+/// Most readers `readers = 0` starts: past this, StatsD would take more of a big host's cores
+/// than an edge agent should.
+pub const AUTO_READERS_MAX: usize = 8;
+
+/// Most readers that may be configured.
+pub const READERS_MAX: u64 = 64;
+
+/// How many readers `readers` asks for: itself, or for 0 one per CPU the agent may run on (its
+/// affinity and cgroup quota count), at most [`AUTO_READERS_MAX`].
+pub fn resolve_readers(readers: u64) -> usize {
+    match usize::try_from(readers) {
+        Ok(0) | Err(_) => {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).clamp(1, AUTO_READERS_MAX)
+        }
+        Ok(n) => n,
+    }
 }
 
 impl Default for StatsdSection {
@@ -23,6 +44,7 @@ impl Default for StatsdSection {
             listen: "127.0.0.1:8125".into(),
             receive_buffer_bytes: 8 * 1024 * 1024,
             log_rejects_per_second: 5,
+            readers: 0,
         }
     }
 }
