@@ -327,6 +327,11 @@ impl RunningAgent {
                     }
                 });
             }
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                ingest::wake_readers(&socket);
+            });
         }
         if let Some((_, driver)) = fleet {
             tasks.spawn(crate::fleet::drive(driver, stop.clone()));

@@ -30,8 +30,9 @@ pub const CONTENT_TAG: &str = "content";
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// How long a reader blocks on an empty socket before it looks at the stop signal again.
-const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a reader blocks on an empty socket before it looks at the stop signal again, should
+/// [`wake_readers`] not reach it: long, so that an idle agent's readers barely wake.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the StatsD listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +247,8 @@ impl Ingest {
 }
 
 /// One reader thread: receives datagrams from `socket` (a clone of the bound one, with its read
-/// timeout) and ingests them, until `stop` is cancelled (seen within the read timeout).
+/// timeout) and ingests them, until `stop` is cancelled and [`wake_readers`] is called (or the
+/// read timeout passes).
 pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, stop: CancellationToken) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !stop.is_cancelled() {
@@ -259,10 +261,19 @@ pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, stop: CancellationToken) {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
                 ) => {}
+            // Woken to stop: the shut-down socket's read is no error.
+            Err(_) if stop.is_cancelled() => {}
             Err(e) => ingest.receive_error(&e),
         }
     }
     tracing::debug!("statsd reader stopped");
+}
+
+/// Wakes every reader blocked on `socket` (after `stop` was cancelled, so they end): shuts the
+/// socket down for reading, which Linux does for unconnected UDP sockets too (it answers
+/// `ENOTCONN` but still wakes the waiting readers, whose reads then return at once).
+pub fn wake_readers(socket: &UdpSocket) {
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
 }
 
 /// Datagrams the kernel dropped on the StatsD socket because its receive buffer was full (the
@@ -396,11 +407,16 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // Stopped readers end at once, not after their read timeout.
+        let stopping = std::time::Instant::now();
         stop.cancel();
+        wake_readers(&socket);
         for reader in readers {
             reader.join().unwrap();
         }
+        assert!(stopping.elapsed() < READ_TIMEOUT / 2, "readers took {:?} to stop", stopping.elapsed());
         assert_eq!(total, 20_000.0);
+        assert_eq!(telemetry.ingest.receive_errors.get(), 0, "stopping is not a receive error");
         assert_eq!(store.lock_all().app_series(), 20);
         let drops = SocketDrops::of(&socket, "/proc").expect("the socket is in /proc/self/net/udp");
         assert_eq!(drops.read(), Some(0));
