@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         time_zone: "UTC".into(),
         cost: UnitCost::default(),
         placements: Vec::new(),
+        assume_size: None,
     };
     let (report, _) = replay(&trace, pool.clone(), EngineSettings::default());
     println!(

@@ -46,6 +46,8 @@ pub const CHECKOUT_POOL: &str = r#"
 name = "checkout"
 region = "test-region"
 min = 2
+# A fresh pool at its minimum (no size source in this test).
+assume_size = 2
 max = 50
 capacity_per_unit = 100.0
 target_utilization = 0.7

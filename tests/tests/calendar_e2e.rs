@@ -11,6 +11,8 @@ const POOL: &str = r#"
 name = "ceremony"
 region = "eu-west"
 min = 1
+# A fresh pool at its minimum (no size source in this test).
+assume_size = 1
 max = 40
 provisioning_delay = "0s"
 protected_floor = 12

@@ -9,6 +9,8 @@ const POOL: &str = r#"
 name = "checkout"
 region = "eu-west"
 min = 2
+# A fresh pool at its minimum (no size source in this test).
+assume_size = 2
 max = 50
 capacity_per_unit = 100.0
 target_utilization = 0.7
@@ -135,6 +137,8 @@ fn an_exec_actuator_receives_each_decision_as_json() {
 name = "checkout"
 region = "eu-west"
 min = 2
+# A fresh pool at its minimum (no size source in this test).
+assume_size = 2
 max = 50
 provisioning_delay = "0s"
 demand_metric = "requests"

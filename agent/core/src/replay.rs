@@ -242,6 +242,7 @@ pub fn trace_pool(min: u32, max: u32, provisioning_delay: Duration) -> PoolSpec 
         time_zone: "UTC".into(),
         cost: crate::engine::pool::UnitCost::default(),
         placements: Vec::new(),
+        assume_size: None,
     }
 }
 
@@ -681,6 +682,7 @@ mod tests {
             time_zone: "UTC".into(),
             cost: UnitCost::default(),
             placements: Vec::new(),
+            assume_size: None,
         }
     }
 

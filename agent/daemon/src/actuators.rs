@@ -17,6 +17,11 @@
 //!   (capped at 30 s). The ids of the last 64 successful decisions of each pool are remembered and
 //!   never applied again.
 //!
+//! * Sizes: a pool's real size comes back as JSON, `{"units": N}` (or Kubernetes' `"replicas"`),
+//!   from an `exec` actuator's `observe` command (run at start and every `observe_interval`,
+//!   between decisions), from the decision command's output, or from a webhook's answer; each
+//!   goes to the [`SizeSink`] the agent gave (the decision engine).
+//!
 //! Outcomes are counted per `(pool, kind)` in [`ActuatorCounters`], which can be registered in a
 //! Prometheus registry with [`Actuators::register`].
 
@@ -28,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::config::ActuatorSpec;
+use crate::config::{ActuatorSpec, Observe};
 use crate::logging::RateLimiter;
 use hmac::{Hmac, KeyInit, Mac};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -77,6 +82,10 @@ pub struct ActuatorCounters {
     pub superseded: Family<ActuatorLabels, Counter>,
     /// Wall-clock time of the last success in Unix milliseconds (0: never).
     pub last_success_unix_ms: Family<ActuatorLabels, Gauge>,
+    /// Pool sizes reported (by `observe`, a command's output or a webhook's answer).
+    pub sizes: Family<ActuatorLabels, Counter>,
+    /// `observe` runs that failed or printed no size.
+    pub observe_failures: Family<ActuatorLabels, Counter>,
 }
 
 impl ActuatorCounters {
@@ -96,6 +105,16 @@ impl ActuatorCounters {
             "wedsync_actuator_superseded",
             "Decisions dropped by an actuator because a newer one was pending",
             self.superseded.clone(),
+        );
+        registry.register(
+            "wedsync_actuator_sizes",
+            "Pool sizes an actuator reported (observe command, command output, webhook answer)",
+            self.sizes.clone(),
+        );
+        registry.register(
+            "wedsync_actuator_observe_failures",
+            "Runs of an exec actuator's observe command that failed or printed no size",
+            self.observe_failures.clone(),
         );
         registry.register(
             "wedsync_actuator_last_success_unix_ms",
@@ -139,6 +158,34 @@ pub struct ActuatorStats {
     pub last_success_unix_ms: Option<i64>,
 }
 
+/// Where reported pool sizes go: `(pool, units)`.
+#[derive(Clone)]
+pub struct SizeSink(Arc<SizeFn>);
+
+/// What a [`SizeSink`] calls.
+type SizeFn = dyn Fn(&str, u32) + Send + Sync;
+
+impl SizeSink {
+    /// Sizes go to `f`.
+    pub fn new(f: impl Fn(&str, u32) + Send + Sync + 'static) -> SizeSink {
+        SizeSink(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for SizeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SizeSink")
+    }
+}
+
+/// A pool size in a command's output or a webhook's answer: a JSON object whose `units` (or
+/// `replicas`) is a whole number of units.
+pub fn reported_size(bytes: &[u8]) -> Option<u32> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let units = value.get("units").or_else(|| value.get("replicas"))?.as_u64()?;
+    u32::try_from(units).ok()
+}
+
 /// The actuator workers of all non-`log` pools.
 #[derive(Debug)]
 pub struct Actuators {
@@ -159,16 +206,21 @@ struct PoolHandle {
 
 impl Actuators {
     /// Starts one worker (a plain std thread; blocking I/O is fine there) per pool with a non-`log`
-    /// actuator. A pool listed twice keeps its first actuator.
+    /// actuator. A pool listed twice keeps its first actuator. Reported sizes are dropped.
     pub fn start(pools: Vec<(String, ActuatorSpec)>) -> Actuators {
+        Self::start_with_sizes(pools, SizeSink::new(|_, _| {}))
+    }
+
+    /// [`Actuators::start`], handing every pool size an actuator reports to `sizes`.
+    pub fn start_with_sizes(pools: Vec<(String, ActuatorSpec)>, sizes: SizeSink) -> Actuators {
         let counters = ActuatorCounters::default();
         let mut map = HashMap::new();
         let mut workers = Vec::new();
         for (pool, spec) in pools {
             let (method, retries, backoff) = match spec {
                 ActuatorSpec::Log => continue,
-                ActuatorSpec::Exec { command, timeout, retries, backoff } => {
-                    (Method::Exec { command, timeout }, retries, backoff)
+                ActuatorSpec::Exec { command, observe, timeout, retries, backoff } => {
+                    (Method::Exec { command, observe, timeout }, retries, backoff)
                 }
                 ActuatorSpec::Webhook { url, secret, timeout, retries, backoff } => {
                     let agent = ureq::Agent::config_builder()
@@ -197,6 +249,7 @@ impl Actuators {
                 slot: Arc::clone(&slot),
                 counters: pool_counters.clone(),
                 logs: RateLimiter::per_window(LOGS_PER_MINUTE, Duration::from_secs(60)),
+                sizes: sizes.clone(),
             };
             let name = format!("wedsync-act-{}", pool.replace('\0', ""));
             let running = match thread::Builder::new().name(name).spawn(move || worker.run()) {
@@ -351,6 +404,8 @@ struct PoolCounters {
     retries: Counter,
     superseded: Counter,
     last_success_unix_ms: Gauge,
+    sizes: Counter,
+    observe_failures: Counter,
 }
 
 impl PoolCounters {
@@ -362,13 +417,15 @@ impl PoolCounters {
             retries: families.retries.get_or_create_owned(labels),
             superseded: families.superseded.get_or_create_owned(labels),
             last_success_unix_ms: families.last_success_unix_ms.get_or_create_owned(labels),
+            sizes: families.sizes.get_or_create_owned(labels),
+            observe_failures: families.observe_failures.get_or_create_owned(labels),
         }
     }
 }
 
 #[derive(Debug)]
 enum Method {
-    Exec { command: Vec<String>, timeout: Duration },
+    Exec { command: Vec<String>, observe: Option<Observe>, timeout: Duration },
     Webhook { agent: ureq::Agent, url: String, secret: String },
 }
 
@@ -384,7 +441,8 @@ impl Method {
 /// How one attempt ended.
 #[derive(Debug)]
 enum Outcome {
-    Success,
+    /// Applied; the pool's size, if the actuator reported it.
+    Success(Option<u32>),
     /// Worth another attempt.
     Retryable(String),
     /// Another attempt would fail the same way.
@@ -410,32 +468,94 @@ struct Worker {
     slot: Arc<Slot>,
     counters: PoolCounters,
     logs: RateLimiter,
+    sizes: SizeSink,
+}
+
+/// What a worker does next.
+enum Next {
+    Job(Job),
+    Observe,
+    Stop,
 }
 
 impl Worker {
     fn run(mut self) {
-        while let Some(job) = self.next_job() {
-            self.apply(&job);
+        let interval = match &self.method {
+            Method::Exec { observe: Some(observe), .. } => Some(observe.interval),
+            _ => None,
+        };
+        // The first size report at once: a restarted agent decides nothing until it knows.
+        let mut observe_at = interval.map(|_| Instant::now());
+        loop {
+            match self.next(observe_at) {
+                Next::Stop => break,
+                Next::Job(job) => self.apply(&job),
+                Next::Observe => {
+                    self.observe();
+                    observe_at = interval.map(|every| Instant::now() + every);
+                }
+            }
         }
         tracing::debug!(pool = %self.pool, kind = self.kind, "actuator worker stopped");
     }
 
-    /// Waits for the next decision not applied yet; `None` once stopping.
-    fn next_job(&self) -> Option<Job> {
+    /// Waits for the next decision not applied yet, or until `observe_at`.
+    fn next(&self, observe_at: Option<Instant>) -> Next {
         let mut state = self.slot.lock();
         loop {
             if state.stopping {
-                return None;
+                return Next::Stop;
             }
             if let Some(job) = state.pending.take() {
                 if state.recent.iter().any(|id| *id == job.id) {
                     tracing::debug!(pool = %self.pool, id = %job.id, "decision already applied; skipped");
                     continue;
                 }
-                return Some(job);
+                return Next::Job(job);
             }
-            state = self.slot.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = match observe_at {
+                None => self.slot.wake.wait(state).unwrap_or_else(PoisonError::into_inner),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return Next::Observe;
+                    }
+                    match self.slot.wake.wait_timeout(state, at - now) {
+                        Ok((state, _)) => state,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    }
+                }
+            };
         }
+    }
+
+    /// Runs the `observe` command once and reports the size it prints.
+    fn observe(&mut self) {
+        let Method::Exec { observe: Some(observe), timeout, .. } = &self.method else { return };
+        let outcome = match spawn_and_wait(&self.pool, &observe.command, *timeout, None, &self.slot.stop_at) {
+            Ok((Exit::Status(status), stdout, _)) if status.success() => reported_size(&stdout)
+                .ok_or_else(|| format!("printed no size ({{\"units\": N}}): {}", excerpt(&stdout))),
+            Ok((Exit::Status(status), _, stderr)) => Err(format!("{status}; stderr: {}", excerpt(&stderr))),
+            Ok((Exit::TimedOut, _, _)) => Err(format!("timed out after {timeout:?}")),
+            Ok((Exit::Stopped, _, _)) => return,
+            Ok((Exit::Failed(e), _, _)) => Err(format!("cannot wait for the command: {e}")),
+            Err((reason, _)) => Err(reason),
+        };
+        match outcome {
+            Ok(units) => self.report(units),
+            Err(reason) => {
+                self.counters.observe_failures.inc();
+                if let Some(suppressed) = self.logs.admit(Instant::now()) {
+                    tracing::warn!(pool = %self.pool, kind = self.kind, reason = %reason, suppressed, "observe command failed: the pool's size is not known from it");
+                }
+            }
+        }
+    }
+
+    fn report(&self, units: u32) {
+        self.counters.sizes.inc();
+        tracing::debug!(pool = %self.pool, kind = self.kind, units, "pool size reported");
+        (self.sizes.0)(&self.pool, units);
     }
 
     /// Applies one decision with retries, until success, final failure, supersession or stop.
@@ -459,14 +579,17 @@ impl Worker {
             }
             self.counters.attempts.inc();
             let outcome = match &self.method {
-                Method::Exec { command, timeout } => {
+                Method::Exec { command, timeout, .. } => {
                     exec_attempt(&self.pool, command, *timeout, job, &self.slot.stop_at)
                 }
                 Method::Webhook { agent, url, .. } => webhook_attempt(agent, url, &signature, job),
             };
             let (reason, permanent) = match outcome {
-                Outcome::Success => {
+                Outcome::Success(size) => {
                     self.succeeded(job, attempt);
+                    if let Some(units) = size {
+                        self.report(units);
+                    }
                     return;
                 }
                 Outcome::Abandoned => {
@@ -594,18 +717,32 @@ enum Exit {
     Failed(io::Error),
 }
 
-/// One run of an `exec` actuator.
-fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, stop_at: &OnceLock<Instant>) -> Outcome {
+/// How a command ended, and the start of its stdout and stderr.
+type Ran = (Exit, Vec<u8>, Vec<u8>);
+
+/// Runs `command` (no shell) in its own process group with the decision on stdin (or nothing)
+/// and `WEDSYNC_POOL` (and `WEDSYNC_DECISION_ID` for a decision) in its environment, for at most
+/// `timeout`: how it ended and the start of its stdout and stderr, or why it could not start and
+/// whether that is for good.
+fn spawn_and_wait(
+    pool: &str,
+    command: &[String],
+    timeout: Duration,
+    job: Option<&Job>,
+    stop_at: &OnceLock<Instant>,
+) -> Result<Ran, (String, bool)> {
     let Some((program, args)) = command.split_first() else {
-        return Outcome::Permanent("empty command".into());
+        return Err(("empty command".into(), true));
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::piped())
+        .stdin(if job.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("WEDSYNC_DECISION_ID", &job.id)
         .env("WEDSYNC_POOL", pool);
+    if let Some(job) = job {
+        cmd.env("WEDSYNC_DECISION_ID", &job.id);
+    }
     #[cfg(unix)]
     {
         // Its own process group, so a timeout kills whatever the command started too.
@@ -615,16 +752,13 @@ fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, st
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let reason = format!("cannot start {program:?}: {e}");
-            return match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Outcome::Permanent(reason),
-                _ => Outcome::Retryable(reason),
-            };
+            let permanent = matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied);
+            return Err((format!("cannot start {program:?}: {e}"), permanent));
         }
     };
     let stdout = capture(child.stdout.take());
     let stderr = capture(child.stderr.take());
-    if let Some(mut stdin) = child.stdin.take() {
+    if let (Some(mut stdin), Some(job)) = (child.stdin.take(), job) {
         let json = Arc::clone(&job.json);
         // On a thread: a command that does not read its stdin must not block us past the timeout.
         // Dropping `stdin` at the end closes it.
@@ -632,18 +766,27 @@ fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, st
             let _ = stdin.write_all(&json);
         }) {
             kill(&mut child);
-            return Outcome::Retryable(format!("cannot start a thread: {e}"));
+            return Err((format!("cannot start a thread: {e}"), false));
         }
     }
     let exit = wait(&mut child, timeout, stop_at);
-    let stdout = collect(stdout);
-    let stderr = collect(stderr);
+    Ok((exit, collect(stdout), collect(stderr)))
+}
+
+/// One run of an `exec` actuator: the decision on stdin; exit status 0 is success, and a size
+/// the command prints (`{"units": N}`) is reported.
+fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, stop_at: &OnceLock<Instant>) -> Outcome {
+    let (exit, stdout, stderr) = match spawn_and_wait(pool, command, timeout, Some(job), stop_at) {
+        Ok(ran) => ran,
+        Err((reason, true)) => return Outcome::Permanent(reason),
+        Err((reason, false)) => return Outcome::Retryable(reason),
+    };
     match exit {
         Exit::Status(status) if status.success() => {
             if !stdout.is_empty() {
                 tracing::debug!(pool, id = %job.id, stdout = %excerpt(&stdout), "actuator command output");
             }
-            Outcome::Success
+            Outcome::Success(reported_size(&stdout))
         }
         Exit::Status(status) => Outcome::Retryable(format!("{status}; stderr: {}", excerpt(&stderr))),
         Exit::TimedOut => Outcome::Retryable(format!("timed out after {timeout:?}; stderr: {}", excerpt(&stderr))),
@@ -707,9 +850,6 @@ fn webhook_attempt(agent: &ureq::Agent, url: &str, signature: &str, job: &Job) -
     match sent {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            if (200..300).contains(&status) {
-                return Outcome::Success;
-            }
             let body = response
                 .body_mut()
                 .with_config()
@@ -717,6 +857,10 @@ fn webhook_attempt(agent: &ureq::Agent, url: &str, signature: &str, job: &Job) -
                 .lossy_utf8(true)
                 .read_to_string()
                 .unwrap_or_default();
+            if (200..300).contains(&status) {
+                // The answer may say what the pool runs now.
+                return Outcome::Success(reported_size(body.as_bytes()));
+            }
             let reason = format!("HTTP {status}: {}", excerpt(body.as_bytes()));
             if status == 408 || status == 429 || status >= 500 {
                 Outcome::Retryable(reason)
@@ -754,6 +898,7 @@ mod tests {
 
     fn exec(script: &str, arg: &Path, timeout: Duration, retries: u32, backoff: Duration) -> ActuatorSpec {
         ActuatorSpec::Exec {
+            observe: None,
             command: vec!["sh".into(), "-c".into(), script.into(), arg.display().to_string()],
             timeout,
             retries,
@@ -785,6 +930,58 @@ mod tests {
 
     fn lines(path: &Path) -> Vec<String> {
         fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn sizes_are_read_from_json_units_or_replicas() {
+        assert_eq!(reported_size(br#"{"units": 12}"#), Some(12));
+        assert_eq!(reported_size(br#"{"replicas": 3, "ready": 2}"#), Some(3));
+        assert_eq!(reported_size(b"{\"units\": 7}\n"), Some(7));
+        for bad in [&b"12"[..], br#"{"units": -1}"#, br#"{"units": 1.5}"#, br#"{"units": 5000000000}"#, b"ok", b""] {
+            assert_eq!(reported_size(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn the_observe_command_reports_the_size_at_start_and_then_periodically_and_failures_are_counted() {
+        let dir = temp_dir("observe");
+        let size = dir.join("size");
+        fs::write(&size, r#"{"units": 40}"#).unwrap();
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let reported = reported.clone();
+            SizeSink::new(move |pool, units| reported.lock().unwrap().push((pool.to_owned(), units)))
+        };
+        let spec = ActuatorSpec::Exec {
+            observe: Some(Observe {
+                command: vec!["sh".into(), "-c".into(), "cat \"$0\"".into(), size.display().to_string()],
+                interval: Duration::from_secs(1),
+            }),
+            command: vec!["sh".into(), "-c".into(), r#"cat >/dev/null; echo '{"units": 44}'"#.into()],
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            backoff: Duration::ZERO,
+        };
+        let actuators = Actuators::start_with_sizes(vec![(POOL.to_owned(), spec)], sink);
+        assert!(eventually(Duration::from_secs(5), || reported.lock().unwrap().first() == Some(&(POOL.to_owned(), 40))));
+        // A decision's command that prints a size reports it too.
+        actuators.dispatch(POOL, "d1", br#"{"to": 44}"#.to_vec());
+        assert!(eventually(Duration::from_secs(5), || reported.lock().unwrap().contains(&(POOL.to_owned(), 44))));
+        // The pool is resized; the next run reports it. Then the command prints garbage.
+        fs::write(&size, r#"{"replicas": 41}"#).unwrap();
+        assert!(eventually(Duration::from_secs(5), || reported.lock().unwrap().contains(&(POOL.to_owned(), 41))));
+        fs::write(&size, "not json").unwrap();
+        let failures = || {
+            actuators
+                .counters()
+                .observe_failures
+                .get_or_create(&ActuatorLabels { pool: POOL.into(), kind: "exec" })
+                .get()
+        };
+        assert!(eventually(Duration::from_secs(5), || failures() >= 1));
+        let sizes = actuators.counters().sizes.get_or_create(&ActuatorLabels { pool: POOL.into(), kind: "exec" }).get();
+        assert!(sizes >= 3, "{sizes}");
+        actuators.stop(Duration::from_secs(2));
     }
 
     #[test]
@@ -829,6 +1026,7 @@ mod tests {
     #[test]
     fn exec_gives_up_after_retries() {
         let actuators = start(ActuatorSpec::Exec {
+            observe: None,
             command: vec!["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()],
             timeout: Duration::from_secs(10),
             retries: 2,
@@ -845,6 +1043,7 @@ mod tests {
     #[test]
     fn exec_timeout_kills_the_command() {
         let actuators = start(ActuatorSpec::Exec {
+            observe: None,
             command: vec!["sleep".into(), "5".into()],
             timeout: Duration::from_millis(100),
             retries: 0,
@@ -883,6 +1082,7 @@ mod tests {
     #[test]
     fn missing_program_fails_without_retry() {
         let actuators = start(ActuatorSpec::Exec {
+            observe: None,
             command: vec!["/nonexistent/wedsync-actuator".into()],
             timeout: Duration::from_secs(1),
             retries: 3,
@@ -942,6 +1142,7 @@ mod tests {
     #[test]
     fn dispatch_never_blocks_and_stop_kills_in_flight() {
         let actuators = start(ActuatorSpec::Exec {
+            observe: None,
             command: vec!["sleep".into(), "5".into()],
             timeout: Duration::from_secs(30),
             retries: 0,
@@ -997,6 +1198,7 @@ mod tests {
     #[test]
     fn metrics_register_with_pool_and_kind_labels() {
         let actuators = start(ActuatorSpec::Exec {
+            observe: None,
             command: vec!["true".into()],
             timeout: Duration::from_secs(5),
             retries: 0,

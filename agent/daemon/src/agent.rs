@@ -8,6 +8,7 @@ use crate::calendar::{self, StateDb};
 use crate::clock::{Clock, read};
 use crate::config::Settings;
 use crate::decisions::{self, DecisionLog};
+use crate::engine::EngineCommand;
 use crate::host::{HostCollector, HostSample};
 use crate::ingest;
 use crate::process::ProcessSampler;
@@ -202,8 +203,20 @@ impl RunningAgent {
             engine: engine_handle.clone(),
             log: decision_log.clone(),
         }));
-        let actuators = Arc::new(Actuators::start(
+        // Sizes the actuators report go to the engine as commands; a full queue is counted (the
+        // next report comes at the next observe interval or decision).
+        let sizes = {
+            let engine = engine_handle.clone();
+            crate::actuators::SizeSink::new(move |pool, units| {
+                let command = EngineCommand::PoolSize { pool: pool.to_owned(), units, at: clock.now() };
+                if let Err(e) = engine.try_send(command) {
+                    tracing::warn!(pool, units, error = %e, "reported pool size not handed to the engine");
+                }
+            })
+        };
+        let actuators = Arc::new(Actuators::start_with_sizes(
             settings.pools.iter().map(|p| p.name.clone()).zip(settings.actuators.iter().cloned()).collect(),
+            sizes,
         ));
         actuators.register(telemetry.registry());
         let (audit_writer, audit) = match crate::config::audit_config(&settings) {

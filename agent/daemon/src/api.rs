@@ -113,13 +113,17 @@ async fn decisions(
 
 async fn pools(State(state): State<Arc<AgentState>>) -> Response {
     let wall = crate::clock::wall_ms();
+    let now = state.clock.now();
     let view = state.engine.view();
     let pools: Vec<serde_json::Value> = view
         .pools
         .iter()
         .map(|status| {
             let active = view.active_weddings(&status.spec.region, wall);
-            json!({ "status": status, "active_weddings": active })
+            let size_age = status.observed_at.map(|at| now.saturating_since(at).as_secs_f64());
+            // `size_unknown`: the engine decides nothing for the pool until its size is observed.
+            let state = if status.size_unknown { "size_unknown" } else { "deciding" };
+            json!({ "status": status, "active_weddings": active, "state": state, "observed_size_age_seconds": size_age })
         })
         .collect();
     Json(json!({ "pools": pools, "engine": *view.settings })).into_response()

@@ -27,7 +27,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use wedsync_core::engine::decision::{Decision, Direction};
+use wedsync_core::engine::decision::{Decision, Direction, Reason};
 use wedsync_core::engine::{Demand, Engine, RoundCounts};
 use wedsync_core::statsd::MetricKind;
 use wedsync_core::{Timestamp, TrafficClass};
@@ -90,6 +90,8 @@ pub struct DemandWatch {
     /// The pool's demand source.
     pub source: DemandSource,
     watch: ShardedWatch,
+    /// The pool's size gauge, when it has one.
+    size: Option<ShardedWatch>,
 }
 
 impl DemandWatch {
@@ -103,7 +105,11 @@ impl DemandWatch {
         } else {
             store.watch(&source.metric, MetricKind::Counter, &tags, false)
         };
-        DemandWatch { source, watch }
+        let size = source.size.as_ref().map(|(metric, tags)| {
+            let tags: Vec<&str> = tags.iter().map(|t| &**t).collect();
+            store.watch(metric, MetricKind::Gauge, &tags, false)
+        });
+        DemandWatch { source, watch, size }
     }
 }
 
@@ -134,6 +140,32 @@ pub fn pool_demand(
         total.set(class, total.of(class) + rate);
     }
     fresh.then_some(total)
+}
+
+/// A pool's size as its gauge reports it: units, and when the gauge was last written.
+type Observed = Option<(u32, Timestamp)>;
+
+/// A pool's size gauge counts only while written within this long (a platform pushes it every
+/// few seconds); an older one is not a size.
+pub const SIZE_FRESHNESS: Duration = Duration::from_secs(60);
+
+/// A pool's size from its gauge: the sum of the matching series written within
+/// [`SIZE_FRESHNESS`] (one per zone or node group, say), and when the newest was written.
+/// `None` without a gauge, a fresh series or a whole, non-negative value.
+pub fn pool_size(store: &AllShards<'_>, now: Timestamp, demand: &DemandWatch) -> Observed {
+    let watch = demand.size.as_ref()?;
+    let (mut sum, mut newest, mut any) = (0.0, Timestamp::ZERO, false);
+    for view in store.watched(watch, now) {
+        let seen = view.info().last_seen;
+        if now.saturating_since(seen) > SIZE_FRESHNESS {
+            continue;
+        }
+        sum += view.total();
+        newest = newest.max(seen);
+        any = true;
+    }
+    let units = sum.round();
+    (any && units.is_finite() && units >= 0.0 && units <= f64::from(u32::MAX)).then_some((units as u32, newest))
 }
 
 /// How often learned profiles are written to the database.
@@ -378,6 +410,8 @@ fn cpu_demand(
 struct Loop {
     driver: Driver,
     demand: Vec<DemandWatch>,
+    /// When each pool's size gauge was last written, as fed to the engine.
+    sizes_fed: Vec<Option<Timestamp>>,
     counted: RoundCounts,
     next_forecast: Instant,
     next_save: Instant,
@@ -403,6 +437,11 @@ impl Loop {
                     self.publish(None, true);
                 }
                 let _ = reply.send(removed);
+            }
+            EngineCommand::PoolSize { pool, units, at } => {
+                if let Some(index) = engine.pool_index(&pool) {
+                    engine.handle_pool_state(at, index, units);
+                }
             }
             EngineCommand::Failover { at, shares } => {
                 for share in shares {
@@ -435,17 +474,32 @@ impl Loop {
         let d = &mut self.driver;
         let now = d.clock.at(started);
         let wall = wall_ms();
-        let demands: Vec<Option<Demand>> = {
+        let (sizes, demands): (Vec<Observed>, Vec<Option<Demand>>) = {
             let store = d.store.lock_all();
-            self.demand
+            let sizes: Vec<_> = self.demand.iter().map(|source| pool_size(&store, now, source)).collect();
+            let demands = self
+                .demand
                 .iter()
                 .zip(d.engine.pools())
+                .zip(&sizes)
                 .enumerate()
-                .map(|(i, (source, pool))| {
-                    pool_demand(&store, now, source, d.engine.serving_units(i).unwrap_or(0), pool.capacity_per_unit)
+                .map(|(i, ((source, pool), size))| {
+                    // A CPU pool's utilization is of the units that serve now: the observed ones.
+                    let serving = size.map_or_else(|| d.engine.serving_units(i).unwrap_or(0), |(units, _)| units);
+                    pool_demand(&store, now, source, serving, pool.capacity_per_unit)
                 })
-                .collect()
+                .collect();
+            (sizes, demands)
         };
+        // A size gauge written since the last round is an observation.
+        for (pool, (size, fed)) in sizes.into_iter().zip(self.sizes_fed.iter_mut()).enumerate() {
+            if let Some((units, seen)) = size
+                && fed.is_none_or(|fed| seen > fed)
+            {
+                d.engine.handle_pool_state(seen, pool, units);
+                *fed = Some(seen);
+            }
+        }
         for (pool, demand) in demands.into_iter().enumerate() {
             if let Some(demand) = demand {
                 d.engine.handle_demand(now, pool, demand);
@@ -458,8 +512,11 @@ impl Loop {
         while let Some(decision) = d.engine.poll_decision() {
             act(&decision);
             let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
-            // Never blocks: a slow actuator sees only the newest decision for its pool.
-            if let Ok(json) = serde_json::to_vec(&served) {
+            // Never blocks: a slow actuator sees only the newest decision for its pool. A hold
+            // (no fresh demand, no change) is logged and audited, never sent as a target.
+            if !is_hold(&served.decision)
+                && let Ok(json) = serde_json::to_vec(&served)
+            {
                 d.actuators.dispatch(&served.decision.pool, &served.decision.id, json);
             }
             if let Some(audit) = &d.audit {
@@ -523,11 +580,13 @@ impl Loop {
 /// come; reloaded plugins are installed between rounds. Learned profiles are saved every
 /// [`PROFILE_SAVE_PERIOD`] and at the end.
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
-    let demand = driver.sources.iter().map(|source| DemandWatch::new(&driver.store, source.clone())).collect();
+    let demand: Vec<DemandWatch> =
+        driver.sources.iter().map(|source| DemandWatch::new(&driver.store, source.clone())).collect();
     let counted = driver.engine.rounds();
     let now = Instant::now();
     let mut state = Loop {
         driver,
+        sizes_fed: vec![None; demand.len()],
         demand,
         counted,
         next_forecast: now,
@@ -580,6 +639,11 @@ fn act(decision: &Decision) {
     );
 }
 
+/// Whether a decision only says that the pool holds for lack of fresh demand.
+pub fn is_hold(decision: &Decision) -> bool {
+    decision.to == decision.from && decision.reasons.iter().any(|r| matches!(r, Reason::StaleMetrics { .. }))
+}
+
 /// Admission level of `class` in `decision`, if the pool serves it.
 pub fn admission_of(decision: &Decision, class: TrafficClass) -> Option<f64> {
     decision.admission.iter().find(|a| a.class == class).map(|a| a.admit)
@@ -599,6 +663,7 @@ mod tests {
             tags: vec!["service:checkout".into()],
             untagged_class: TrafficClass::Registration,
             cpu: false,
+            size: None,
         };
         // Watched before its series exist: they are indexed as they are made.
         let checkout = DemandWatch::new(&store, source.clone());
@@ -641,6 +706,7 @@ mod tests {
             tags: vec![],
             untagged_class: TrafficClass::Media,
             cpu: true,
+            size: None,
         };
         let host = DemandWatch::new(&store, host);
         let demand = pool_demand(&store.lock_all(), now, &host, 4, 1.0).unwrap();

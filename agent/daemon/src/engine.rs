@@ -43,6 +43,16 @@ pub enum EngineCommand {
         /// Where the outcome goes.
         reply: oneshot::Sender<bool>,
     },
+    /// A pool's real size, as its actuator observed it (the `exec` actuator's `observe` command,
+    /// a webhook's answer) at `at`.
+    PoolSize {
+        /// The pool's name.
+        pool: String,
+        /// Units running.
+        units: u32,
+        /// When it was observed (the agent's clock).
+        at: Timestamp,
+    },
     /// This node's shares of failed regions' load, as its mesh computed them at `at`.
     Failover {
         /// When the mesh computed them (the agent's clock).
@@ -59,6 +69,7 @@ impl EngineCommand {
             EngineCommand::UpsertWedding { .. } => "upsert_wedding",
             EngineCommand::RemoveWedding { .. } => "remove_wedding",
             EngineCommand::Failover { .. } => "failover",
+            EngineCommand::PoolSize { .. } => "pool_size",
         }
     }
 }

@@ -554,6 +554,7 @@ pub fn pool_spec(scenario: &Scenario, r: usize) -> PoolSpec {
         time_zone: region.time_zone.clone(),
         cost: UnitCost::default(),
         placements: Vec::new(),
+        assume_size: None,
     }
 }
 

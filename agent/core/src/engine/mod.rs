@@ -174,7 +174,23 @@ pub struct PoolStatus {
     pub spike_active: bool,
     /// Latest admission levels.
     pub admission: Vec<Admission>,
+    /// The size last observed ([`Engine::handle_pool_state`]), in units.
+    pub observed_units: Option<u32>,
+    /// When it was observed.
+    pub observed_at: Option<Timestamp>,
+    /// Whether the engine waits for the pool's size before deciding anything for it (no size
+    /// observed and none assumed).
+    pub size_unknown: bool,
 }
+
+/// An observed size that differs from the target while no change is on its way, for longer
+/// than the pool's provisioning delay plus this, is the pool's real size: the engine plans from
+/// it (someone resized the pool, or an actuator failed).
+pub const SIZE_SETTLE: Duration = Duration::from_secs(10);
+
+/// A load within this many units of a whole number of units needs that number: rates summed in
+/// floating point land a hair above a whole number (2000.0000000000082 for 2000).
+const UNIT_EPSILON: f64 = 1e-6;
 
 const RECENT_SAMPLES: usize = 5;
 /// The climb detector keeps one recent-load sample per this step...
@@ -235,6 +251,15 @@ struct PoolRuntime {
     failover: Option<FailoverLoad>,
     /// Failovers a policy vetoed: confirmations of them are ignored.
     vetoed_failovers: VecDeque<String>,
+    /// The size last observed, and when.
+    observed: Option<(u32, Timestamp)>,
+    /// Whether the pool's size is known (observed, or assumed by its spec).
+    size_known: bool,
+    /// Whether the scale-down window holds the size the engine started from (Kubernetes'
+    /// `recordInitialRecommendation`: no scale-down in the first window after a start).
+    seeded: bool,
+    /// When a decision last changed the target.
+    changed_at: Option<Timestamp>,
 }
 
 /// Vetoed failover ids a pool remembers.
@@ -291,36 +316,44 @@ fn full_admission(spec: &PoolSpec) -> Vec<Admission> {
 }
 
 impl Engine {
-    /// An engine for these pools. Each pool starts at its minimum until told otherwise.
+    /// An engine for these pools. A pool with an `assume_size` starts from it; any other
+    /// waits for its size to be observed ([`Engine::handle_pool_state`]) before deciding.
     pub fn new(settings: EngineSettings, pools: Vec<PoolSpec>) -> Self {
         let pools = pools
             .into_iter()
-            .map(|spec| PoolRuntime {
-                detector: SpikeDetector::new(settings.detector),
-                slow_load: None,
-                recent: VecDeque::with_capacity(RECENT_SAMPLES),
-                climb: VecDeque::new(),
-                spike: None,
-                latest: None,
-                fresh: false,
-                stale_rounds: 0,
-                holding: false,
-                available: spec.min,
-                arriving: None,
-                target: spec.min,
-                desired_history: VecDeque::new(),
-                projected_history: VecDeque::new(),
-                last_scale_down: None,
-                admission: full_admission(&spec),
-                typical_units: f64::from(spec.min),
-                last_load: 0.0,
-                protected: false,
-                decided: false,
-                tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
-                profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
-                failover: None,
-                vetoed_failovers: VecDeque::new(),
-                spec: Arc::new(spec),
+            .map(|spec| {
+                let start = spec.assume_size.unwrap_or(spec.min);
+                PoolRuntime {
+                    detector: SpikeDetector::new(settings.detector),
+                    slow_load: None,
+                    recent: VecDeque::with_capacity(RECENT_SAMPLES),
+                    climb: VecDeque::new(),
+                    spike: None,
+                    latest: None,
+                    fresh: false,
+                    stale_rounds: 0,
+                    holding: false,
+                    available: start,
+                    arriving: None,
+                    target: start,
+                    desired_history: VecDeque::new(),
+                    projected_history: VecDeque::new(),
+                    last_scale_down: None,
+                    admission: full_admission(&spec),
+                    typical_units: f64::from(start.clamp(spec.min, spec.max.max(spec.min))),
+                    last_load: 0.0,
+                    protected: false,
+                    decided: false,
+                    tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
+                    profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
+                    failover: None,
+                    vetoed_failovers: VecDeque::new(),
+                    observed: None,
+                    size_known: spec.assume_size.is_some(),
+                    seeded: false,
+                    changed_at: None,
+                    spec: Arc::new(spec),
+                }
             })
             .collect();
         Engine {
@@ -407,19 +440,28 @@ impl Engine {
         p.fresh = true;
     }
 
-    /// The pool's real capacity, as observed by an orchestrator or actuator feedback. Before the
-    /// engine's first decision for the pool this is also its starting point (`from`), so an
-    /// engine that starts on a running pool does not first "decide" the pool's minimum.
-    pub fn handle_pool_state(&mut self, _now: Timestamp, pool: PoolIndex, serving_units: u32) {
-        if let Some(p) = self.pools.get_mut(pool) {
-            p.available = serving_units;
-            if !p.decided {
-                p.target = serving_units.clamp(p.spec.min, p.spec.max);
-                p.typical_units = f64::from(p.target);
-            }
-            if p.arriving.is_some_and(|(_, units)| units <= serving_units) {
-                p.arriving = None;
-            }
+    /// The pool's real size, as observed by an orchestrator or actuator feedback; until the
+    /// first one (or an `assume_size`), the engine decides nothing for the pool. The observed
+    /// size becomes the target the engine plans from (`from`) before its first decision, at
+    /// once when it is outside `[min, max]` (the next round corrects it: `clamped_to_min` /
+    /// `clamped_to_max`), and whenever it has differed from the target for longer than the
+    /// provisioning delay plus [`SIZE_SETTLE`] with no change on its way.
+    pub fn handle_pool_state(&mut self, now: Timestamp, pool: PoolIndex, serving_units: u32) {
+        let Some(p) = self.pools.get_mut(pool) else { return };
+        p.observed = Some((serving_units, now));
+        p.size_known = true;
+        p.available = serving_units;
+        if p.arriving.is_some_and(|(_, units)| units <= serving_units) {
+            p.arriving = None;
+        }
+        let settled = p.arriving.is_none()
+            && p.changed_at.is_none_or(|at| now.saturating_since(at) >= p.spec.provisioning_delay + SIZE_SETTLE);
+        let outside = serving_units < p.spec.min || serving_units > p.spec.max;
+        if !p.decided || outside || (serving_units != p.target && settled) {
+            p.target = serving_units;
+        }
+        if !p.decided {
+            p.typical_units = f64::from(serving_units.clamp(p.spec.min, p.spec.max.max(p.spec.min)));
         }
     }
 
@@ -532,6 +574,9 @@ impl Engine {
                 holding_stale: p.holding,
                 spike_active: p.spike.is_some(),
                 admission: p.admission.clone(),
+                observed_units: p.observed.map(|(units, _)| units),
+                observed_at: p.observed.map(|(_, at)| at),
+                size_unknown: !p.size_known,
             })
             .collect()
     }
@@ -631,6 +676,10 @@ impl Engine {
             own_load = Some(load);
         }
         let failover = if p.holding { None } else { p.failover.clone() };
+        if p.size_known && !p.seeded {
+            p.seeded = true;
+            p.desired_history.push_back((now, p.target));
+        }
         let target = plan_target(p, s, now, wall_ms, (own_load, measured), failover.as_ref());
 
         // 8. Admission against what serves now.
@@ -696,6 +745,11 @@ impl Engine {
         let index = proposal.pool;
         let s = &self.settings;
         let p = &mut self.pools[index];
+        // A pool of unknown size is neither scaled nor admitted: nothing decided from a size the
+        // engine made up reaches its actuators.
+        if !p.size_known {
+            return None;
+        }
         let spec = Arc::clone(&p.spec);
         let from = proposal.from;
 
@@ -848,6 +902,9 @@ impl Engine {
                 p.arriving = None;
             }
         }
+        if to != from {
+            p.changed_at = Some(now);
+        }
         p.target = to;
         p.decided = true;
         p.admission = admission.clone();
@@ -977,8 +1034,7 @@ fn plan_target(
         load_used = load;
         // 3. Target tracking.
         let per_unit = spec.target_load_per_unit().max(f64::MIN_POSITIVE);
-        let needed = (load / per_unit).ceil();
-        let desired = if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 };
+        let desired = units_for(load, per_unit);
         let utilization = load / (f64::from(from.max(1)) * per_unit);
         let outside_tolerance = (utilization - 1.0).abs() > s.tolerance;
         let mut desired = if outside_tolerance || from == 0 { desired } else { from };
@@ -995,8 +1051,7 @@ fn plan_target(
             Some(measured) => {
                 projected_kept = Some(desired);
                 let borrowed = failover.map_or(0.0, |f| f.load);
-                let needed = ((measured + borrowed) / per_unit).ceil();
-                desired.min(if needed >= f64::from(u32::MAX) { u32::MAX } else { needed.max(0.0) as u32 })
+                desired.min(units_for(measured + borrowed, per_unit))
             }
             None => desired,
         });
@@ -1046,8 +1101,10 @@ fn plan_target(
         let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
         let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
         if let Some(peak) = forecast {
-            let wanted = peak * (1.0 + s.forecast_headroom) / spec.target_load_per_unit().max(f64::MIN_POSITIVE);
-            let units = if wanted >= f64::from(u32::MAX) { u32::MAX } else { wanted.ceil().max(0.0) as u32 };
+            // Headroom for the forecast's error on what it adds over the load now: a flat load
+            // runs at the target utilization, not below it.
+            let wanted = peak + s.forecast_headroom * (peak - load).max(0.0);
+            let units = units_for(wanted, per_unit);
             let units = units.min(from.max(1).saturating_mul(s.max_scale_up_factor.max(1)));
             if units > to {
                 reasons.push(Reason::Predictive { forecast_peak: peak, horizon_seconds: horizon.as_secs(), units });
@@ -1056,6 +1113,16 @@ fn plan_target(
         }
     }
     TargetPlan { to, desired: desired_kept, projected_desired: projected_kept, load: load_used, reasons }
+}
+
+/// Units needed to carry `load` at `per_unit` each: the ceiling, except that a load within
+/// [`UNIT_EPSILON`] units of a whole number needs that number.
+fn units_for(load: f64, per_unit: f64) -> u32 {
+    let ratio = load / per_unit.max(f64::MIN_POSITIVE);
+    let whole = ratio.round();
+    let units = if (ratio - whole).abs() <= UNIT_EPSILON { whole } else { ratio.ceil() };
+    // NaN and negative loads need nothing; `as` saturates at u32::MAX.
+    units.max(0.0) as u32
 }
 
 /// Admission levels per class in [`TrafficClass::ALL`] order (1.0 for classes not served).

@@ -54,6 +54,10 @@ pub struct PoolSpec {
     /// Other regions the pool may run in, with their prices. The engine places capacity in the
     /// cheapest allowed region, and never moves it away from a protected home region.
     pub placements: Vec<Placement>,
+    /// Units to assume the pool runs until a size is observed
+    /// ([`crate::engine::Engine::handle_pool_state`]). `None`: the engine decides nothing for
+    /// the pool until its size is observed (it would otherwise "decide" from a size it made up).
+    pub assume_size: Option<u32>,
 }
 
 /// A region a pool may also run in, and its prices there.

@@ -16,6 +16,13 @@ pub enum ActuatorConfig {
     Exec {
         /// Program and arguments (no shell).
         command: Vec<String>,
+        /// A command (no shell) that prints the pool's real size as JSON, `{"units": N}` (or
+        /// `{"replicas": N}`), run at start and every `observe_interval`; empty: none.
+        #[serde(default)]
+        observe: Vec<String>,
+        /// How often `observe` runs (e.g. `"15s"`).
+        #[serde(default = "default_observe_interval")]
+        observe_interval: String,
         /// Longest a run may take before it is killed (e.g. `"10s"`).
         #[serde(default = "default_actuator_timeout")]
         timeout: String,
@@ -44,6 +51,10 @@ pub enum ActuatorConfig {
     },
 }
 
+fn default_observe_interval() -> String {
+    "15s".into()
+}
+
 fn default_actuator_timeout() -> String {
     "10s".into()
 }
@@ -56,6 +67,16 @@ fn default_actuator_backoff() -> String {
     "500ms".into()
 }
 
+/// An `exec` actuator's size report: a command and how often it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observe {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Time between runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
 /// A checked actuator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -66,6 +87,8 @@ pub enum ActuatorSpec {
     Exec {
         /// Program and arguments.
         command: Vec<String>,
+        /// The command that reports the pool's size, and how often it runs.
+        observe: Option<Observe>,
         /// Per-attempt timeout.
         #[serde(with = "humantime_serde")]
         timeout: Duration,
@@ -105,12 +128,22 @@ impl ActuatorConfig {
         };
         match self {
             ActuatorConfig::Log => ActuatorSpec::Log,
-            ActuatorConfig::Exec { command, timeout, retries, backoff } => {
+            ActuatorConfig::Exec { command, observe, observe_interval, timeout, retries, backoff } => {
                 if command.first().is_none_or(|program| program.is_empty()) {
                     c.fail(at("command"), "is empty: give the program and its arguments".into());
                 }
+                if observe.first().is_some_and(|program| program.is_empty()) {
+                    c.fail(at("observe"), "names an empty program".into());
+                }
+                let interval = c.duration(
+                    &at("observe_interval"),
+                    observe_interval,
+                    Duration::from_secs(1),
+                    Duration::from_secs(3600),
+                );
+                let observe = (!observe.is_empty()).then(|| Observe { command: observe.clone(), interval });
                 let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
-                ActuatorSpec::Exec { command: command.clone(), timeout, retries, backoff }
+                ActuatorSpec::Exec { command: command.clone(), observe, timeout, retries, backoff }
             }
             ActuatorConfig::Webhook { url, secret, timeout, retries, backoff } => {
                 let scheme_ok = url.starts_with("http://") || url.starts_with("https://");

@@ -32,7 +32,7 @@ pub mod statsd;
 pub mod storage;
 pub mod store;
 
-pub use actuators::{ActuatorConfig, ActuatorSpec};
+pub use actuators::{ActuatorConfig, ActuatorSpec, Observe};
 pub use api::ApiSection;
 pub use engine::EngineSection;
 pub use errors::{ConfigErrors, FieldError};

@@ -11,6 +11,9 @@ use wedsync_core::TrafficClass;
 use wedsync_core::engine::forecast::time_zone;
 use wedsync_core::engine::pool::{Placement, PoolSpec, UnitCost};
 
+/// Most units a pool's `assume_size` may name.
+const MAX_UNITS: u32 = 1_000_000;
+
 /// `[[pools]]`: one pool of interchangeable capacity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,6 +57,15 @@ pub struct PoolConfig {
     pub untagged_class: String,
     /// Where the pool's decisions go (`[pools.actuator]`); the `log` actuator by default.
     pub actuator: ActuatorConfig,
+    /// Units to assume the pool runs until its size is observed. Unset: the engine decides
+    /// nothing for the pool until a size is observed (`size_metric`, the actuator's `observe`
+    /// command or a webhook's answer).
+    pub assume_size: Option<u32>,
+    /// A StatsD gauge the platform pushes with the pool's real size (e.g. ready replicas); empty:
+    /// none.
+    pub size_metric: String,
+    /// Tags the size gauge must carry (e.g. `["deployment:checkout"]`).
+    pub size_tags: Vec<String>,
 }
 
 impl Default for PoolConfig {
@@ -77,11 +89,15 @@ impl Default for PoolConfig {
             demand_tags: Vec::new(),
             untagged_class: TrafficClass::WeddingPlanning.as_str().into(),
             actuator: ActuatorConfig::Log,
+            assume_size: None,
+            size_metric: String::new(),
+            size_tags: Vec::new(),
         }
     }
 }
 
-/// Where a pool's demand comes from in the metric store.
+/// What the decision thread reads for a pool from the metric store: its demand, and its size
+/// when the platform pushes it as a gauge.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemandSource {
     /// Counter name.
@@ -92,6 +108,8 @@ pub struct DemandSource {
     pub untagged_class: TrafficClass,
     /// Whether the metric is a CPU-utilization gauge rather than a request counter.
     pub cpu: bool,
+    /// The gauge holding the pool's real size, and the tags it must carry.
+    pub size: Option<(String, Vec<String>)>,
 }
 
 /// Checks every pool into `c`: the engine's pools, where each one's demand comes from, and its
@@ -190,7 +208,15 @@ pub(super) fn validate(
             time_zone: p.time_zone.clone(),
             cost: p.cost,
             placements: p.placements.clone(),
+            assume_size: p.assume_size,
         });
+        if p.assume_size.is_some_and(|units| units > MAX_UNITS) {
+            c.fail(at("assume_size"), format!("must be at most {MAX_UNITS}"));
+        }
+        if !p.size_metric.is_empty() && !p.size_metric.bytes().all(|b| b.is_ascii_graphic() && b != b'|' && b != b':') {
+            c.fail(at("size_metric"), format!("{:?} is not a StatsD metric name", p.size_metric));
+        }
+        let size = (!p.size_metric.is_empty()).then(|| (p.size_metric.clone(), p.size_tags.clone()));
         let cpu = match p.demand_kind.as_str() {
             "requests" => false,
             "cpu" => true,
@@ -199,7 +225,13 @@ pub(super) fn validate(
                 false
             }
         };
-        demand.push(DemandSource { metric: p.demand_metric.clone(), tags: p.demand_tags.clone(), untagged_class, cpu });
+        demand.push(DemandSource {
+            metric: p.demand_metric.clone(),
+            tags: p.demand_tags.clone(),
+            untagged_class,
+            cpu,
+            size,
+        });
         actuators.push(p.actuator.validate(c, i));
     }
     (pools, demand, actuators)
@@ -251,6 +283,9 @@ mod tests {
                 retries: 1000,
                 backoff: "soon".into(),
             },
+            assume_size: Some(2_000_000),
+            size_metric: "bad|name".into(),
+            size_tags: vec![],
         });
         config.engine.degrade_order = vec!["wedding-critical".into(), "media".into()];
         config.engine.tolerance = 0.9;
@@ -279,6 +314,8 @@ mod tests {
             "pools[1].actuator.timeout",
             "pools[1].actuator.retries",
             "pools[1].actuator.backoff",
+            "pools[1].assume_size",
+            "pools[1].size_metric",
         ] {
             assert!(errors.names(field), "{field} not named in:\n{errors}");
         }
