@@ -396,8 +396,13 @@ mod tests {
         // One client (one source address): the readers still share its datagrams.
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let datagram: String = (0..40).map(|i| format!("hits:1|c|#service:s{}\n", i % 20)).collect();
-        for _ in 0..500 {
+        // Paced (10 datagrams every 2 ms), so a reader descheduled on a busy test machine does
+        // not overflow a default-sized receive buffer (net.core.rmem_max caps the 4 MiB asked).
+        for n in 0..500 {
             client.send_to(datagram.as_bytes(), addr).unwrap();
+            if n % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let total = loop {
