@@ -894,3 +894,59 @@ fn a_size_that_differs_for_longer_than_the_settle_time_is_the_real_one() {
     assert!(asked.iter().all(|(r, _, _)| *r >= settle_rounds), "{asked:?}");
     assert!(asked.iter().any(|(_, from, to)| (*from, *to) == (14, 10)), "{asked:?}");
 }
+
+/// One of Kubernetes' HPA scaling cases for the engine run with the HPA's settings (10%
+/// tolerance, a 300 s scale-down window, no scale-down rate limit): `current` pods of 1000
+/// millicores requested each, using `usage` millicores in all, `target` percent utilization.
+/// The engine sees the usage as demand on a pool of 1000 per unit; it must land on what the HPA's
+/// formula, `ceil(current × utilization / target)` clamped to `[min, max]`, does.
+fn hpa_case(min: u32, max: u32, current: u32, target_percent: u32, usage: f64) -> u32 {
+    let settings = EngineSettings {
+        tolerance: 0.1,
+        scale_down_stabilization: Duration::from_secs(300),
+        scale_down_cooldown: Duration::ZERO,
+        max_scale_down_fraction: 1.0,
+        ..EngineSettings::default()
+    };
+    let spec = PoolSpec {
+        min,
+        max,
+        capacity_per_unit: 1000.0,
+        class_capacity: [1000.0; 5],
+        target_utilization: f64::from(target_percent) / 100.0,
+        protected_floor: min,
+        assume_size: None,
+        ..pool("hpa")
+    };
+    let mut engine = Engine::new(settings, vec![spec]);
+    engine.handle_pool_state(Timestamp::ZERO, 0, current);
+    // Past the 300 s window (the engine, like the HPA, holds the size it started from for it).
+    drive(&mut engine, 0, 3_200, |_| demand(TrafficClass::Media, usage));
+    engine.status()[0].target
+}
+
+/// The cases of Kubernetes' `pkg/controller/podautoscaler/horizontal_test.go` where the formula
+/// applies (one resource metric, every pod ready and requesting the same; the engine's
+/// readiness input is the observed size), with the Go test each comes from.
+#[test]
+fn the_engine_with_the_hpas_settings_lands_where_kubernetes_does() {
+    // TestScaleUp: 3 pods at 300, 500, 700 of 1000, target 30% → utilization 50% → 5.
+    assert_eq!(hpa_case(2, 6, 3, 30, 1500.0), 5);
+    // TestScaleDown: 5 pods at 100, 300, 500, 250, 250, target 50% → 28% → 3.
+    assert_eq!(hpa_case(2, 6, 5, 50, 1400.0), 3);
+    // TestTolerance: 3 pods, 3060 used of 3000 requested, target 100% → within 10% → 3.
+    assert_eq!(hpa_case(1, 5, 3, 100, 3060.0), 3);
+    // TestMinReplicas: 115 of 3000 at target 90% → 1 → min 2.
+    assert_eq!(hpa_case(2, 5, 3, 90, 115.0), 2);
+    // TestMinReplicasDesiredZero: nothing used → min 2.
+    assert_eq!(hpa_case(2, 5, 3, 90, 0.0), 2);
+    // TestZeroMinReplicasDesiredZero: nothing used, min 0 → 0.
+    assert_eq!(hpa_case(0, 5, 3, 90, 0.0), 0);
+    // TestMaxReplicas: 18500 of 3000 at target 90% → 21 → max 5.
+    assert_eq!(hpa_case(2, 5, 3, 90, 18_500.0), 5);
+    // TestTooFewReplicas / TestTooManyReplicas: a workload outside its bounds is brought inside.
+    assert_eq!(hpa_case(3, 5, 2, 90, 1800.0 * 0.9), 3);
+    assert_eq!(hpa_case(3, 5, 10, 90, 4500.0 * 0.9), 5);
+    // TestZeroReplicas (scaled to zero: not autoscaled) does not apply: a pool of `min` 3 seen
+    // at 0 is corrected to 3, which is what `min` is for.
+}
