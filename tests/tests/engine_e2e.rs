@@ -4,21 +4,8 @@
 use std::time::{Duration, Instant};
 use wedsync_tests::{AgentProcess, sample_value};
 
-const POOL: &str = r#"
-[[pools]]
-name = "checkout"
-region = "eu-west"
-min = 2
-# A fresh pool at its minimum (no size source in this test).
-assume_size = 2
-max = 50
-capacity_per_unit = 100.0
-target_utilization = 0.7
-provisioning_delay = "0s"
-protected_floor = 4
-demand_metric = "requests"
-demand_tags = ["service:checkout"]
-"#;
+/// The harness's checkout pool.
+const POOL: &str = wedsync_tests::CHECKOUT_POOL;
 
 /// Counts requests owed at a steady rate since the first call, so a loop that wakes late sends
 /// more rather than lowering the rate the agent sees.
@@ -75,7 +62,7 @@ fn statsd_demand_drives_a_scale_up_decision() {
     }
     let decision = decided.expect("a scale-up decision within 10 s");
     assert_eq!(decision["pool"], "checkout");
-    assert_eq!(decision["region"], "eu-west");
+    assert_eq!(decision["region"], "test-region");
     assert_eq!(decision["direction"], "up");
     assert!(decision["id"].as_str().unwrap().starts_with("checkout:"));
     let reasons = decision["reasons"].as_array().unwrap();

@@ -576,7 +576,7 @@ impl SeriesQuota {
     }
 }
 
-/// The seed of every store's identity hash, so that [`series_hash`] agrees with each store.
+/// The seed of every store's identity hash, so that a [`SeriesKey`] is the same in every store.
 const IDENTITY_SEED: u64 = 0x5eed_ed6e;
 
 /// Tags a line may carry before hashing its identity allocates.
@@ -664,12 +664,6 @@ impl SeriesKey {
     pub fn hash(&self) -> u64 {
         self.hash
     }
-}
-
-/// The hash of a series's identity (name, kind and tags in any order, repeated or not), the
-/// same in every store: what a store split into shards picks a series's shard by.
-pub fn series_hash(name: &str, kind: MetricKind, tags: &str) -> u64 {
-    SeriesKey::of(name, kind, tags).hash
 }
 
 fn raw_tags(tags: &str) -> impl Iterator<Item = &str> + Clone {
@@ -1133,12 +1127,12 @@ mod tests {
     }
 
     #[test]
-    fn series_hash_ignores_tag_order_and_repetition() {
-        let h = |tags: &str| series_hash("req", MetricKind::Counter, tags);
+    fn series_keys_ignore_tag_order_and_repetition() {
+        let h = |tags: &str| SeriesKey::of("req", MetricKind::Counter, tags);
         assert_eq!(h("region:eu,class:media"), h("class:media,region:eu"));
         assert_eq!(h("region:eu,class:media"), h("class:media,,region:eu,class:media"));
         assert_ne!(h("region:eu,class:media"), h("class:media"));
-        assert_ne!(h(""), series_hash("req", MetricKind::Gauge, ""));
+        assert_ne!(h(""), SeriesKey::of("req", MetricKind::Gauge, ""));
         // Twenty tags (past the inline ones) in two orders, one repeated.
         let tags: Vec<String> = (0..20).map(|i| format!("t{i}:v")).collect();
         let mut reversed = tags.clone();

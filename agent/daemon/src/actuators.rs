@@ -533,12 +533,12 @@ impl Worker {
     fn observe(&mut self) {
         let Method::Exec { observe: Some(observe), timeout, .. } = &self.method else { return };
         let outcome = match spawn_and_wait(&self.pool, &observe.command, *timeout, None, &self.slot.stop_at) {
-            Ok((Exit::Status(status), stdout, _)) if status.success() => reported_size(&stdout)
-                .ok_or_else(|| format!("printed no size ({{\"units\": N}}): {}", excerpt(&stdout))),
-            Ok((Exit::Status(status), _, stderr)) => Err(format!("{status}; stderr: {}", excerpt(&stderr))),
-            Ok((Exit::TimedOut, _, _)) => Err(format!("timed out after {timeout:?}")),
             Ok((Exit::Stopped, _, _)) => return,
-            Ok((Exit::Failed(e), _, _)) => Err(format!("cannot wait for the command: {e}")),
+            Ok((exit, stdout, stderr)) => match exit.failure(*timeout, &stderr) {
+                None => reported_size(&stdout)
+                    .ok_or_else(|| format!("printed no size ({{\"units\": N}}): {}", excerpt(&stdout))),
+                Some(reason) => Err(reason),
+            },
             Err((reason, _)) => Err(reason),
         };
         match outcome {
@@ -717,6 +717,20 @@ enum Exit {
     Failed(io::Error),
 }
 
+impl Exit {
+    /// Why the run failed, with the start of its stderr; `None` when it exited 0 (or was
+    /// stopped, which is no failure of the command).
+    fn failure(&self, timeout: Duration, stderr: &[u8]) -> Option<String> {
+        match self {
+            Exit::Status(status) if status.success() => None,
+            Exit::Stopped => None,
+            Exit::Status(status) => Some(format!("{status}; stderr: {}", excerpt(stderr))),
+            Exit::TimedOut => Some(format!("timed out after {timeout:?}; stderr: {}", excerpt(stderr))),
+            Exit::Failed(e) => Some(format!("cannot wait for the command: {e}")),
+        }
+    }
+}
+
 /// How a command ended, and the start of its stdout and stderr.
 type Ran = (Exit, Vec<u8>, Vec<u8>);
 
@@ -781,17 +795,17 @@ fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, st
         Err((reason, true)) => return Outcome::Permanent(reason),
         Err((reason, false)) => return Outcome::Retryable(reason),
     };
-    match exit {
-        Exit::Status(status) if status.success() => {
+    if matches!(exit, Exit::Stopped) {
+        return Outcome::Abandoned;
+    }
+    match exit.failure(timeout, &stderr) {
+        Some(reason) => Outcome::Retryable(reason),
+        None => {
             if !stdout.is_empty() {
                 tracing::debug!(pool, id = %job.id, stdout = %excerpt(&stdout), "actuator command output");
             }
             Outcome::Success(reported_size(&stdout))
         }
-        Exit::Status(status) => Outcome::Retryable(format!("{status}; stderr: {}", excerpt(&stderr))),
-        Exit::TimedOut => Outcome::Retryable(format!("timed out after {timeout:?}; stderr: {}", excerpt(&stderr))),
-        Exit::Stopped => Outcome::Abandoned,
-        Exit::Failed(e) => Outcome::Retryable(format!("cannot wait for the command: {e}")),
     }
 }
 

@@ -142,9 +142,6 @@ pub fn pool_demand(
     fresh.then_some(total)
 }
 
-/// A pool's size as its gauge reports it: units, and when the gauge was last written.
-type Observed = Option<(u32, Timestamp)>;
-
 /// A pool's size gauge counts only while written within this long (a platform pushes it every
 /// few seconds); an older one is not a size.
 pub const SIZE_FRESHNESS: Duration = Duration::from_secs(60);
@@ -152,7 +149,7 @@ pub const SIZE_FRESHNESS: Duration = Duration::from_secs(60);
 /// A pool's size from its gauge: the sum of the matching series written within
 /// [`SIZE_FRESHNESS`] (one per zone or node group, say), and when the newest was written.
 /// `None` without a gauge, a fresh series or a whole, non-negative value.
-pub fn pool_size(store: &AllShards<'_>, now: Timestamp, demand: &DemandWatch) -> Observed {
+pub fn pool_size(store: &AllShards<'_>, now: Timestamp, demand: &DemandWatch) -> Option<(u32, Timestamp)> {
     let watch = demand.size.as_ref()?;
     let (mut sum, mut newest, mut any) = (0.0, Timestamp::ZERO, false);
     for view in store.watched(watch, now) {
@@ -474,32 +471,27 @@ impl Loop {
         let d = &mut self.driver;
         let now = d.clock.at(started);
         let wall = wall_ms();
-        let (sizes, demands): (Vec<Observed>, Vec<Option<Demand>>) = {
+        let demands: Vec<Option<Demand>> = {
             let store = d.store.lock_all();
-            let sizes: Vec<_> = self.demand.iter().map(|source| pool_size(&store, now, source)).collect();
-            let demands = self
-                .demand
+            // A size gauge written since the last round is an observation; it comes first, so a
+            // CPU pool's utilization is of the units serving now.
+            for ((pool, source), fed) in self.demand.iter().enumerate().zip(self.sizes_fed.iter_mut()) {
+                if let Some((units, seen)) = pool_size(&store, now, source)
+                    && fed.is_none_or(|fed| seen > fed)
+                {
+                    d.engine.handle_pool_state(seen, pool, units);
+                    *fed = Some(seen);
+                }
+            }
+            self.demand
                 .iter()
                 .zip(d.engine.pools())
-                .zip(&sizes)
                 .enumerate()
-                .map(|(i, ((source, pool), size))| {
-                    // A CPU pool's utilization is of the units that serve now: the observed ones.
-                    let serving = size.map_or_else(|| d.engine.serving_units(i).unwrap_or(0), |(units, _)| units);
-                    pool_demand(&store, now, source, serving, pool.capacity_per_unit)
+                .map(|(i, (source, pool))| {
+                    pool_demand(&store, now, source, d.engine.serving_units(i).unwrap_or(0), pool.capacity_per_unit)
                 })
-                .collect();
-            (sizes, demands)
+                .collect()
         };
-        // A size gauge written since the last round is an observation.
-        for (pool, (size, fed)) in sizes.into_iter().zip(self.sizes_fed.iter_mut()).enumerate() {
-            if let Some((units, seen)) = size
-                && fed.is_none_or(|fed| seen > fed)
-            {
-                d.engine.handle_pool_state(seen, pool, units);
-                *fed = Some(seen);
-            }
-        }
         for (pool, demand) in demands.into_iter().enumerate() {
             if let Some(demand) = demand {
                 d.engine.handle_demand(now, pool, demand);
@@ -692,6 +684,38 @@ mod tests {
         assert!((demand.of(TrafficClass::Media) - 70.0).abs() < 1e-9, "{demand:?}");
         let absent = DemandWatch::new(&store, DemandSource { metric: "nothing".into(), ..source });
         assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &absent, 1, 100.0), None);
+    }
+
+    #[test]
+    fn a_pools_size_is_its_fresh_gauges_summed() {
+        let store = Store::new(StoreLimits::default(), 4);
+        let source = DemandSource {
+            metric: "requests".into(),
+            tags: vec![],
+            untagged_class: TrafficClass::Media,
+            cpu: false,
+            size: Some(("k8s.ready".into(), vec!["deployment:api".into()])),
+        };
+        let watch = DemandWatch::new(&store, source.clone());
+        let record =
+            |at: u64, line: &str| store.record(Timestamp::from_millis(at), &parse_line(line.as_bytes()).unwrap());
+        assert_eq!(pool_size(&store.lock_all(), Timestamp::from_millis(0), &watch), None, "no gauge yet");
+        // One gauge per zone: summed. Another deployment's is not the pool's.
+        record(1_000, "k8s.ready:4|g|#deployment:api,zone:a").unwrap();
+        record(2_000, "k8s.ready:3|g|#deployment:api,zone:b").unwrap();
+        record(2_000, "k8s.ready:50|g|#deployment:web").unwrap();
+        let now = Timestamp::from_millis(3_000);
+        assert_eq!(pool_size(&store.lock_all(), now, &watch), Some((7, Timestamp::from_millis(2_000))));
+        // A zone silent for longer than the freshness no longer counts; then none does.
+        record(62_000, "k8s.ready:5|g|#deployment:api,zone:b").unwrap();
+        assert_eq!(
+            pool_size(&store.lock_all(), Timestamp::from_millis(62_000), &watch),
+            Some((5, Timestamp::from_millis(62_000)))
+        );
+        assert_eq!(pool_size(&store.lock_all(), Timestamp::from_millis(200_000), &watch), None);
+        // A pool without a size gauge has none.
+        let plain = DemandWatch::new(&store, DemandSource { size: None, ..source });
+        assert_eq!(pool_size(&store.lock_all(), now, &plain), None);
     }
 
     #[test]

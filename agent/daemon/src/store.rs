@@ -56,13 +56,6 @@ impl Store {
         Store { shards, mask: count - 1, quota, limits }
     }
 
-    /// A store of one shard holding `store`'s series (tests and benches that build a store
-    /// first).
-    pub fn from_single(store: MetricStore) -> Store {
-        let limits = store.limits();
-        Store { shards: Box::new([Shard(parking_lot::Mutex::new(store))]), mask: 0, quota: Arc::default(), limits }
-    }
-
     /// How many shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
