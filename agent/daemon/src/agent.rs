@@ -243,14 +243,15 @@ impl RunningAgent {
                         "kernel granted a smaller StatsD receive buffer (raise net.core.rmem_max)"
                     );
                 }
-                match ingest::SocketDrops::of(&socket, &settings.procfs) {
-                    Some(drops) => telemetry.registry().register_collector(Box::new(drops)),
+                let drops = ingest::SocketDrops::of(&socket, &settings.procfs);
+                match &drops {
+                    Some(drops) => telemetry.registry().register_collector(Box::new(drops.clone())),
                     None => tracing::warn!(
                         procfs = %settings.procfs,
                         "cannot find the StatsD socket in procfs: datagrams the kernel drops will not be counted"
                     ),
                 }
-                Some((socket, bound))
+                Some((socket, bound, drops))
             }
             None => None,
         };
@@ -308,7 +309,7 @@ impl RunningAgent {
             host,
             telemetry,
             api_addr,
-            statsd_addr: statsd.as_ref().map(|(_, addr)| *addr),
+            statsd_addr: statsd.as_ref().map(|(_, addr, _)| *addr),
             engine: engine_handle,
             decisions: decision_log,
             db,
@@ -320,7 +321,10 @@ impl RunningAgent {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        if let Some((socket, statsd_addr)) = statsd {
+        if let Some((socket, statsd_addr, drops)) = statsd {
+            if let Some(drops) = drops {
+                tasks.spawn(ingest::watch_drops(drops, stop.clone()));
+            }
             let ingest = Arc::new(ingest::Ingest::new(
                 clock,
                 state.store.clone(),

@@ -277,8 +277,9 @@ pub fn wake_readers(socket: &UdpSocket) {
 }
 
 /// Datagrams the kernel dropped on the StatsD socket because its receive buffer was full (the
-/// readers fell behind): the socket's own drop counter, read from procfs at scrape time.
-#[derive(Debug)]
+/// readers fell behind): the socket's own drop counter, read from procfs at scrape time (and by
+/// [`watch_drops`], which logs them).
+#[derive(Debug, Clone)]
 pub struct SocketDrops {
     /// The socket's inode, which names it in `/proc/net/udp`.
     inode: u64,
@@ -301,6 +302,36 @@ impl SocketDrops {
             let text = std::fs::read_to_string(format!("{}/self/net/{table}", self.procfs)).ok()?;
             udp_table_drops(&text, self.inode)
         })
+    }
+}
+
+/// How often [`watch_drops`] looks at the socket's drop counter.
+pub const DROPS_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+/// Logs, every [`DROPS_CHECK_PERIOD`] in which the kernel dropped StatsD datagrams, how many (the
+/// metric has them all; a log line says that input is being lost), until `stop`.
+pub async fn watch_drops(drops: SocketDrops, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(DROPS_CHECK_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let reader = drops.clone();
+        let Ok(Some(now)) = tokio::task::spawn_blocking(move || reader.read()).await else { continue };
+        if let Some(before) = last
+            && now > before
+        {
+            tracing::warn!(
+                dropped = now - before,
+                total = now,
+                period = ?DROPS_CHECK_PERIOD,
+                "the kernel dropped StatsD datagrams: the readers fell behind (raise statsd.readers, statsd.receive_buffer_bytes and net.core.rmem_max)"
+            );
+        }
+        last = Some(now);
     }
 }
 
