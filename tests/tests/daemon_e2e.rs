@@ -98,6 +98,9 @@ fn garbage_is_counted_and_the_agent_keeps_serving() {
     agent.send(&[0u8; 2048]);
     let oversized = format!("big:1|c|#{}", "t".repeat(9000));
     agent.send(oversized.as_bytes());
+    // Readers share the socket, so a later datagram can be stored before an earlier one: wait
+    // until "good" holds its place before filling the cap.
+    agent.wait_for_metrics(WAIT, |m| sample_value(m, r#"wedsync_app_counter_total{metric="good"}"#) == Some(1.0));
     // Past the cardinality cap of 3: "good", s1 and s2 fit; s3 and s4 are refused.
     agent.send(b"s1:1|c\ns2:1|c\ns3:1|c\ns4:1|c");
 
