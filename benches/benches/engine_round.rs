@@ -229,7 +229,8 @@ fn bench_demand(c: &mut Criterion) {
         })
     });
     let all = store.lock_all();
-    let total: f64 = watches.iter().filter_map(|w| pool_demand(&all, now, w, 10, 100.0)).map(|d| d.total()).sum();
+    let total: f64 =
+        watches.iter().filter_map(|w| pool_demand(&all, now, w, 10, 100.0)).map(|d| d.demand.total()).sum();
     assert!(total > 0.0);
 }
 

@@ -227,6 +227,18 @@ impl Counts {
         *self.coarse.head_mut() += amount;
     }
 
+    /// Per-second rates of the newest `out.len()` completed 100 ms slots, oldest first (at most
+    /// the ring's length; the rest are left as they are).
+    fn slot_rates(&self, now: Timestamp, out: &mut [f64]) {
+        let current = self.fine.epoch(now);
+        let n = out.len().min(FINE_SLOTS - 1);
+        let per_second = 1e9 / FINE_SLOT_NS as f64;
+        for (back, slot) in (1..=n as u64).rev().zip(out.iter_mut()) {
+            // Slots past the head were never written (nothing arrived since).
+            *slot = current.checked_sub(back).and_then(|e| self.fine.get(e)).map_or(0.0, |v| v * per_second);
+        }
+    }
+
     /// Per-second rate over completed slots covering `window`.
     fn rate(&self, now: Timestamp, window: Duration) -> f64 {
         let window_ns = duration_nanos(window.min(MAX_WINDOW)).max(FINE_SLOT_NS);
@@ -423,6 +435,10 @@ pub struct SeriesInfo {
     pub created: Timestamp,
     /// When it was last written.
     pub last_seen: Timestamp,
+    /// The inputs that have written it, one bit each in the caller's numbering
+    /// ([`MetricStore::record_keyed_from`]): the daemon's listeners, so that a reader of the
+    /// series knows whose losses it shares.
+    pub sources: u8,
 }
 
 impl SeriesInfo {
@@ -481,6 +497,18 @@ impl<'a> SeriesView<'a> {
             SeriesData::Histogram(h) => Some(h.counts.rate(self.now, window)),
             SeriesData::Gauge(_) | SeriesData::Set(_) => None,
         }
+    }
+
+    /// Counters and histograms: the event rate of each of the newest `out.len()` completed 100 ms
+    /// slots, oldest first, written into `out` (at most 100 slots; a slot with nothing is 0).
+    /// Returns whether it did: gauges and sets have no rates.
+    pub fn slot_rates(&self, out: &mut [f64]) -> bool {
+        match &self.series.data {
+            SeriesData::Counter(c) => c.slot_rates(self.now, out),
+            SeriesData::Histogram(h) => h.counts.slot_rates(self.now, out),
+            SeriesData::Gauge(_) | SeriesData::Set(_) => return false,
+        }
+        true
     }
 
     /// The moving average of the event rate (counters, histograms) or of the level (gauges),
@@ -733,6 +761,22 @@ impl MetricStore {
         self.record_keyed(now, line, SeriesKey::of(line.name, line.kind, line.tags))
     }
 
+    /// [`MetricStore::record_keyed`], noting in the series's [`SeriesInfo::sources`] that input
+    /// `source` (0–7) wrote it.
+    pub fn record_keyed_from(
+        &mut self,
+        now: Timestamp,
+        line: &Line<'_>,
+        key: SeriesKey,
+        source: u8,
+    ) -> Result<SeriesId, RecordError> {
+        let id = self.record_keyed(now, line, key)?;
+        if let Some(series) = self.series.get_mut(id.0 as usize) {
+            series.info.sources |= 1u8.checked_shl(u32::from(source)).unwrap_or(0);
+        }
+        Ok(id)
+    }
+
     /// Records one parsed StatsD line whose key the caller already has: `key` must be
     /// [`SeriesKey::of`] the line's name, kind and tags.
     pub fn record_keyed(&mut self, now: Timestamp, line: &Line<'_>, key: SeriesKey) -> Result<SeriesId, RecordError> {
@@ -831,6 +875,7 @@ impl MetricStore {
             internal,
             created: now,
             last_seen: now,
+            sources: 0,
         };
         let half_life = self.limits.ewma_half_life;
         let data = match kind {
@@ -1024,6 +1069,48 @@ mod tests {
         assert_eq!(later.rate(Duration::from_secs(10)), Some(0.0));
         let ewma = later.ewma().unwrap();
         assert!((ewma - 25.0).abs() < 1.5, "ewma after 2 half-lives: {ewma}");
+    }
+
+    #[test]
+    fn slot_rates_are_each_completed_slots_rate_oldest_first() {
+        let mut store = MetricStore::new(StoreLimits::default());
+        // Slots of 100 ms: 1, 2, 3, 4 increments, then nothing for two slots.
+        let mut id = None;
+        for (slot, n) in [1u64, 2, 3, 4].iter().enumerate() {
+            for _ in 0..*n {
+                id = Some(record(&mut store, ms(slot as u64 * 100 + 10), "req:1|c").unwrap());
+            }
+        }
+        let id = id.unwrap();
+        let mut out = [f64::NAN; 6];
+        // At 650 ms the slots 0–5 are complete (4 and 5 empty; nothing advanced the ring there).
+        assert!(store.view(id, ms(650)).unwrap().slot_rates(&mut out));
+        assert_eq!(out, [10.0, 20.0, 30.0, 40.0, 0.0, 0.0]);
+        // The slot being filled is not read: at 350 ms the newest is slot 2.
+        let mut three = [f64::NAN; 3];
+        assert!(store.view(id, ms(350)).unwrap().slot_rates(&mut three));
+        assert_eq!(three, [10.0, 20.0, 30.0]);
+        // Before the first slot: zeros, not garbage.
+        let mut early = [f64::NAN; 4];
+        assert!(store.view(id, ms(150)).unwrap().slot_rates(&mut early));
+        assert_eq!(early, [0.0, 0.0, 0.0, 10.0]);
+        let gauge = record(&mut store, ms(0), "level:1|g").unwrap();
+        assert!(!store.view(gauge, ms(650)).unwrap().slot_rates(&mut out));
+    }
+
+    #[test]
+    fn a_series_remembers_the_inputs_that_wrote_it() {
+        let mut store = MetricStore::new(StoreLimits::default());
+        let line = parse_line(b"req:1|c").unwrap();
+        let key = SeriesKey::of(line.name, line.kind, line.tags);
+        let id = store.record_keyed_from(ms(0), &line, key, 0).unwrap();
+        assert_eq!(store.view(id, ms(0)).unwrap().info().sources, 0b01);
+        store.record_keyed_from(ms(1), &line, key, 1).unwrap();
+        store.record_keyed(ms(2), &line, key).unwrap();
+        assert_eq!(store.view(id, ms(2)).unwrap().info().sources, 0b11);
+        // An input number past the mask's eight bits marks nothing (and does not panic).
+        store.record_keyed_from(ms(3), &line, key, 200).unwrap();
+        assert_eq!(store.view(id, ms(3)).unwrap().info().sources, 0b11);
     }
 
     #[test]

@@ -175,6 +175,15 @@ fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Resul
     Ok(())
 }
 
+/// A bound StatsD socket before its readers start.
+struct StatsdInput {
+    setting: &'static str,
+    socket: std::net::UdpSocket,
+    bound: SocketAddr,
+    drops: Option<ingest::SocketDrops>,
+    loss: Arc<ingest::InputLoss>,
+}
+
 /// A running agent.
 #[derive(Debug)]
 pub struct RunningAgent {
@@ -232,29 +241,45 @@ impl RunningAgent {
             .await
             .map_err(|source| StartError::ApiBind { addr: settings.api_listen, source })?;
         let api_addr = listener.local_addr().map_err(StartError::LocalAddr)?;
-        let statsd = match settings.statsd_listen {
-            Some(addr) => {
-                let (socket, granted) = ingest::bind(addr, settings.statsd_receive_buffer)?;
-                let bound = socket.local_addr().map_err(StartError::LocalAddr)?;
-                if granted < settings.statsd_receive_buffer {
-                    tracing::warn!(
-                        asked = settings.statsd_receive_buffer,
-                        granted,
-                        "kernel granted a smaller StatsD receive buffer (raise net.core.rmem_max)"
-                    );
-                }
-                let drops = ingest::SocketDrops::of(&socket, &settings.procfs);
-                match &drops {
-                    Some(drops) => telemetry.registry().register_collector(Box::new(drops.clone())),
-                    None => tracing::warn!(
-                        procfs = %settings.procfs,
-                        "cannot find the StatsD socket in procfs: datagrams the kernel drops will not be counted"
-                    ),
-                }
-                Some((socket, bound, drops))
+        // The StatsD sockets: `statsd.listen`, then `statsd.demand_listen`, numbered in that
+        // order as each series's sources.
+        let mut statsd = Vec::new();
+        let wanted = [
+            ("statsd.listen", "udp", settings.statsd_listen),
+            ("statsd.demand_listen", "demand", settings.statsd_demand_listen),
+        ];
+        for (setting, name, addr) in wanted {
+            let Some(addr) = addr else { continue };
+            let (socket, granted) = ingest::bind_for(setting, addr, settings.statsd_receive_buffer)?;
+            let bound = socket.local_addr().map_err(StartError::LocalAddr)?;
+            if granted < settings.statsd_receive_buffer {
+                tracing::warn!(
+                    socket = name,
+                    asked = settings.statsd_receive_buffer,
+                    granted,
+                    "kernel granted a smaller StatsD receive buffer (raise net.core.rmem_max)"
+                );
             }
-            None => None,
-        };
+            let drops = ingest::SocketDrops::named(name, &socket, &settings.procfs);
+            if drops.is_none() {
+                tracing::warn!(
+                    socket = name,
+                    procfs = %settings.procfs,
+                    "cannot find the StatsD socket in procfs: datagrams the kernel drops will not be counted"
+                );
+            }
+            let source = u8::try_from(statsd.len()).unwrap_or(u8::MAX);
+            statsd.push(StatsdInput {
+                setting,
+                socket,
+                bound,
+                drops,
+                loss: Arc::new(ingest::InputLoss::new(name, source)),
+            });
+        }
+        telemetry
+            .registry()
+            .register_collector(Box::new(ingest::KernelDrops(statsd.iter().filter_map(|i| i.drops.clone()).collect())));
         let fleet = match &settings.mesh {
             Some(mesh) => {
                 let (handle, driver) = crate::fleet::start(
@@ -309,7 +334,8 @@ impl RunningAgent {
             host,
             telemetry,
             api_addr,
-            statsd_addr: statsd.as_ref().map(|(_, addr, _)| *addr),
+            statsd_addr: statsd.first().map(|i| i.bound),
+            statsd_demand_addr: statsd.get(1).map(|i| i.bound),
             engine: engine_handle,
             decisions: decision_log,
             db,
@@ -321,30 +347,38 @@ impl RunningAgent {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        if let Some((socket, statsd_addr, drops)) = statsd {
-            if let Some(drops) = drops {
+        let ingest = Arc::new(ingest::Ingest::new(
+            clock,
+            state.store.clone(),
+            state.telemetry.ingest.clone(),
+            state.settings.statsd_log_rejects_per_second,
+            state.fleet.as_ref().map(|f| f.content.clone()),
+        ));
+        let mut input_losses = Vec::new();
+        for (n, input) in statsd.into_iter().enumerate() {
+            if let Some(drops) = input.drops {
                 tasks.spawn(ingest::watch_drops(drops, stop.clone()));
             }
-            let ingest = Arc::new(ingest::Ingest::new(
-                clock,
-                state.store.clone(),
-                state.telemetry.ingest.clone(),
-                state.settings.statsd_log_rejects_per_second,
-                state.fleet.as_ref().map(|f| f.content.clone()),
-            ));
+            input_losses.push(input.loss.clone());
             // Blocking reader threads, one per core: off the reactor, and none waits for an
-            // epoll wake-up while datagrams are queued.
-            for _ in 0..state.settings.statsd_readers {
-                let socket =
-                    socket.try_clone().map_err(|source| ingest::IngestError::Bind { addr: statsd_addr, source })?;
-                let (ingest, stop) = (ingest.clone(), stop.clone());
+            // epoll wake-up while datagrams are queued. The demand socket carries a few series:
+            // one reader of its own keeps up, and never waits behind the bulk.
+            let readers = if n == 0 { state.settings.statsd_readers } else { 1 };
+            for _ in 0..readers {
+                let socket = input.socket.try_clone().map_err(|source| ingest::IngestError::Bind {
+                    setting: input.setting,
+                    addr: input.bound,
+                    source,
+                })?;
+                let (ingest, loss, stop) = (ingest.clone(), input.loss.clone(), stop.clone());
                 tasks.spawn(async move {
-                    if let Err(e) = tokio::task::spawn_blocking(move || ingest::read(socket, ingest, stop)).await {
+                    if let Err(e) = tokio::task::spawn_blocking(move || ingest::read(socket, ingest, loss, stop)).await
+                    {
                         tracing::error!(error = %e, "a statsd reader failed");
                     }
                 });
             }
-            let stop = stop.clone();
+            let (stop, socket) = (stop.clone(), input.socket);
             tasks.spawn(async move {
                 stop.cancelled().await;
                 ingest::wake_readers(&socket);
@@ -365,6 +399,7 @@ impl RunningAgent {
             engine,
             inbox: engine_inbox,
             sources: state.settings.demand.clone(),
+            input_losses,
             log: state.decisions.clone(),
             audit: state.audit.clone(),
             actuators: state.actuators.clone(),

@@ -276,6 +276,7 @@ async fn status(State(state): State<Arc<AgentState>>) -> Response {
         "config": {
             "api_listen": state.api_addr.to_string(),
             "statsd_listen": state.statsd_addr.map(|a| a.to_string()),
+            "statsd_demand_listen": state.statsd_demand_addr.map(|a| a.to_string()),
             "statsd_readers": settings.statsd_readers,
             "store_shards": state.store.shard_count(),
             "host_interval_ms": settings.host_interval.as_millis(),

@@ -35,8 +35,14 @@ use wedsync_core::{Timestamp, TrafficClass};
 /// Most recent decisions kept for `/v1/decisions`.
 pub const KEPT_DECISIONS: usize = 1000;
 
-/// The window demand rates are read over: one 10 Hz slot.
-const DEMAND_WINDOW: Duration = Duration::from_millis(100);
+/// A pool's demand is the median of the rates of this many completed 100 ms slots: a slot that
+/// lost datagrams, or one in which readers caught up on a backlog, cannot move it, and a real
+/// step shows within three slots.
+const DEMAND_SLOTS: usize = 5;
+
+/// A socket's drops make its pools' demand uncertain for this long after a round saw them: the
+/// slots the demand median reads, and the one being filled.
+const LOSS_SHADOW: Duration = Duration::from_millis(100 * (DEMAND_SLOTS as u64 + 1));
 
 /// A decision as served: the engine's decision plus the wall-clock time it was taken.
 #[derive(Debug, Clone, Serialize)]
@@ -113,33 +119,54 @@ impl DemandWatch {
     }
 }
 
+/// A pool's demand as read in one round, and the inputs that carried it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolDemand {
+    /// Requests/s by class.
+    pub demand: Demand,
+    /// The StatsD sockets whose lines wrote its series (bits of `SeriesInfo::sources`).
+    pub sources: u8,
+}
+
 /// A pool's demand. Request pools: the per-second rate of `source.metric` counters carrying all
-/// of `source.tags`, over the last completed 100 ms, split by their `class:` tag. CPU pools: the
-/// mean of `source.metric` gauges (utilization 0–1) × the units serving × capacity per unit, so
-/// target tracking computes `ceil(current × utilization / target)`. `None` when no matching
-/// series was written within [`DEMAND_FRESHNESS`] (an idle agent's own `host.cpu.busy` is
-/// always fresh).
+/// of `source.tags`, split by their `class:` tag, each class the median over the newest
+/// [`DEMAND_SLOTS`] completed 100 ms slots of its series' summed rates. CPU pools: the mean of
+/// `source.metric` gauges (utilization 0–1) × the units serving × capacity per unit, so target
+/// tracking computes `ceil(current × utilization / target)`. `None` when no matching series was
+/// written within [`DEMAND_FRESHNESS`] (an idle agent's own `host.cpu.busy` is always fresh).
 pub fn pool_demand(
     store: &AllShards<'_>,
     now: Timestamp,
     demand: &DemandWatch,
     serving_units: u32,
     capacity_per_unit: f64,
-) -> Option<Demand> {
+) -> Option<PoolDemand> {
     let source = &demand.source;
     if source.cpu {
         return cpu_demand(store, now, demand, serving_units, capacity_per_unit);
     }
-    let mut total = Demand::default();
-    let mut fresh = false;
+    let mut slots = [[0.0f64; DEMAND_SLOTS]; TrafficClass::ALL.len()];
+    let mut series_slots = [0.0f64; DEMAND_SLOTS];
+    let (mut fresh, mut sources) = (false, 0u8);
     for view in store.watched(&demand.watch, now) {
         let info = view.info();
         fresh |= now.saturating_since(info.last_seen) <= DEMAND_FRESHNESS;
+        sources |= info.sources;
         let class = info.class.unwrap_or(source.untagged_class);
-        let rate = view.rate(DEMAND_WINDOW).unwrap_or(0.0);
-        total.set(class, total.of(class) + rate);
+        if view.slot_rates(&mut series_slots)
+            && let Some(sum) = TrafficClass::ALL.iter().position(|c| *c == class).and_then(|i| slots.get_mut(i))
+        {
+            for (sum, rate) in sum.iter_mut().zip(series_slots) {
+                *sum += rate;
+            }
+        }
     }
-    fresh.then_some(total)
+    let mut total = Demand::default();
+    for (class, mut rates) in TrafficClass::ALL.into_iter().zip(slots) {
+        rates.sort_unstable_by(f64::total_cmp);
+        total.set(class, rates[DEMAND_SLOTS / 2]);
+    }
+    fresh.then_some(PoolDemand { demand: total, sources })
 }
 
 /// A pool's size gauge counts only while written within this long (a platform pushes it every
@@ -213,6 +240,8 @@ pub struct RoundMetrics {
     pub seconds: Histogram,
     /// Commands refused because the engine's queue was full, by command.
     pub commands_refused: prometheus_client::metrics::family::Family<crate::engine::CommandLabel, Counter>,
+    /// Rounds whose demand was read while a socket carrying it was losing datagrams, by pool.
+    pub uncertain: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
 }
 
 impl RoundMetrics {
@@ -225,6 +254,7 @@ impl RoundMetrics {
             // 10 µs to 84 ms, in steps of 1.5x: fine enough to read a p99 against 200 µs.
             seconds: Histogram::new(exponential_buckets(0.000_01, 1.5, 23)),
             commands_refused: Default::default(),
+            uncertain: Default::default(),
         };
         registry.register("wedsync_decision_rounds", "Decision rounds run", metrics.run.clone());
         registry.register(
@@ -246,6 +276,11 @@ impl RoundMetrics {
             "wedsync_engine_commands_refused",
             "Commands to the decision engine refused because its queue was full, by command",
             metrics.commands_refused.clone(),
+        );
+        registry.register(
+            "wedsync_demand_uncertain_rounds",
+            "Rounds whose demand was read while a StatsD socket carrying it was losing datagrams (a lower bound: no spike, climb or admission change on it), by pool",
+            metrics.uncertain.clone(),
         );
         metrics
     }
@@ -368,6 +403,8 @@ pub struct Driver {
     pub inbox: EngineInbox,
     /// Where each pool's demand comes from.
     pub sources: Vec<DemandSource>,
+    /// What the StatsD sockets' readers see of the kernel's drops, in source order.
+    pub input_losses: Vec<Arc<crate::ingest::InputLoss>>,
     /// Recent decisions, for the API.
     pub log: Arc<Mutex<DecisionLog>>,
     /// The audit trail, when enabled.
@@ -386,21 +423,51 @@ fn cpu_demand(
     demand: &DemandWatch,
     serving_units: u32,
     capacity_per_unit: f64,
-) -> Option<Demand> {
-    let (mut sum, mut n) = (0.0, 0u32);
+) -> Option<PoolDemand> {
+    let (mut sum, mut n, mut sources) = (0.0, 0u32, 0u8);
     for view in store.watched(&demand.watch, now) {
         if now.saturating_since(view.info().last_seen) > DEMAND_FRESHNESS {
             continue;
         }
         sum += view.total().clamp(0.0, 1.0);
         n += 1;
+        sources |= view.info().sources;
     }
     if n == 0 {
         return None;
     }
     let mut total = Demand::default();
     total.set(demand.source.untagged_class, sum / f64::from(n) * f64::from(serving_units.max(1)) * capacity_per_unit);
-    Some(total)
+    Some(PoolDemand { demand: total, sources })
+}
+
+/// Whether each StatsD socket has been losing datagrams lately, from what its readers saw of the
+/// kernel's drop count ([`crate::ingest::InputLoss`]).
+#[derive(Debug)]
+struct LossWatch {
+    inputs: Vec<(Arc<crate::ingest::InputLoss>, u32, Option<Timestamp>)>,
+}
+
+impl LossWatch {
+    /// The sources (bits) whose sockets dropped datagrams within [`LOSS_SHADOW`] of `now`, and
+    /// the sockets that started dropping this round.
+    fn lossy(&mut self, now: Timestamp) -> (u8, Vec<&'static str>) {
+        let (mut mask, mut started) = (0u8, Vec::new());
+        for (input, last, changed) in &mut self.inputs {
+            let drops = input.drops();
+            if drops != *last {
+                if changed.is_none_or(|at| now.saturating_since(at) > LOSS_SHADOW) {
+                    started.push(input.name);
+                }
+                *last = drops;
+                *changed = Some(now);
+            }
+            if changed.is_some_and(|at| now.saturating_since(at) <= LOSS_SHADOW) {
+                mask |= 1u8.checked_shl(u32::from(input.source)).unwrap_or(0);
+            }
+        }
+        (mask, started)
+    }
 }
 
 /// The decision thread's loop state besides the [`Driver`].
@@ -414,6 +481,10 @@ struct Loop {
     next_save: Instant,
     saver: Option<std::thread::JoinHandle<()>>,
     skips_logged: RateLimiter,
+    losses: LossWatch,
+    /// Rounds in a row each pool's demand has been uncertain.
+    uncertain_rounds: Vec<u64>,
+    pool_names: Vec<String>,
 }
 
 impl Loop {
@@ -471,7 +542,14 @@ impl Loop {
         let d = &mut self.driver;
         let now = d.clock.at(started);
         let wall = wall_ms();
-        let demands: Vec<Option<Demand>> = {
+        let (lossy, started_losing) = self.losses.lossy(now);
+        for socket in started_losing {
+            tracing::warn!(
+                socket,
+                "the kernel is dropping datagrams on a StatsD socket: pools whose demand it carries read it as uncertain (a lower bound; no spike, climb or admission change on it)"
+            );
+        }
+        let demands: Vec<Option<PoolDemand>> = {
             let store = d.store.lock_all();
             // A size gauge written since the last round is an observation; it comes first, so a
             // CPU pool's utilization is of the units serving now.
@@ -492,9 +570,22 @@ impl Loop {
                 })
                 .collect()
         };
-        for (pool, demand) in demands.into_iter().enumerate() {
-            if let Some(demand) = demand {
-                d.engine.handle_demand(now, pool, demand);
+        for ((pool, demand), uncertain) in demands.into_iter().enumerate().zip(self.uncertain_rounds.iter_mut()) {
+            let name = || self.pool_names.get(pool).cloned().unwrap_or_default();
+            match demand {
+                Some(PoolDemand { demand, sources }) if sources & lossy != 0 => {
+                    d.engine.handle_uncertain_demand(now, pool, demand);
+                    d.metrics.uncertain.get_or_create(&vec![("pool".to_owned(), name())]).inc();
+                    *uncertain += 1;
+                }
+                Some(PoolDemand { demand, .. }) => {
+                    if *uncertain > 0 {
+                        tracing::info!(pool = %name(), rounds = *uncertain, "demand input complete again; the pool's demand is read as certain");
+                        *uncertain = 0;
+                    }
+                    d.engine.handle_demand(now, pool, demand);
+                }
+                None => {}
             }
         }
         match plugins.as_deref_mut() {
@@ -574,6 +665,8 @@ impl Loop {
 pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, stop: CancellationToken) {
     let demand: Vec<DemandWatch> =
         driver.sources.iter().map(|source| DemandWatch::new(&driver.store, source.clone())).collect();
+    let (driver_losses, pools) = (driver.input_losses.clone(), demand.len());
+    let pool_names = driver.engine.pools().map(|p| p.name.clone()).collect();
     let counted = driver.engine.rounds();
     let now = Instant::now();
     let mut state = Loop {
@@ -585,6 +678,9 @@ pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, sto
         next_save: now + PROFILE_SAVE_PERIOD,
         saver: None,
         skips_logged: RateLimiter::new(1),
+        losses: LossWatch { inputs: driver_losses.into_iter().map(|l| (l, 0, None)).collect() },
+        uncertain_rounds: vec![0; pools],
+        pool_names,
     };
     while !stop.is_cancelled() {
         if let Some(stage) = plugins.as_mut() {
@@ -670,8 +766,9 @@ mod tests {
                 store.record(now, &parse_line(line.as_bytes()).unwrap()).unwrap();
             }
         }
-        let demand =
-            pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &checkout, 1, 100.0).expect("fresh demand");
+        let demand = pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &checkout, 1, 100.0)
+            .expect("fresh demand")
+            .demand;
         assert!((demand.of(TrafficClass::WeddingCritical) - 100.0).abs() < 1e-9, "{demand:?}");
         assert!((demand.of(TrafficClass::Registration) - 50.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(demand.of(TrafficClass::Media), 0.0);
@@ -679,23 +776,73 @@ mod tests {
         assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(11_000), &checkout, 1, 100.0), None);
         // Watched after its series exist: found by the watch's first scan.
         let search = DemandWatch::new(&store, DemandSource { tags: vec!["service:search".into()], ..source.clone() });
-        let demand =
-            pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &search, 1, 100.0).expect("fresh demand");
+        let demand = pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &search, 1, 100.0)
+            .expect("fresh demand")
+            .demand;
         assert!((demand.of(TrafficClass::Media) - 70.0).abs() < 1e-9, "{demand:?}");
         let absent = DemandWatch::new(&store, DemandSource { metric: "nothing".into(), ..source });
         assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &absent, 1, 100.0), None);
     }
 
+    /// The untagged `requests` counter as media demand, with an optional size gauge.
+    fn media_requests(size: Option<(String, Vec<String>)>) -> DemandSource {
+        DemandSource { metric: "requests".into(), tags: vec![], untagged_class: TrafficClass::Media, cpu: false, size }
+    }
+
+    #[test]
+    fn demand_is_the_median_of_slots_so_one_lost_or_crowded_slot_does_not_move_it() {
+        let store = Store::new(StoreLimits::default(), 4);
+        let watch = DemandWatch::new(&store, media_requests(None));
+        // 50 a slot (500/s), but slot 7 lost most of its lines and slot 8 caught up on a backlog;
+        // two series, one from each input.
+        for tick in 0..10u64 {
+            let count = match tick {
+                7 => 5,
+                8 => 140,
+                _ => 50,
+            };
+            let now = Timestamp::from_millis(tick * 100 + 10);
+            let text = format!("requests:{}|c|#zone:a", count - 10);
+            let a = parse_line(text.as_bytes()).unwrap();
+            let b = parse_line(b"requests:10|c|#zone:b").unwrap();
+            store.record_from(now, &a, 0).unwrap();
+            store.record_from(now, &b, 1).unwrap();
+        }
+        let read = pool_demand(&store.lock_all(), Timestamp::from_millis(1000), &watch, 1, 100.0).expect("fresh");
+        assert_eq!(read.demand.of(TrafficClass::Media), 500.0, "{read:?}");
+        assert_eq!(read.sources, 0b11);
+        // A real step shows within three slots.
+        for tick in 10..13u64 {
+            let line = parse_line(b"requests:100|c|#zone:a").unwrap();
+            store.record_from(Timestamp::from_millis(tick * 100 + 10), &line, 0).unwrap();
+        }
+        let read = pool_demand(&store.lock_all(), Timestamp::from_millis(1300), &watch, 1, 100.0).expect("fresh");
+        assert_eq!(read.demand.of(TrafficClass::Media), 1000.0, "{read:?}");
+    }
+
+    #[test]
+    fn a_socket_that_drops_makes_its_sources_lossy_for_the_demand_window() {
+        let udp = Arc::new(crate::ingest::InputLoss::new("udp", 0));
+        let demand = Arc::new(crate::ingest::InputLoss::new("demand", 1));
+        let mut watch = LossWatch { inputs: vec![(udp.clone(), 0, None), (demand.clone(), 0, None)] };
+        let at = Timestamp::from_millis;
+        assert_eq!(watch.lossy(at(0)), (0, vec![]));
+        udp.saw(17);
+        assert_eq!(watch.lossy(at(100)), (0b01, vec!["udp"]));
+        // Still dropping: lossy, but not a new start.
+        udp.saw(40);
+        assert_eq!(watch.lossy(at(200)), (0b01, vec![]));
+        // No new drops: lossy until the demand window has passed them.
+        assert_eq!(watch.lossy(at(200 + 600)).0, 0b01);
+        assert_eq!(watch.lossy(at(200 + 700)).0, 0);
+        demand.saw(1);
+        assert_eq!(watch.lossy(at(1000)), (0b10, vec!["demand"]));
+    }
+
     #[test]
     fn a_pools_size_is_its_fresh_gauges_summed() {
         let store = Store::new(StoreLimits::default(), 4);
-        let source = DemandSource {
-            metric: "requests".into(),
-            tags: vec![],
-            untagged_class: TrafficClass::Media,
-            cpu: false,
-            size: Some(("k8s.ready".into(), vec!["deployment:api".into()])),
-        };
+        let source = media_requests(Some(("k8s.ready".into(), vec!["deployment:api".into()])));
         let watch = DemandWatch::new(&store, source.clone());
         let record =
             |at: u64, line: &str| store.record(Timestamp::from_millis(at), &parse_line(line.as_bytes()).unwrap());
@@ -733,14 +880,14 @@ mod tests {
             size: None,
         };
         let host = DemandWatch::new(&store, host);
-        let demand = pool_demand(&store.lock_all(), now, &host, 4, 1.0).unwrap();
+        let demand = pool_demand(&store.lock_all(), now, &host, 4, 1.0).unwrap().demand;
         assert!((demand.of(TrafficClass::Media) - 3.6).abs() < 1e-9, "{demand:?}");
         let pool = DemandWatch::new(
             &store,
             DemandSource { metric: "pool.cpu".into(), tags: vec!["service:api".into()], ..host.source.clone() },
         );
         // The last value set wins for a gauge: 0.7 × 10 units.
-        let demand = pool_demand(&store.lock_all(), now, &pool, 10, 1.0).unwrap();
+        let demand = pool_demand(&store.lock_all(), now, &pool, 10, 1.0).unwrap().demand;
         assert!((demand.total() - 7.0).abs() < 1e-9, "{demand:?}");
         assert_eq!(pool_demand(&store.lock_all(), Timestamp::from_millis(10_000), &pool, 10, 1.0), None);
     }

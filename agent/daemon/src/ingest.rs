@@ -8,6 +8,13 @@
 //! are counted by reason and logged at a limited rate; datagrams the kernel drops because the
 //! readers fell behind are counted from the socket's own drop counter ([`SocketDrops`]).
 //! Nothing a client sends can panic the agent or cost it a line it already accepted.
+//!
+//! The agent may listen on two sockets ([`Input`]): `statsd.listen` for everything, and
+//! `statsd.demand_listen` for pools' demand series, with its own buffer and reader, so a flood
+//! of bulk metrics cannot crowd out the lines decisions are made from. Each series remembers
+//! which of them wrote it, and each reader learns the kernel's drop count for its socket with
+//! every datagram (`SO_RXQ_OVFL`): the decision thread knows when a pool's demand was read from
+//! a socket that was losing datagrams ([`InputLoss`]), and treats that reading as uncertain.
 
 use crate::clock::{Clock, lock};
 use crate::logging::RateLimiter;
@@ -16,6 +23,8 @@ use crate::telemetry::{IngestCounters, ReasonLabel};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +47,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The UDP socket could not be made or bound.
-    #[error("statsd.listen: cannot bind UDP {addr}: {source}")]
+    #[error("{setting}: cannot bind UDP {addr}: {source}")]
     Bind {
+        /// The setting that names the address.
+        setting: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// What the OS said.
@@ -47,10 +58,20 @@ pub enum IngestError {
     },
 }
 
-/// Binds the StatsD socket (blocking, for reader threads), asking the kernel for
-/// `receive_buffer` bytes of buffer. Returns the socket and the buffer size the kernel granted.
+/// Binds a StatsD socket (blocking, for reader threads), asking the kernel for
+/// `receive_buffer` bytes of buffer and for its drop count with each datagram. Returns the
+/// socket and the buffer size the kernel granted.
 pub fn bind(addr: SocketAddr, receive_buffer: usize) -> Result<(UdpSocket, usize), IngestError> {
-    let bind_err = |source| IngestError::Bind { addr, source };
+    bind_for("statsd.listen", addr, receive_buffer)
+}
+
+/// [`bind`] for the socket `setting` names (errors say which).
+pub fn bind_for(
+    setting: &'static str,
+    addr: SocketAddr,
+    receive_buffer: usize,
+) -> Result<(UdpSocket, usize), IngestError> {
+    let bind_err = |source| IngestError::Bind { setting, addr, source };
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(bind_err)?;
     // The kernel may cap this (net.core.rmem_max); a smaller buffer is not fatal.
@@ -58,7 +79,43 @@ pub fn bind(addr: SocketAddr, receive_buffer: usize) -> Result<(UdpSocket, usize
     let granted = socket.recv_buffer_size().unwrap_or(0);
     socket.bind(&addr.into()).map_err(bind_err)?;
     socket.set_read_timeout(Some(READ_TIMEOUT)).map_err(bind_err)?;
+    // Linux only; elsewhere losses are still counted from procfs, just not seen by the rounds.
+    if let Err(error) = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RxqOvfl, &1) {
+        tracing::warn!(%addr, %error, "cannot ask for the socket's drop count (SO_RXQ_OVFL): rounds will not know when StatsD input is lost");
+    }
     Ok((socket.into(), granted))
+}
+
+/// One StatsD socket's identity, and what its readers have seen of the kernel's drops on it:
+/// the decision thread compares it from round to round.
+#[derive(Debug)]
+pub struct InputLoss {
+    /// The socket's name in metrics and logs: `udp` (`statsd.listen`) or `demand`
+    /// (`statsd.demand_listen`).
+    pub name: &'static str,
+    /// Its input number in each series's sources (`SeriesInfo::sources`).
+    pub source: u8,
+    /// The newest drop count a reader saw, with bit 32 set once one was seen (the kernel only
+    /// sends it after the first drop).
+    seen: AtomicU64,
+}
+
+impl InputLoss {
+    /// An input that has seen no drop yet.
+    pub fn new(name: &'static str, source: u8) -> InputLoss {
+        InputLoss { name, source, seen: AtomicU64::new(0) }
+    }
+
+    /// The kernel's drop count for the socket as of the newest datagram read (0 before any).
+    /// It wraps at 2^32; compare for change, not order.
+    pub fn drops(&self) -> u32 {
+        (self.seen.load(Ordering::Relaxed) & u64::from(u32::MAX)) as u32
+    }
+
+    /// Notes the drop count a datagram came with.
+    pub(crate) fn saw(&self, drops: u32) {
+        self.seen.store((1 << 32) | u64::from(drops), Ordering::Relaxed);
+    }
 }
 
 /// A datagram's sender for the log (`-` when unknown).
@@ -153,13 +210,19 @@ impl Ingest {
     /// Counter lines tagged `content:KEY` also feed the content sketch and are stored without
     /// that tag.
     pub fn datagram(&self, datagram: &[u8], from: Option<SocketAddr>) -> DatagramOutcome {
+        self.datagram_from(datagram, from, 0)
+    }
+
+    /// [`Ingest::datagram`] from input `source` (the socket's number, noted in each series it
+    /// writes).
+    pub fn datagram_from(&self, datagram: &[u8], from: Option<SocketAddr>, source: u8) -> DatagramOutcome {
         let now = self.clock.now();
         let mut outcome = DatagramOutcome::default();
         let mut lines: Vec<Keyed<'_>> = Vec::with_capacity(64);
         parse_datagram(datagram, |result| match result {
             Ok(line) => match self.content.as_deref() {
                 Some(content) if line.kind == MetricKind::Counter && line.tags.contains(CONTENT_TAG) => {
-                    self.content_line(now, line, content, from, &mut outcome);
+                    self.content_line(now, line, content, from, source, &mut outcome);
                 }
                 _ => {
                     let key = SeriesKey::of(line.name, line.kind, line.tags);
@@ -181,13 +244,13 @@ impl Ingest {
             let shard = group.first().map_or(0, |l| l.shard);
             // A shard another reader holds is done last, after the free ones.
             match self.store.try_lock_shard(shard) {
-                Some(mut store) => self.record(&mut store, now, group, from, &mut outcome),
+                Some(mut store) => self.record(&mut store, now, group, from, source, &mut outcome),
                 None => waiting.push(group),
             }
         }
         for group in waiting {
             let shard = group.first().map_or(0, |l| l.shard);
-            self.record(&mut self.store.lock_shard(shard), now, group, from, &mut outcome);
+            self.record(&mut self.store.lock_shard(shard), now, group, from, source, &mut outcome);
         }
         self.counters.datagrams.inc();
         self.counters.bytes.inc_by(datagram.len() as u64);
@@ -201,10 +264,11 @@ impl Ingest {
         now: Timestamp,
         lines: &[Keyed<'_>],
         from: Option<SocketAddr>,
+        source: u8,
         outcome: &mut DatagramOutcome,
     ) {
         for Keyed { key, line, .. } in lines {
-            match store.record_keyed(now, line, *key) {
+            match store.record_keyed_from(now, line, *key, source) {
                 Ok(_) => outcome.stored += 1,
                 Err(e) => {
                     outcome.refused += 1;
@@ -225,6 +289,7 @@ impl Ingest {
         line: Line<'_>,
         content: &Mutex<IntervalSketch>,
         from: Option<SocketAddr>,
+        source: u8,
         outcome: &mut DatagramOutcome,
     ) {
         let wall_ms = u64::try_from(crate::clock::wall_ms()).unwrap_or(0);
@@ -235,7 +300,7 @@ impl Ingest {
         };
         let key = SeriesKey::of(line.name, line.kind, line.tags);
         let shard = self.store.shard_of(key);
-        self.record(&mut self.store.lock_shard(shard), now, &[Keyed { shard, key, line }], from, outcome);
+        self.record(&mut self.store.lock_shard(shard), now, &[Keyed { shard, key, line }], from, source, outcome);
     }
 
     fn receive_error(&self, error: &std::io::Error) {
@@ -246,27 +311,46 @@ impl Ingest {
     }
 }
 
-/// One reader thread: receives datagrams from `socket` (a clone of the bound one, with its read
-/// timeout) and ingests them, until `stop` is cancelled and [`wake_readers`] is called (or the
+/// One reader thread: receives datagrams from `socket` (a clone of one [`bind`] made, with its
+/// read timeout) and ingests them as input `loss.source`, noting the kernel's drop count that
+/// comes with each in `loss`, until `stop` is cancelled and [`wake_readers`] is called (or the
 /// read timeout passes).
-pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, stop: CancellationToken) {
+pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, loss: Arc<InputLoss>, stop: CancellationToken) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut control = nix::cmsg_space!(u32);
     while !stop.is_cancelled() {
-        match socket.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                ingest.datagram(buf.get(..len).unwrap_or_default(), Some(from));
+        let received = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::empty()).map(|msg| {
+                let from = msg.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(*v4))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+                });
+                let drops = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::RxqOvfl(n) => Some(n),
+                        _ => None,
+                    })
+                });
+                (msg.bytes, from, drops)
+            })
+        };
+        match received {
+            Ok((len, from, drops)) => {
+                if let Some(drops) = drops {
+                    loss.saw(drops);
+                }
+                ingest.datagram_from(buf.get(..len).unwrap_or_default(), from, loss.source);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR | nix::errno::Errno::ETIMEDOUT) => {}
             // Woken to stop: the shut-down socket's read is no error.
             Err(_) if stop.is_cancelled() => {}
-            Err(e) => ingest.receive_error(&e),
+            Err(e) => ingest.receive_error(&std::io::Error::from(e)),
         }
     }
-    tracing::debug!("statsd reader stopped");
+    tracing::debug!(socket = loss.name, "statsd reader stopped");
 }
 
 /// Wakes every reader blocked on `socket` (after `stop` was cancelled, so they end): shuts the
@@ -281,6 +365,8 @@ pub fn wake_readers(socket: &UdpSocket) {
 /// [`watch_drops`], which logs them).
 #[derive(Debug, Clone)]
 pub struct SocketDrops {
+    /// The socket's name in the metric's `socket` label.
+    name: &'static str,
     /// The socket's inode, which names it in `/proc/net/udp`.
     inode: u64,
     /// Where procfs is mounted.
@@ -290,10 +376,14 @@ pub struct SocketDrops {
 impl SocketDrops {
     /// The drop counter of `socket`, or `None` where procfs does not name it.
     pub fn of(socket: &UdpSocket, procfs: &str) -> Option<SocketDrops> {
-        use std::os::fd::AsRawFd;
+        SocketDrops::named("udp", socket, procfs)
+    }
+
+    /// [`SocketDrops::of`] a socket called `name` in the metric and the log.
+    pub fn named(name: &'static str, socket: &UdpSocket, procfs: &str) -> Option<SocketDrops> {
         let link = std::fs::read_link(format!("{procfs}/self/fd/{}", socket.as_raw_fd())).ok()?;
         let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
-        Some(SocketDrops { inode, procfs: procfs.to_owned() })
+        Some(SocketDrops { name, inode, procfs: procfs.to_owned() })
     }
 
     /// The count now, from `/proc/self/net/udp` or `udp6` (the last field of the socket's row).
@@ -325,6 +415,7 @@ pub async fn watch_drops(drops: SocketDrops, stop: CancellationToken) {
             && now > before
         {
             tracing::warn!(
+                socket = drops.name,
                 dropped = now - before,
                 total = now,
                 period = ?DROPS_CHECK_PERIOD,
@@ -345,14 +436,19 @@ fn udp_table_drops(table: &str, inode: u64) -> Option<u64> {
     })
 }
 
-impl Collector for SocketDrops {
+/// `wedsync_statsd_kernel_drops_total`, one row per StatsD socket procfs names.
+#[derive(Debug, Clone, Default)]
+pub struct KernelDrops(pub Vec<SocketDrops>);
+
+impl Collector for KernelDrops {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        if let Some(drops) = self.read() {
+        let rows: Vec<_> = self.0.iter().filter_map(|s| Some(([("socket", s.name)], s.read()?))).collect();
+        if !rows.is_empty() {
             crate::telemetry::counter(
                 &mut encoder,
                 "wedsync_statsd_kernel_drops",
                 "StatsD datagrams the kernel dropped because the socket's receive buffer was full",
-                [([("socket", "udp")], drops)],
+                rows,
             )?;
         }
         Ok(())
@@ -418,10 +514,12 @@ mod tests {
         let store = Arc::new(Store::new(StoreLimits::default(), 8));
         let (ingest, telemetry, clock) = ingest(&store);
         let stop = CancellationToken::new();
+        let loss = Arc::new(InputLoss::new("udp", 0));
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let (socket, ingest, stop) = (socket.try_clone().unwrap(), ingest.clone(), stop.clone());
-                std::thread::spawn(move || read(socket, ingest, stop))
+                let loss = loss.clone();
+                std::thread::spawn(move || read(socket, ingest, loss, stop))
             })
             .collect();
         // One client (one source address): the readers still share its datagrams.
@@ -456,6 +554,10 @@ mod tests {
         assert_eq!(store.lock_all().app_series(), 20);
         let drops = SocketDrops::of(&socket, "/proc").expect("the socket is in /proc/self/net/udp");
         assert_eq!(drops.read(), Some(0));
+        assert_eq!(loss.drops(), 0, "no drop count came with any datagram");
+        let all = store.lock_all();
+        assert!(all.iter(clock.now()).all(|v| v.info().sources == 0b1), "every series notes its input");
+        drop(all);
         let text = telemetry.render().unwrap();
         assert!(text.contains("wedsync_statsd_lines_total 20000"), "{text}");
     }
@@ -472,8 +574,30 @@ mod tests {
         }
         let dropped = drops.read().unwrap();
         assert!(dropped > 100, "{dropped} drops");
+        // A reader learns the count from the next datagram it takes (SO_RXQ_OVFL).
+        let store = Arc::new(Store::new(StoreLimits::default(), 1));
+        let (ingest, _telemetry, clock) = ingest(&store);
+        let (loss, stop) = (Arc::new(InputLoss::new("udp", 2)), CancellationToken::new());
+        let reader = {
+            let (socket, loss, stop) = (socket.try_clone().unwrap(), loss.clone(), stop.clone());
+            std::thread::spawn(move || read(socket, ingest, loss, stop))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // The count rides on datagrams queued after the drops: send some.
+        while loss.drops() == 0 && std::time::Instant::now() < deadline {
+            client.send_to(b"after:1|c", addr).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.cancel();
+        wake_readers(&socket);
+        reader.join().unwrap();
+        // At least what procfs showed (the first "after" datagrams may have been dropped too),
+        // at most what it shows now.
+        let (seen, now) = (u64::from(loss.drops()), drops.read().unwrap());
+        assert!(seen >= dropped && seen <= now, "the reader saw {seen} drops; procfs {dropped}, then {now}");
+        assert!(store.lock_all().iter(clock.now()).any(|v| v.info().sources == 0b100));
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(drops));
+        registry.register_collector(Box::new(KernelDrops(vec![drops])));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("wedsync_statsd_kernel_drops_total{socket=\"udp\"} "), "{text}");

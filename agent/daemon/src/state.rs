@@ -30,6 +30,8 @@ pub struct AgentState {
     pub api_addr: SocketAddr,
     /// Where StatsD actually listens, when enabled.
     pub statsd_addr: Option<SocketAddr>,
+    /// The bound StatsD demand address (`statsd.demand_listen`), when configured.
+    pub statsd_demand_addr: Option<SocketAddr>,
     /// The decision engine: its latest view, and commands to the decision thread that owns it.
     pub engine: EngineHandle,
     /// Decisions taken.

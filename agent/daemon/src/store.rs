@@ -93,6 +93,12 @@ impl Store {
         self.lock_shard(self.shard_of(key)).record_keyed(now, line, key)
     }
 
+    /// Records one line as written by input `source` (see [`MetricStore::record_keyed_from`]).
+    pub fn record_from(&self, now: Timestamp, line: &Line<'_>, source: u8) -> Result<SeriesId, RecordError> {
+        let key = SeriesKey::of(line.name, line.kind, line.tags);
+        self.lock_shard(self.shard_of(key)).record_keyed_from(now, line, key, source)
+    }
+
     /// Sets an internal gauge (see [`MetricStore::set_internal_gauge`]).
     pub fn set_internal_gauge(&self, now: Timestamp, name: &str, tags: &str, value: f64) {
         let shard = self.shard_of(SeriesKey::of(name, MetricKind::Gauge, tags));

@@ -64,6 +64,15 @@ pub enum Reason {
         /// How far ahead, seconds (the provisioning delay).
         ahead_seconds: f64,
     },
+    /// The pool's demand was read while input was being lost (datagrams dropped on a socket
+    /// carrying it), so the reading is only a lower bound; it was planned for because even that
+    /// exceeds what serves now.
+    LossyInput {
+        /// The demand read (requests/s, weighted): the real demand is at least this.
+        lower_bound: f64,
+        /// What the pool's serving capacity serves (requests/s).
+        servable: f64,
+    },
     /// Pre-scaled for the forecast peak (learned weekly profile × seasons) over the horizon.
     Predictive {
         /// Forecast peak demand (requests/s).

@@ -172,6 +172,9 @@ pub struct PoolStatus {
     pub holding_stale: bool,
     /// Whether a spike is being handled.
     pub spike_active: bool,
+    /// Whether the last round's demand was read while input was being lost (a lower bound,
+    /// [`Engine::handle_uncertain_demand`]).
+    pub lossy_input: bool,
     /// Latest admission levels.
     pub admission: Vec<Admission>,
     /// The size last observed ([`Engine::handle_pool_state`]), in units.
@@ -226,6 +229,13 @@ struct PoolRuntime {
     spike: Option<(Timestamp, Spike)>,
     latest: Option<Demand>,
     fresh: bool,
+    /// This round's demand came from a window in which input was lost: its total (weighted), a
+    /// lower bound of the real demand ([`Engine::handle_uncertain_demand`]).
+    uncertain: Option<f64>,
+    /// The totals of the latest run of such readings (the newest [`RECENT_SAMPLES`]).
+    lossy_run: VecDeque<f64>,
+    /// Whether the last round's demand was such a reading.
+    lossy: bool,
     stale_rounds: u32,
     holding: bool,
     /// Units serving now, and units arriving later (ready time, total units then).
@@ -331,6 +341,9 @@ impl Engine {
                     spike: None,
                     latest: None,
                     fresh: false,
+                    uncertain: None,
+                    lossy_run: VecDeque::with_capacity(RECENT_SAMPLES),
+                    lossy: false,
                     stale_rounds: 0,
                     holding: false,
                     available: start,
@@ -403,15 +416,9 @@ impl Engine {
     /// ignored; negative or non-finite figures count as zero.
     pub fn handle_demand(&mut self, now: Timestamp, pool: PoolIndex, demand: Demand) {
         let Some(p) = self.pools.get_mut(pool) else { return };
-        let mut cleaned = Demand::default();
-        // Demand is kept in "average requests": a class that costs twice as much counts twice.
-        for class in TrafficClass::ALL {
-            let rps = demand.of(class);
-            if p.spec.serves(class) && rps.is_finite() && rps > 0.0 {
-                cleaned.set(class, rps * p.spec.class_weight(class));
-            }
-        }
+        let cleaned = weighted(&p.spec, demand);
         let total = cleaned.total();
+        p.lossy_run.clear();
         if p.recent.len() == RECENT_SAMPLES {
             p.recent.pop_front();
         }
@@ -437,6 +444,31 @@ impl Engine {
             p.spike = Some((now, spike));
         }
         p.latest = Some(cleaned);
+        p.fresh = true;
+    }
+
+    /// Demand read over a window in which some of its input was lost (the daemon saw the kernel
+    /// drop datagrams on a socket that carries the pool's demand). Such a reading is low by
+    /// whatever was lost, and the recovery after it would look like a jump, so it moves nothing
+    /// that reacts to change: no spike, no climb, no load estimate, no admission change, nothing
+    /// learned. The pool stays fresh (input is arriving), and the readings are kept as lower
+    /// bounds: when the least of the last five in a row exceeds what the pool serves now, the
+    /// round plans for it ([`Reason::LossyInput`]) — a pool must not wait out a metrics storm
+    /// while short of capacity, and one window in which readers caught up on a backlog (more
+    /// than its share of datagrams) must not scale it.
+    pub fn handle_uncertain_demand(&mut self, _now: Timestamp, pool: PoolIndex, demand: Demand) {
+        let Some(p) = self.pools.get_mut(pool) else { return };
+        let total = weighted(&p.spec, demand).total();
+        if p.lossy_run.len() == RECENT_SAMPLES {
+            p.lossy_run.pop_front();
+        }
+        p.lossy_run.push_back(total);
+        let bound = if p.lossy_run.len() == RECENT_SAMPLES {
+            p.lossy_run.iter().copied().fold(f64::INFINITY, f64::min)
+        } else {
+            0.0
+        };
+        p.uncertain = Some(bound);
         p.fresh = true;
     }
 
@@ -573,6 +605,7 @@ impl Engine {
                 protected: p.protected,
                 holding_stale: p.holding,
                 spike_active: p.spike.is_some(),
+                lossy_input: p.lossy,
                 admission: p.admission.clone(),
                 observed_units: p.observed.map(|(units, _)| units),
                 observed_at: p.observed.map(|(_, at)| at),
@@ -634,6 +667,8 @@ impl Engine {
             p.stale_rounds = p.stale_rounds.saturating_add(1);
         }
         p.fresh = false;
+        let lower_bound = p.uncertain.take();
+        p.lossy = lower_bound.is_some();
         let was_holding = p.holding;
         p.holding = p.stale_rounds >= s.stale_rounds || p.latest.is_none();
         p.protected = active_weddings > 0;
@@ -669,10 +704,26 @@ impl Engine {
             if p.failover.as_ref().is_some_and(|f| now.saturating_since(f.confirmed_at) > FAILOVER_TTL) {
                 p.failover = None;
             }
-            // The profile learns this region's own load; a failover's is borrowed.
-            if let Some(profile) = p.profile.as_mut() {
-                profile.observe(wall_ms, &p.tz, load, &s.seasons);
-            }
+            let load = match lower_bound {
+                // Lossy input: only a lower bound above what serves now moves the load (up).
+                Some(bound) => {
+                    let servable = f64::from(p.available) * spec.capacity_per_unit;
+                    if bound > servable && bound > load {
+                        reasons.push(Reason::LossyInput { lower_bound: bound, servable });
+                        bound
+                    } else {
+                        load
+                    }
+                }
+                None => {
+                    // The profile learns this region's own load; a failover's is borrowed. A lossy
+                    // round teaches it nothing.
+                    if let Some(profile) = p.profile.as_mut() {
+                        profile.observe(wall_ms, &p.tz, load, &s.seasons);
+                    }
+                    load
+                }
+            };
             own_load = Some(load);
         }
         let failover = if p.holding { None } else { p.failover.clone() };
@@ -1117,6 +1168,19 @@ fn plan_target(
 
 /// Units needed to carry `load` at `per_unit` each: the ceiling, except that a load within
 /// [`UNIT_EPSILON`] units of a whole number needs that number.
+/// Demand in "average requests" for `spec`: only the classes it serves, each times its weight
+/// (a class that costs twice as much counts twice); nothing negative or not finite.
+fn weighted(spec: &PoolSpec, demand: Demand) -> Demand {
+    let mut cleaned = Demand::default();
+    for class in TrafficClass::ALL {
+        let rps = demand.of(class);
+        if spec.serves(class) && rps.is_finite() && rps > 0.0 {
+            cleaned.set(class, rps * spec.class_weight(class));
+        }
+    }
+    cleaned
+}
+
 fn units_for(load: f64, per_unit: f64) -> u32 {
     let ratio = load / per_unit.max(f64::MIN_POSITIVE);
     let whole = ratio.round();

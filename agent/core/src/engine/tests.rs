@@ -950,3 +950,89 @@ fn the_engine_with_the_hpas_settings_lands_where_kubernetes_does() {
     // TestZeroReplicas (scaled to zero: not autoscaled) does not apply: a pool of `min` 3 seen
     // at 0 is corrected to 3, which is what `min` is for.
 }
+
+/// Drives one pool like [`drive`], each round's demand either certain or read while input was
+/// lost (`Some(reading)` from `lossy_at`).
+fn drive_lossy(
+    engine: &mut Engine,
+    start_round: u64,
+    rounds: u64,
+    mut lossy_at: impl FnMut(u64) -> (Demand, bool),
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for r in start_round..start_round + rounds {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        match lossy_at(r) {
+            (d, true) => engine.handle_uncertain_demand(now, 0, d),
+            (d, false) => engine.handle_demand(now, 0, d),
+        }
+        engine.handle_timeout(now, wall(r));
+        while let Some(d) = engine.poll_decision() {
+            out.push(d);
+        }
+    }
+    out
+}
+
+#[test]
+fn lossy_windows_and_their_recovery_are_no_spike_climb_or_admission_change() {
+    // 5,000 rps of mixed traffic on a pool sized for it; then a metrics storm for 20 s (the
+    // kernel drops datagrams), then the real demand again.
+    let mixed = |scale: f64| {
+        let mut d = Demand::default();
+        d.set(TrafficClass::WeddingCritical, 1000.0 * scale);
+        d.set(TrafficClass::Media, 4000.0 * scale);
+        d
+    };
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    let mut noise = Noise(7);
+    let settled = drive(&mut engine, 0, 3000, |_| mixed(1.0 + noise.next() * 0.02));
+    let target = engine.status()[0].target;
+    assert!((71..=72).contains(&target), "5,000 / 70 → 72 units (71 is within tolerance): {settled:?}");
+    // What a 100 ms window reads in a storm: dips, and a window in which the readers caught up
+    // on a backlog (more than its share of datagrams).
+    let storm = |r: u64| if r % 10 == 9 { mixed(1.8) } else { mixed(0.55) };
+    let during = drive_lossy(&mut engine, 3000, 200, |r| (storm(r), true));
+    assert!(during.is_empty(), "a lower bound below capacity decides nothing: {during:?}");
+    let status = &engine.status()[0];
+    assert!(status.lossy_input && !status.holding_stale && !status.spike_active, "{status:?}");
+    // The storm ends: the real demand again. The jump from the dips is not a spike.
+    let after = drive(&mut engine, 3200, 600, |_| mixed(1.0 + noise.next() * 0.02));
+    assert!(after.is_empty(), "no decision at constant demand: {after:?}");
+    let status = &engine.status()[0];
+    assert_eq!(status.target, target);
+    assert!(!status.spike_active && !status.lossy_input, "{status:?}");
+    assert!(status.admission.iter().all(|a| a.admit == 1.0), "{:?}", status.admission);
+
+    // The same dips fed as certain demand are what the issue saw: a spike and a climb.
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 3000, |_| mixed(1.0 + noise.next() * 0.02));
+    let fooled = drive(&mut engine, 3000, 400, |r| if r < 3200 { storm(r) } else { mixed(1.0 + noise.next() * 0.02) });
+    assert!(
+        fooled.iter().any(|d| d.to > target || d.reasons.iter().any(|r| matches!(r, Reason::Spike { .. }))),
+        "without the lossy path the storm reads as a spike: {fooled:?}"
+    );
+}
+
+#[test]
+fn a_lossy_reading_above_what_serves_still_scales_up() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 600, |_| demand(TrafficClass::Registration, 1000.0));
+    assert_eq!(engine.status()[0].target, 15);
+    // Input is being lost, yet even what arrives is 2,000 rps: more than 15 units serve.
+    let up = drive_lossy(&mut engine, 600, 10, |_| (demand(TrafficClass::Registration, 2000.0), true));
+    let first = up.first().expect("a scale-up on the lower bound");
+    assert_eq!(first.to, 29, "2,000 / 70 → 29 units: {first:?}");
+    assert!(
+        first.reasons.iter().any(|r| matches!(r, Reason::LossyInput { lower_bound, servable } if *lower_bound == 2000.0 && *servable == 1500.0)),
+        "{:?}",
+        first.reasons
+    );
+    assert!(!first.reasons.iter().any(|r| matches!(r, Reason::Spike { .. } | Reason::Climb { .. })));
+    // A lossy reading below the estimate never scales down, however long the storm.
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 600, |_| demand(TrafficClass::Registration, 1000.0));
+    let storm = drive_lossy(&mut engine, 600, 6000, |_| (demand(TrafficClass::Registration, 300.0), true));
+    assert!(storm.is_empty(), "{storm:?}");
+    assert_eq!(engine.status()[0].target, 15);
+}

@@ -115,6 +115,8 @@ pub struct Settings {
     pub api_listen: SocketAddr,
     /// StatsD listen address, when enabled.
     pub statsd_listen: Option<SocketAddr>,
+    /// The second StatsD socket, for pools' demand series, when configured (and StatsD enabled).
+    pub statsd_demand_listen: Option<SocketAddr>,
     /// Kernel receive buffer for StatsD, in bytes.
     pub statsd_receive_buffer: usize,
     /// Most rejected lines logged per second.
@@ -170,6 +172,19 @@ impl AgentConfig {
         c.identifier("agent.region", &self.agent.region, 32);
         let api_listen = c.socket_addr("api.listen", &self.api.listen);
         let statsd_listen = c.socket_addr("statsd.listen", &self.statsd.listen);
+        let demand_listen = match self.statsd.demand_listen.trim() {
+            "" => None,
+            addr => c.socket_addr("statsd.demand_listen", addr),
+        };
+        if let (Some(demand), Some(listen)) = (demand_listen, statsd_listen)
+            && demand == listen
+            && demand.port() != 0
+        {
+            c.fail(
+                "statsd.demand_listen",
+                format!("{demand} is statsd.listen's address: the demand socket must be a second one"),
+            );
+        }
         let receive_buffer = c.range("statsd.receive_buffer_bytes", self.statsd.receive_buffer_bytes, 65_536, 1 << 30);
         let rejects =
             c.range("statsd.log_rejects_per_second", u64::from(self.statsd.log_rejects_per_second), 0, 10_000);
@@ -234,6 +249,7 @@ impl AgentConfig {
                 region: self.agent.region.clone(),
                 api_listen,
                 statsd_listen: self.statsd.enabled.then_some(statsd_listen),
+                statsd_demand_listen: demand_listen.filter(|_| self.statsd.enabled),
                 statsd_receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
                 statsd_log_rejects_per_second: u32::try_from(rejects).unwrap_or(u32::MAX),
                 statsd_readers: statsd::resolve_readers(readers),

@@ -10,6 +10,10 @@ pub struct StatsdSection {
     pub enabled: bool,
     /// UDP address to listen on.
     pub listen: String,
+    /// A second UDP address, for the series pools' demand is read from (empty: none). It has
+    /// its own receive buffer and reader, so a flood of other metrics on `listen` cannot make the
+    /// kernel drop demand lines; send demand here and everything else to `listen`.
+    pub demand_listen: String,
     /// Kernel receive buffer to ask for, in bytes (absorbs bursts while the agent is busy).
     pub receive_buffer_bytes: u64,
     /// Most rejected lines logged per second; the rest are only counted.
@@ -42,6 +46,7 @@ impl Default for StatsdSection {
         StatsdSection {
             enabled: true,
             listen: "127.0.0.1:8125".into(),
+            demand_listen: String::new(),
             receive_buffer_bytes: 8 * 1024 * 1024,
             log_rejects_per_second: 5,
             readers: 0,
