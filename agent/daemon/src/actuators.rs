@@ -219,8 +219,8 @@ impl Actuators {
         for (pool, spec) in pools {
             let (method, retries, backoff) = match spec {
                 ActuatorSpec::Log => continue,
-                ActuatorSpec::Exec { command, observe, timeout, retries, backoff } => {
-                    (Method::Exec { command, observe, timeout }, retries, backoff)
+                ActuatorSpec::Exec { command, observe, timeout, retries, backoff, env } => {
+                    (Method::Exec { command, observe, timeout, env }, retries, backoff)
                 }
                 ActuatorSpec::Webhook { url, secret, timeout, retries, backoff } => {
                     let agent = ureq::Agent::config_builder()
@@ -425,7 +425,7 @@ impl PoolCounters {
 
 #[derive(Debug)]
 enum Method {
-    Exec { command: Vec<String>, observe: Option<Observe>, timeout: Duration },
+    Exec { command: Vec<String>, observe: Option<Observe>, timeout: Duration, env: Vec<String> },
     Webhook { agent: ureq::Agent, url: String, secret: String },
 }
 
@@ -531,8 +531,8 @@ impl Worker {
 
     /// Runs the `observe` command once and reports the size it prints.
     fn observe(&mut self) {
-        let Method::Exec { observe: Some(observe), timeout, .. } = &self.method else { return };
-        let outcome = match spawn_and_wait(&self.pool, &observe.command, *timeout, None, &self.slot.stop_at) {
+        let Method::Exec { observe: Some(observe), timeout, env, .. } = &self.method else { return };
+        let outcome = match spawn_and_wait(&self.pool, &observe.command, env, *timeout, None, &self.slot.stop_at) {
             Ok((Exit::Stopped, _, _)) => return,
             Ok((exit, stdout, stderr)) => match exit.failure(*timeout, &stderr) {
                 None => reported_size(&stdout)
@@ -579,8 +579,8 @@ impl Worker {
             }
             self.counters.attempts.inc();
             let outcome = match &self.method {
-                Method::Exec { command, timeout, .. } => {
-                    exec_attempt(&self.pool, command, *timeout, job, &self.slot.stop_at)
+                Method::Exec { command, timeout, env, .. } => {
+                    exec_attempt(&self.pool, command, env, *timeout, job, &self.slot.stop_at)
                 }
                 Method::Webhook { agent, url, .. } => webhook_attempt(agent, url, &signature, job),
             };
@@ -734,13 +734,14 @@ impl Exit {
 /// How a command ended, and the start of its stdout and stderr.
 type Ran = (Exit, Vec<u8>, Vec<u8>);
 
-/// Runs `command` (no shell) in its own process group with the decision on stdin (or nothing)
-/// and `WEDSYNC_POOL` (and `WEDSYNC_DECISION_ID` for a decision) in its environment, for at most
-/// `timeout`: how it ended and the start of its stdout and stderr, or why it could not start and
-/// whether that is for good.
+/// Runs `command` (no shell) in its own process group with the decision on stdin (or nothing),
+/// for at most `timeout`: how it ended and the start of its stdout and stderr, or why it could
+/// not start and whether that is for good. Its environment is cleared but for the agent's
+/// variables named in `env`, `WEDSYNC_POOL` and (for a decision) `WEDSYNC_DECISION_ID`.
 fn spawn_and_wait(
     pool: &str,
     command: &[String],
+    env: &[String],
     timeout: Duration,
     job: Option<&Job>,
     stop_at: &OnceLock<Instant>,
@@ -749,6 +750,12 @@ fn spawn_and_wait(
         return Err(("empty command".into(), true));
     };
     let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for name in env {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
     cmd.args(args)
         .stdin(if job.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -789,8 +796,15 @@ fn spawn_and_wait(
 
 /// One run of an `exec` actuator: the decision on stdin; exit status 0 is success, and a size
 /// the command prints (`{"units": N}`) is reported.
-fn exec_attempt(pool: &str, command: &[String], timeout: Duration, job: &Job, stop_at: &OnceLock<Instant>) -> Outcome {
-    let (exit, stdout, stderr) = match spawn_and_wait(pool, command, timeout, Some(job), stop_at) {
+fn exec_attempt(
+    pool: &str,
+    command: &[String],
+    env: &[String],
+    timeout: Duration,
+    job: &Job,
+    stop_at: &OnceLock<Instant>,
+) -> Outcome {
+    let (exit, stdout, stderr) = match spawn_and_wait(pool, command, env, timeout, Some(job), stop_at) {
         Ok(ran) => ran,
         Err((reason, true)) => return Outcome::Permanent(reason),
         Err((reason, false)) => return Outcome::Retryable(reason),
@@ -917,6 +931,7 @@ mod tests {
             timeout,
             retries,
             backoff,
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         }
     }
 
@@ -975,6 +990,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             retries: 0,
             backoff: Duration::ZERO,
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         };
         let actuators = Actuators::start_with_sizes(vec![(POOL.to_owned(), spec)], sink);
         assert!(eventually(Duration::from_secs(5), || reported.lock().unwrap().first() == Some(&(POOL.to_owned(), 40))));
@@ -1045,6 +1061,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             retries: 2,
             backoff: Duration::from_millis(5),
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         });
         actuators.dispatch(POOL, "web:1:3", b"{}".to_vec());
         assert!(eventually(Duration::from_secs(10), || stats(&actuators).failures == 1), "{:?}", stats(&actuators));
@@ -1062,6 +1079,7 @@ mod tests {
             timeout: Duration::from_millis(100),
             retries: 0,
             backoff: Duration::from_millis(10),
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         });
         let started = Instant::now();
         actuators.dispatch(POOL, "web:1:3", b"{}".to_vec());
@@ -1101,6 +1119,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 3,
             backoff: Duration::from_millis(10),
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         });
         actuators.dispatch(POOL, "web:1:3", b"{}".to_vec());
         assert!(eventually(Duration::from_secs(5), || stats(&actuators).failures == 1), "{:?}", stats(&actuators));
@@ -1161,6 +1180,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             retries: 0,
             backoff: Duration::from_millis(10),
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         });
         actuators.dispatch(POOL, "web:start:5", b"{}".to_vec());
         assert!(eventually(Duration::from_secs(5), || stats(&actuators).attempts == 1));
@@ -1217,6 +1237,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             retries: 0,
             backoff: Duration::from_millis(10),
+            env: crate::config::actuators::DEFAULT_EXEC_ENV.map(String::from).to_vec(),
         });
         let mut registry = Registry::default();
         actuators.register(&mut registry);

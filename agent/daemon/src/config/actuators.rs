@@ -32,6 +32,11 @@ pub enum ActuatorConfig {
         /// Wait before the first retry; doubles each time (e.g. `"500ms"`).
         #[serde(default = "default_actuator_backoff")]
         backoff: String,
+        /// The agent's environment variables the commands see, by name (default
+        /// [`DEFAULT_EXEC_ENV`]); every other one is cleared, so the agent's secrets never reach
+        /// a script. `WEDSYNC_POOL` and `WEDSYNC_DECISION_ID` are always set.
+        #[serde(default = "default_exec_env")]
+        env: Vec<String>,
     },
     /// POST the decision as JSON, signed with HMAC-SHA256.
     Webhook {
@@ -49,6 +54,14 @@ pub enum ActuatorConfig {
         #[serde(default = "default_actuator_backoff")]
         backoff: String,
     },
+}
+
+/// What an `exec` actuator's commands see of the agent's environment unless its `env` says
+/// otherwise: enough to find programs and speak the locale.
+pub const DEFAULT_EXEC_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+
+fn default_exec_env() -> Vec<String> {
+    DEFAULT_EXEC_ENV.iter().map(|v| (*v).to_owned()).collect()
 }
 
 fn default_observe_interval() -> String {
@@ -97,6 +110,8 @@ pub enum ActuatorSpec {
         /// First retry delay (doubling).
         #[serde(with = "humantime_serde")]
         backoff: Duration,
+        /// The agent's environment variables passed to the commands, by name.
+        env: Vec<String>,
     },
     /// POST to a URL.
     Webhook {
@@ -128,7 +143,17 @@ impl ActuatorConfig {
         };
         match self {
             ActuatorConfig::Log => ActuatorSpec::Log,
-            ActuatorConfig::Exec { command, observe, observe_interval, timeout, retries, backoff } => {
+            ActuatorConfig::Exec { command, observe, observe_interval, timeout, retries, backoff, env } => {
+                for name in env {
+                    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                        c.fail(at("env"), format!("{name:?} is not an environment variable name (letters, digits, _)"));
+                    } else if name.to_ascii_uppercase().starts_with("WEDSYNC__") {
+                        c.fail(
+                            at("env"),
+                            format!("{name}: the agent's own configuration variables can hold secrets and are never passed to commands"),
+                        );
+                    }
+                }
                 if command.first().is_none_or(|program| program.is_empty()) {
                     c.fail(at("command"), "is empty: give the program and its arguments".into());
                 }
@@ -143,7 +168,7 @@ impl ActuatorConfig {
                 );
                 let observe = (!observe.is_empty()).then(|| Observe { command: observe.clone(), interval });
                 let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
-                ActuatorSpec::Exec { command: command.clone(), observe, timeout, retries, backoff }
+                ActuatorSpec::Exec { command: command.clone(), observe, timeout, retries, backoff, env: env.clone() }
             }
             ActuatorConfig::Webhook { url, secret, timeout, retries, backoff } => {
                 let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
