@@ -500,6 +500,9 @@ impl Engine {
     /// Adds or replaces a wedding on the calendar. Returns what is wrong with it, if anything.
     pub fn handle_wedding_upsert(&mut self, wedding: Wedding) -> Result<(), pool::WeddingError> {
         wedding.validate()?;
+        if self.weddings.len() >= pool::MAX_WEDDINGS && !self.weddings.contains_key(&wedding.id) {
+            return Err(pool::WeddingError::CalendarFull);
+        }
         self.weddings.insert(wedding.id.clone(), wedding);
         Ok(())
     }

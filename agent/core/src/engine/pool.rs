@@ -112,15 +112,47 @@ pub struct Wedding {
 /// The longest a wedding may last.
 pub const MAX_WEDDING_MS: i64 = 7 * 86_400_000;
 
+/// Earliest start accepted: 2000-01-01T00:00:00Z (Unix ms).
+pub const EARLIEST_WEDDING_MS: i64 = 946_684_800_000;
+
+/// Latest end accepted: 2200-01-01T00:00:00Z (Unix ms).
+pub const LATEST_WEDDING_MS: i64 = 7_258_118_400_000;
+
+/// Most guests a wedding may declare.
+pub const MAX_GUESTS: u32 = 100_000;
+
+/// Most weddings the engine keeps at once: past it a new one is refused (a replaced one is not).
+pub const MAX_WEDDINGS: usize = 10_000;
+
 /// What is wrong with a wedding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WeddingError {
-    /// The id is empty or too long.
-    #[error("id {0:?} must be 1 to 64 characters")]
+    /// The id is empty, too long or holds other characters than identifiers may.
+    #[error("id {0:?} must be 1 to 64 letters, digits, '-', '_', '.' or ':'")]
     BadId(String),
     /// The region is empty.
     #[error("region is empty")]
     EmptyRegion,
+    /// The region is too long or holds other characters than identifiers may.
+    #[error("region {0:?} must be 1 to 32 letters, digits, '-', '_' or '.'")]
+    BadRegion(String),
+    /// The time zone is not in the tz database.
+    #[error("time zone {0:?} is not in the tz database (e.g. \"Europe/London\")")]
+    UnknownTimeZone(String),
+    /// A time is outside the years 2000 to 2199.
+    #[error("{field} ({value}) is outside 2000-01-01 to 2200-01-01 (Unix ms)")]
+    OutOfRange {
+        /// `start_unix_ms` or `end_unix_ms`.
+        field: &'static str,
+        /// The value.
+        value: i64,
+    },
+    /// More guests than [`MAX_GUESTS`].
+    #[error("guests ({0}) is more than {MAX_GUESTS}")]
+    TooManyGuests(u32),
+    /// The engine already keeps [`MAX_WEDDINGS`].
+    #[error("the calendar already holds {MAX_WEDDINGS} weddings; remove past ones first")]
+    CalendarFull,
     /// It ends before it starts.
     #[error("end ({end}) is not after start ({start})")]
     EndNotAfterStart {
@@ -137,11 +169,21 @@ pub enum WeddingError {
 impl Wedding {
     /// Checks the fields; returns what is wrong.
     pub fn validate(&self) -> Result<(), WeddingError> {
-        if self.id.is_empty() || self.id.len() > 64 {
+        // Identifiers end up in log lines, metrics and audit entries: no spaces, newlines or
+        // control characters that could forge a line there.
+        let identifier = |v: &str, max: usize, extra: &[u8]| {
+            !v.is_empty()
+                && v.len() <= max
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b) || extra.contains(&b))
+        };
+        if !identifier(&self.id, 64, b":") {
             return Err(WeddingError::BadId(self.id.clone()));
         }
         if self.region.is_empty() {
             return Err(WeddingError::EmptyRegion);
+        }
+        if !identifier(&self.region, 32, b"") {
+            return Err(WeddingError::BadRegion(self.region.clone()));
         }
         if self.end_unix_ms <= self.start_unix_ms {
             return Err(WeddingError::EndNotAfterStart { start: self.start_unix_ms, end: self.end_unix_ms });
@@ -149,6 +191,17 @@ impl Wedding {
         // Checked: i64::MIN..i64::MAX must not wrap into a short wedding.
         if self.end_unix_ms.checked_sub(self.start_unix_ms).is_none_or(|length| length > MAX_WEDDING_MS) {
             return Err(WeddingError::TooLong);
+        }
+        if self.time_zone.len() > 64 || jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            return Err(WeddingError::UnknownTimeZone(self.time_zone.chars().take(64).collect()));
+        }
+        for (field, value) in [("start_unix_ms", self.start_unix_ms), ("end_unix_ms", self.end_unix_ms)] {
+            if !(EARLIEST_WEDDING_MS..=LATEST_WEDDING_MS).contains(&value) {
+                return Err(WeddingError::OutOfRange { field, value });
+            }
+        }
+        if self.guests > MAX_GUESTS {
+            return Err(WeddingError::TooManyGuests(self.guests));
         }
         Ok(())
     }

@@ -297,8 +297,9 @@ fn other_wedding() -> Wedding {
         id: "w-3".into(),
         region: "eu-west".into(),
         time_zone: "UTC".into(),
-        start_unix_ms: 10,
-        end_unix_ms: 20,
+        // Long past (2001): never active in the tests' 2026.
+        start_unix_ms: 978_307_200_010,
+        end_unix_ms: 978_307_200_020,
         guests: 1,
     }
 }
@@ -1035,4 +1036,42 @@ fn a_lossy_reading_above_what_serves_still_scales_up() {
     let storm = drive_lossy(&mut engine, 600, 6000, |_| (demand(TrafficClass::Registration, 300.0), true));
     assert!(storm.is_empty(), "{storm:?}");
     assert_eq!(engine.status()[0].target, 15);
+}
+
+#[test]
+fn weddings_are_bounded_and_their_identifiers_cannot_forge_a_log_line() {
+    let ok = other_wedding();
+    assert_eq!(ok.validate(), Ok(()));
+    let cases: Vec<(Wedding, &str)> = vec![
+        (Wedding { id: "w-1\n{\"forged\":true}".into(), ..ok.clone() }, "id"),
+        (Wedding { id: "w 1".into(), ..ok.clone() }, "id"),
+        (Wedding { id: "x".repeat(65), ..ok.clone() }, "id"),
+        (Wedding { region: "eu\u{7}west".into(), ..ok.clone() }, "region"),
+        (Wedding { region: "r".repeat(33), ..ok.clone() }, "region"),
+        (Wedding { time_zone: "Mars/Olympus_Mons".into(), ..ok.clone() }, "time zone"),
+        (Wedding { time_zone: "../../etc/passwd".into(), ..ok.clone() }, "time zone"),
+        // The whole i64 range: the length check must not wrap, and it is refused.
+        (Wedding { start_unix_ms: i64::MIN, end_unix_ms: i64::MAX, ..ok.clone() }, "lasts more than 7 days"),
+        (Wedding { start_unix_ms: 1_000, end_unix_ms: 2_000, ..ok.clone() }, "outside 2000-01-01"),
+        (
+            Wedding { start_unix_ms: pool::LATEST_WEDDING_MS, end_unix_ms: pool::LATEST_WEDDING_MS + 1, ..ok.clone() },
+            "outside 2000-01-01",
+        ),
+        (Wedding { guests: pool::MAX_GUESTS + 1, ..ok.clone() }, "guests"),
+    ];
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    for (wedding, says) in cases {
+        let err = engine.handle_wedding_upsert(wedding.clone()).expect_err(&format!("{wedding:?} accepted"));
+        assert!(err.to_string().contains(says), "{wedding:?}: {err}");
+        assert!(!err.to_string().contains('\n'), "the message quotes the id escaped: {err}");
+    }
+    assert_eq!(engine.weddings().count(), 0);
+    // A cap on how many the calendar holds; replacing one is always allowed.
+    for n in 0..pool::MAX_WEDDINGS {
+        engine.handle_wedding_upsert(Wedding { id: format!("w-{n}"), ..ok.clone() }).unwrap();
+    }
+    let err = engine.handle_wedding_upsert(Wedding { id: "one-more".into(), ..ok.clone() }).unwrap_err();
+    assert_eq!(err, pool::WeddingError::CalendarFull);
+    engine.handle_wedding_upsert(Wedding { id: "w-7".into(), guests: 3, ..ok }).unwrap();
+    assert_eq!(engine.weddings().count(), pool::MAX_WEDDINGS);
 }
