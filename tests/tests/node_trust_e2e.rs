@@ -80,3 +80,70 @@ fn exec_commands_never_see_the_agents_secrets() {
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("pools[0].actuator.env") && stderr.contains("WEDSYNC__API__TOKEN"), "{stderr}");
 }
+
+/// Reads from `stream` until the server closes it (or `within` passes): whether it closed.
+fn closed_by_server(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_clients_cannot_hold_the_api_or_its_descriptors() {
+    use std::io::Write;
+    let mut agent = AgentProcess::start(&[
+        ("WEDSYNC__API__MAX_CONNECTIONS", "32"),
+        ("WEDSYNC__API__HEADER_READ_TIMEOUT", "1s"),
+        ("WEDSYNC__API__REQUEST_TIMEOUT", "1s"),
+        ("WEDSYNC__API__TOKEN", "a-token-of-16-chars-or-more"),
+    ]);
+    // The open-files soft limit was raised to the hard one.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let row: Vec<&str> = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    assert_eq!(row[3], row[4], "soft = hard: {limits}");
+
+    // 100 clients that start a request and never finish its headers.
+    let slow: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(agent.api).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(slow.len(), 100);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
+    // Every one is closed: those past the limit at once, the rest after the header timeout.
+    let started = Instant::now();
+    for mut s in slow {
+        assert!(closed_by_server(&mut s, Duration::from_secs(5)), "a slow client kept its connection");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(fds() < 100, "{} descriptors open after the slow clients went", fds());
+
+    // A request whose body never arrives in full is answered 408, not waited on for ever.
+    let mut trickle = std::net::TcpStream::connect(agent.api).unwrap();
+    trickle
+        .write_all(b"POST /v1/weddings HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer a-token-of-16-chars-or-more\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":")
+        .unwrap();
+    trickle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut trickle, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+
+    let (status, _) = agent.get("/healthz");
+    assert_eq!(status, 200, "the API serves again");
+    let metrics = agent.get("/metrics").1;
+    let value = |name: &str| wedsync_tests::sample_value(&metrics, name).unwrap_or(0.0);
+    assert!(value("wedsync_api_refused_connections_total") >= 60.0, "{metrics}");
+    assert!(value("wedsync_api_connection_errors_total") >= 30.0, "{metrics}");
+    assert_eq!(value("wedsync_api_request_timeouts_total"), 1.0);
+    assert!(agent.is_running());
+}

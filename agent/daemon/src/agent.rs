@@ -175,6 +175,21 @@ fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Resul
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit (as Go's runtime and most daemons do):
+/// the default soft limit of 1,024 is shared by API connections, sockets, plugin files and
+/// procfs reads, and a burst of clients must not starve host sampling. Logs what it did.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files soft limit to the hard limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-files soft limit"),
+        },
+        Ok((soft, _)) => tracing::debug!(soft, "open-files soft limit is already the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+}
+
 /// A bound StatsD socket before its readers start.
 struct StatsdInput {
     setting: &'static str,
@@ -197,6 +212,7 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Binds every socket and starts every task. Returns once the agent is serving.
     pub async fn start(settings: Settings) -> Result<RunningAgent, StartError> {
+        raise_open_files_limit();
         let clock = Clock::start();
         let store = Arc::new(Store::new(settings.store_limits, settings.statsd_readers.saturating_mul(4)));
         let host = Arc::new(RwLock::new(HostView::default()));
@@ -228,6 +244,7 @@ impl RunningAgent {
             sizes,
         ));
         actuators.register(telemetry.registry());
+        let api_metrics = api::ApiMetrics::register(telemetry.registry());
         let (audit_writer, audit) = match crate::config::audit_config(&settings) {
             Some(config) => {
                 let (writer, handle) = AuditWriter::start(config)?;
@@ -416,12 +433,9 @@ impl RunningAgent {
             }
         });
         let app = api::router(state.clone());
-        let api_stop = stop.clone();
+        let (api_stop, limits) = (stop.clone(), state.settings.api_limits);
         tasks.spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(api_stop.cancelled_owned()).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "API server failed");
-            }
+            api::serve(listener, app, limits, api_metrics, api_stop).await;
         });
         tracing::info!(
             node = %state.settings.node_id,

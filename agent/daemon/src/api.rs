@@ -21,6 +21,129 @@ use std::time::Duration;
 /// How many series `/v1/status` lists as busiest.
 const BUSIEST: usize = 10;
 
+/// The API server's own counters.
+#[derive(Debug, Clone, Default)]
+pub struct ApiMetrics {
+    /// Connections open now.
+    pub connections: prometheus_client::metrics::gauge::Gauge,
+    /// Connections closed at once because `api.max_connections` were open.
+    pub refused: prometheus_client::metrics::counter::Counter,
+    /// Connections closed for a slow or broken client (header-read timeout, bad request line).
+    pub closed_on_error: prometheus_client::metrics::counter::Counter,
+    /// Requests answered 408 for taking longer than `api.request_timeout`.
+    pub timed_out: prometheus_client::metrics::counter::Counter,
+}
+
+impl ApiMetrics {
+    /// The counters, registered in `registry`.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> ApiMetrics {
+        let m = ApiMetrics::default();
+        registry.register("wedsync_api_connections", "HTTP API connections open", m.connections.clone());
+        registry.register(
+            "wedsync_api_refused_connections",
+            "HTTP API connections closed at once because api.max_connections were open",
+            m.refused.clone(),
+        );
+        registry.register(
+            "wedsync_api_connection_errors",
+            "HTTP API connections closed for a slow or broken client (headers not sent within api.header_read_timeout, a malformed request)",
+            m.closed_on_error.clone(),
+        );
+        registry.register(
+            "wedsync_api_request_timeouts",
+            "HTTP API requests answered 408 for taking longer than api.request_timeout",
+            m.timed_out.clone(),
+        );
+        m
+    }
+}
+
+/// Serves `app` on `listener` until `stop`: HTTP/1.1 only, at most `limits.max_connections` at
+/// once (a connection past it is closed at once and counted), each closed when a client takes
+/// longer than `limits.header_read_timeout` to send a request's headers (or to start the next
+/// one), each request cut off after `limits.request_timeout`. `axum::serve` sets none of these:
+/// 200 connections that never finish their headers stayed open for good. At `stop` each
+/// connection finishes the request in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: crate::config::api::ApiLimits,
+    metrics: ApiMetrics,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let request_timeout = limits.request_timeout;
+    let timed_out = metrics.timed_out.clone();
+    let app =
+        app.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let timed_out = timed_out.clone();
+            async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        timed_out.inc();
+                        error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!("the request took longer than api.request_timeout ({request_timeout:?})"),
+                        )
+                    }
+                }
+            }
+        }));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refusals = crate::logging::RateLimiter::new(1);
+    let mut accept_errors = crate::logging::RateLimiter::new(1);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, say: wait a moment rather than spin.
+                    if let Some(suppressed) = accept_errors.admit(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "API accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.refused.inc();
+            if let Some(suppressed) = refusals.admit(std::time::Instant::now()) {
+                tracing::warn!(%peer, max = limits.max_connections, suppressed, "API connection refused: api.max_connections are open");
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        connections.spawn(async move {
+            metrics.connections.inc();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                metrics.closed_on_error.inc();
+                tracing::debug!(%peer, error = %e, "API connection closed");
+            }
+            metrics.connections.dec();
+            drop(slot);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
 /// The API's routes over the agent's shared state.
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()

@@ -113,6 +113,8 @@ pub struct Settings {
     pub region: String,
     /// API listen address.
     pub api_listen: SocketAddr,
+    /// The API server's connection limit and timeouts.
+    pub api_limits: api::ApiLimits,
     /// StatsD listen address, when enabled.
     pub statsd_listen: Option<SocketAddr>,
     /// The second StatsD socket, for pools' demand series, when configured (and StatsD enabled).
@@ -171,6 +173,7 @@ impl AgentConfig {
         c.identifier("agent.node_id", &self.agent.node_id, 64);
         c.identifier("agent.region", &self.agent.region, 32);
         let api_listen = c.socket_addr("api.listen", &self.api.listen);
+        let api_limits = self.api.limits(&mut c);
         let statsd_listen = c.socket_addr("statsd.listen", &self.statsd.listen);
         let demand_listen = match self.statsd.demand_listen.trim() {
             "" => None,
@@ -248,6 +251,7 @@ impl AgentConfig {
                 node_id: self.agent.node_id.clone(),
                 region: self.agent.region.clone(),
                 api_listen,
+                api_limits,
                 statsd_listen: self.statsd.enabled.then_some(statsd_listen),
                 statsd_demand_listen: demand_listen.filter(|_| self.statsd.enabled),
                 statsd_receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
