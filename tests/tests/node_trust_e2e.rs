@@ -147,3 +147,51 @@ fn slow_clients_cannot_hold_the_api_or_its_descriptors() {
     assert_eq!(value("wedsync_api_request_timeouts_total"), 1.0);
     assert!(agent.is_running());
 }
+
+#[test]
+fn statsd_takes_a_unix_socket_by_file_mode_and_udp_only_from_allowed_sources() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = unique_dir("statsd-unix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("statsd.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
+    let config = format!("[statsd]\nunix_socket = \"{}\"\nallow = [\"10.0.0.0/8\", \"192.0.2.7\"]\n", path.display());
+    let mut agent = AgentProcess::start_with_config(&config, &[]);
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "the agent's user and group only");
+
+    // UDP from loopback is not on the list: dropped, counted, logged.
+    agent.send(b"udp.hits:1|c");
+    let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    client.send_to(b"unix.hits:5|c|#class:media", &path).unwrap();
+    let metrics = agent.wait_for_metrics(Duration::from_secs(10), |m| {
+        m.contains(r#"wedsync_app_counter_total{metric="unix.hits""#)
+            && wedsync_tests::sample_value(m, "wedsync_statsd_refused_datagrams_total") == Some(1.0)
+    });
+    assert!(!metrics.contains(r#"metric="udp.hits""#), "a refused datagram's line was stored");
+    assert!(agent.log().iter().any(|l| l.contains("not in statsd.allow")), "{:#?}", agent.log());
+    let status = agent.get_json("/v1/status");
+    assert_eq!(status["config"]["statsd_unix_socket"], path.display().to_string());
+    assert_eq!(status["config"]["statsd_allow"], serde_json::json!(["10.0.0.0/8", "192.0.2.7/32"]));
+    // The socket goes with the agent.
+    agent.signal_and_wait("TERM", Duration::from_secs(10)).expect("stops");
+    assert!(!path.exists(), "the socket file is removed at stop");
+
+    // Anything else at the path is never replaced.
+    std::fs::write(&path, "precious").unwrap();
+    let refused = std::process::Command::new(wedsync_tests::agent_binary())
+        .args(["run"])
+        .env("WEDSYNC__STATSD__UNIX_SOCKET", &path)
+        .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__MESH__ENABLED", "false")
+        .env("WEDSYNC__STORAGE__DIR", dir.join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("statsd.unix_socket") && stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}

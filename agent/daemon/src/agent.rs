@@ -297,6 +297,10 @@ impl RunningAgent {
         telemetry
             .registry()
             .register_collector(Box::new(ingest::KernelDrops(statsd.iter().filter_map(|i| i.drops.clone()).collect())));
+        let unix_statsd = match &settings.statsd_unix_socket {
+            Some((path, mode)) => Some((ingest::bind_unix(path, *mode, settings.statsd_receive_buffer)?, path.clone())),
+            None => None,
+        };
         let fleet = match &settings.mesh {
             Some(mesh) => {
                 let (handle, driver) = crate::fleet::start(
@@ -364,13 +368,17 @@ impl RunningAgent {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let ingest = Arc::new(ingest::Ingest::new(
-            clock,
-            state.store.clone(),
-            state.telemetry.ingest.clone(),
-            state.settings.statsd_log_rejects_per_second,
-            state.fleet.as_ref().map(|f| f.content.clone()),
-        ));
+        let ingest = Arc::new(
+            ingest::Ingest::new(
+                clock,
+                state.store.clone(),
+                state.telemetry.ingest.clone(),
+                state.settings.statsd_log_rejects_per_second,
+                state.fleet.as_ref().map(|f| f.content.clone()),
+            )
+            .with_allow_list(state.settings.statsd_allow.clone()),
+        );
+        let udp_inputs = u8::try_from(statsd.len()).unwrap_or(u8::MAX);
         let mut input_losses = Vec::new();
         for (n, input) in statsd.into_iter().enumerate() {
             if let Some(drops) = input.drops {
@@ -399,6 +407,27 @@ impl RunningAgent {
             tasks.spawn(async move {
                 stop.cancelled().await;
                 ingest::wake_readers(&socket);
+            });
+        }
+        if let Some((socket, path)) = unix_statsd {
+            // Its senders wait rather than lose datagrams: nothing to watch for drops.
+            let reader = socket
+                .try_clone()
+                .map_err(|e| ingest::IngestError::Unix { path: path.clone(), reason: e.to_string() })?;
+            let (ingest, reader_stop) = (ingest.clone(), stop.clone());
+            tasks.spawn(async move {
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || ingest::read_unix(reader, ingest, udp_inputs, reader_stop))
+                        .await
+                {
+                    tracing::error!(error = %e, "the statsd unix reader failed");
+                }
+            });
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                let _ = socket.shutdown(std::net::Shutdown::Read);
+                let _ = std::fs::remove_file(&path);
             });
         }
         if let Some((_, driver)) = fleet {

@@ -400,6 +400,8 @@ async fn status(State(state): State<Arc<AgentState>>) -> Response {
             "api_listen": state.api_addr.to_string(),
             "statsd_listen": state.statsd_addr.map(|a| a.to_string()),
             "statsd_demand_listen": state.statsd_demand_addr.map(|a| a.to_string()),
+            "statsd_unix_socket": settings.statsd_unix_socket.as_ref().map(|(path, _)| path.display().to_string()),
+            "statsd_allow": settings.statsd_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "statsd_readers": settings.statsd_readers,
             "store_shards": state.store.shard_count(),
             "host_interval_ms": settings.host_interval.as_millis(),

@@ -24,6 +24,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +56,14 @@ pub enum IngestError {
         addr: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The Unix socket could not be made.
+    #[error("statsd.unix_socket: {path}: {reason}")]
+    Unix {
+        /// The path asked for.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
     },
 }
 
@@ -184,6 +193,8 @@ pub struct Ingest {
     line_log: Mutex<RateLimiter>,
     /// Socket errors logged, over all readers.
     error_log: Mutex<RateLimiter>,
+    /// Who may send over UDP (empty: anyone).
+    allow: Vec<ipnet::IpNet>,
 }
 
 impl Ingest {
@@ -203,7 +214,32 @@ impl Ingest {
             content,
             line_log: Mutex::new(RateLimiter::new(log_rejects_per_second)),
             error_log: Mutex::new(RateLimiter::new(1)),
+            allow: Vec::new(),
         }
+    }
+
+    /// Admits UDP datagrams only from `allow` (addresses or networks; empty: from anyone).
+    pub fn with_allow_list(mut self, allow: Vec<ipnet::IpNet>) -> Ingest {
+        self.allow = allow;
+        self
+    }
+
+    /// Whether a UDP datagram from `from` may be ingested; counts and logs (rate-limited) one
+    /// that may not.
+    fn admits(&self, from: Option<SocketAddr>) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = from.map(|a| a.ip().to_canonical());
+        if ip.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip))) {
+            return true;
+        }
+        self.counters.refused_sources.inc();
+        if let Some(suppressed) = lock(&self.line_log).admit(std::time::Instant::now()) {
+            tracing::warn!(from = %Peer(from), suppressed, "statsd datagram refused: its source is not in statsd.allow");
+        }
+        false
     }
 
     /// Parses a datagram and records its lines; counts and (rate-limited) logs the bad ones.
@@ -342,7 +378,9 @@ pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, loss: Arc<InputLoss>, stop: 
                 if let Some(drops) = drops {
                     loss.saw(drops);
                 }
-                ingest.datagram_from(buf.get(..len).unwrap_or_default(), from, loss.source);
+                if ingest.admits(from) {
+                    ingest.datagram_from(buf.get(..len).unwrap_or_default(), from, loss.source);
+                }
             }
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR | nix::errno::Errno::ETIMEDOUT) => {}
             // Woken to stop: the shut-down socket's read is no error.
@@ -351,6 +389,51 @@ pub fn read(socket: UdpSocket, ingest: Arc<Ingest>, loss: Arc<InputLoss>, stop: 
         }
     }
     tracing::debug!(socket = loss.name, "statsd reader stopped");
+}
+
+/// Binds the StatsD Unix datagram socket at `path` with file mode `mode`, replacing a socket a
+/// previous run left there (anything else at `path` is an error, never removed), asking for
+/// `receive_buffer` bytes of buffer.
+pub fn bind_unix(path: &std::path::Path, mode: u32, receive_buffer: usize) -> Result<UnixDatagram, IngestError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fail = |reason: String| IngestError::Unix { path: path.to_owned(), reason };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the old socket: {e}")))?;
+        }
+        Ok(_) => return Err(fail("is not a socket (something else is there); not replacing it".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let socket = UnixDatagram::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail(format!("cannot set mode {mode:o}: {e}")))?;
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(receive_buffer);
+    socket.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| fail(e.to_string()))?;
+    Ok(socket)
+}
+
+/// [`read`] for the Unix datagram socket: its senders wait when it is full (no kernel drops),
+/// and the file mode is the allow-list.
+pub fn read_unix(socket: UnixDatagram, ingest: Arc<Ingest>, source: u8, stop: CancellationToken) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !stop.is_cancelled() {
+        match socket.recv(&mut buf) {
+            // Woken to stop: a shut-down socket reads as empty.
+            Ok(0) if stop.is_cancelled() => {}
+            Ok(len) => {
+                ingest.datagram_from(buf.get(..len).unwrap_or_default(), None, source);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) if stop.is_cancelled() => {}
+            Err(e) => ingest.receive_error(&e),
+        }
+    }
+    tracing::debug!("statsd unix reader stopped");
 }
 
 /// Wakes every reader blocked on `socket` (after `stop` was cancelled, so they end): shuts the

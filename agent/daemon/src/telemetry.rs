@@ -48,6 +48,8 @@ pub struct IngestCounters {
     pub refused_by_store: Family<ReasonLabel, Counter>,
     /// Socket receive errors.
     pub receive_errors: Counter,
+    /// UDP datagrams from a source `statsd.allow` does not admit.
+    pub refused_sources: Counter,
     /// Content keys (`content:` tags on counters) counted for the fleet's viral detection.
     pub content_keys: Counter,
     /// Content tags refused (empty, longer than 64 bytes, control characters).
@@ -106,6 +108,7 @@ impl Telemetry {
             rejected_by_parser,
             refused_by_store: Family::default(),
             receive_errors: Counter::default(),
+            refused_sources: Counter::default(),
             content_keys: Counter::default(),
             content_refused: Counter::default(),
         };
@@ -126,6 +129,11 @@ impl Telemetry {
             "wedsync_statsd_refused_lines",
             "StatsD lines parsed but refused by the metric store, by reason",
             ingest.refused_by_store.clone(),
+        );
+        registry.register(
+            "wedsync_statsd_refused_datagrams",
+            "StatsD datagrams dropped because their source is not in statsd.allow",
+            ingest.refused_sources.clone(),
         );
         registry.register(
             "wedsync_statsd_receive_errors",

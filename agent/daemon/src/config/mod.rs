@@ -51,6 +51,7 @@ pub use store::StoreSection;
 use errors::Checker;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use wedsync_core::engine::EngineSettings;
 use wedsync_core::engine::pool::PoolSpec;
@@ -119,6 +120,10 @@ pub struct Settings {
     pub statsd_listen: Option<SocketAddr>,
     /// The second StatsD socket, for pools' demand series, when configured (and StatsD enabled).
     pub statsd_demand_listen: Option<SocketAddr>,
+    /// The StatsD Unix datagram socket and its file mode, when configured (and StatsD enabled).
+    pub statsd_unix_socket: Option<(PathBuf, u32)>,
+    /// Who may send StatsD over UDP (empty: anyone).
+    pub statsd_allow: Vec<ipnet::IpNet>,
     /// Kernel receive buffer for StatsD, in bytes.
     pub statsd_receive_buffer: usize,
     /// Most rejected lines logged per second.
@@ -188,6 +193,40 @@ impl AgentConfig {
                 format!("{demand} is statsd.listen's address: the demand socket must be a second one"),
             );
         }
+        let unix_socket = match self.statsd.unix_socket.trim() {
+            "" => None,
+            path if !path.starts_with('/') => {
+                c.fail("statsd.unix_socket", format!("{path:?} is not an absolute path"));
+                None
+            }
+            path => match u32::from_str_radix(self.statsd.unix_socket_mode.trim_start_matches("0o"), 8) {
+                Ok(mode) if mode <= 0o777 => Some((PathBuf::from(path), mode)),
+                _ => {
+                    c.fail(
+                        "statsd.unix_socket_mode",
+                        format!("{:?} is not an octal file mode (e.g. \"0660\")", self.statsd.unix_socket_mode),
+                    );
+                    None
+                }
+            },
+        };
+        let allow: Vec<ipnet::IpNet> = self
+            .statsd
+            .allow
+            .iter()
+            .filter_map(|entry| {
+                let parsed = entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match parsed {
+                    Ok(net) => Some(net),
+                    Err(_) => {
+                        c.fail("statsd.allow", format!("{entry:?} is not an address or network (e.g. \"10.0.0.0/8\")"));
+                        None
+                    }
+                }
+            })
+            .collect();
         let receive_buffer = c.range("statsd.receive_buffer_bytes", self.statsd.receive_buffer_bytes, 65_536, 1 << 30);
         let rejects =
             c.range("statsd.log_rejects_per_second", u64::from(self.statsd.log_rejects_per_second), 0, 10_000);
@@ -254,6 +293,8 @@ impl AgentConfig {
                 api_limits,
                 statsd_listen: self.statsd.enabled.then_some(statsd_listen),
                 statsd_demand_listen: demand_listen.filter(|_| self.statsd.enabled),
+                statsd_unix_socket: unix_socket.filter(|_| self.statsd.enabled),
+                statsd_allow: allow,
                 statsd_receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
                 statsd_log_rejects_per_second: u32::try_from(rejects).unwrap_or(u32::MAX),
                 statsd_readers: statsd::resolve_readers(readers),

@@ -14,6 +14,16 @@ pub struct StatsdSection {
     /// its own receive buffer and reader, so a flood of other metrics on `listen` cannot make the
     /// kernel drop demand lines; send demand here and everything else to `listen`.
     pub demand_listen: String,
+    /// A Unix datagram socket to listen on as well (DogStatsD's convention; empty: none). Who may
+    /// send is decided by its file mode; a full queue makes senders wait or fail, never a silent
+    /// drop.
+    pub unix_socket: String,
+    /// The Unix socket's file mode, octal (default `"0660"`: the agent's user and group).
+    pub unix_socket_mode: String,
+    /// Who may send UDP datagrams: addresses or networks (`"10.0.0.0/8"`, `"::1"`); empty:
+    /// anyone who can reach `listen` (keep it on loopback then). Datagrams from elsewhere are
+    /// dropped, counted and logged.
+    pub allow: Vec<String>,
     /// Kernel receive buffer to ask for, in bytes (absorbs bursts while the agent is busy).
     pub receive_buffer_bytes: u64,
     /// Most rejected lines logged per second; the rest are only counted.
@@ -47,6 +57,9 @@ impl Default for StatsdSection {
             enabled: true,
             listen: "127.0.0.1:8125".into(),
             demand_listen: String::new(),
+            unix_socket: String::new(),
+            unix_socket_mode: "0660".into(),
+            allow: Vec::new(),
             receive_buffer_bytes: 8 * 1024 * 1024,
             log_rejects_per_second: 5,
             readers: 0,
