@@ -179,8 +179,10 @@ pub fn issue_node_cert(ca_dir: &Path, node: &str, region: &str, out_dir: &Path) 
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
     let ca_key_path = ca_dir.join(CA_KEY_FILE);
     let ca_cert_pem = read_string(&ca_cert_path)?;
-    let ca_key = KeyPair::from_pem(&read_string(&ca_key_path)?)
-        .map_err(|e| invalid(&ca_key_path, format!("not a usable private key: {e}")))?;
+    let ca_key_pem = String::from_utf8(read_private(&ca_key_path)?)
+        .map_err(|_| invalid(&ca_key_path, "not UTF-8 PEM text".into()))?;
+    let ca_key =
+        KeyPair::from_pem(&ca_key_pem).map_err(|e| invalid(&ca_key_path, format!("not a usable private key: {e}")))?;
     let ca_cert = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
         .map_err(|e| invalid(&ca_cert_path, format!("no certificate: {e}")))?;
     let ca_spki = spki_of(&ca_cert).map_err(|reason| invalid(&ca_cert_path, reason))?;
@@ -249,7 +251,7 @@ impl NodeCredentials {
     pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self, PkiError> {
         let ca_der = read_cert(ca_cert)?;
         let cert_der = read_cert(cert)?;
-        let key_bytes = fs::read(key).map_err(|source| PkiError::Io { path: key.to_owned(), source })?;
+        let key_bytes = read_private(key)?;
         let key_der =
             PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| invalid(key, format!("no private key: {e}")))?;
         let identity = identity_of(&cert_der).map_err(|e| invalid(cert, e.to_string()))?;
@@ -392,6 +394,24 @@ fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
     Ok(parsed.public_key().raw.to_vec())
 }
 
+/// A private key file's bytes, refused when its mode lets the group or others read or write it
+/// (ssh does the same): a key anyone on the host can read is not this node's secret.
+fn read_private(path: &Path) -> Result<Vec<u8>, PkiError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            fs::metadata(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(invalid(
+                path,
+                format!("private key has mode {:04o}: the group or others may read it; chmod 600 it", mode & 0o7777),
+            ));
+        }
+    }
+    fs::read(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+}
+
 fn read_string(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
@@ -529,6 +549,27 @@ mod tests {
         fs::copy(&other.key, mixed.join(CA_KEY_FILE)).unwrap();
         let err = issue_node_cert(&mixed, "c", "r", &mixed).unwrap_err();
         assert!(matches!(&err, PkiError::InvalidFile { path, .. } if path == &mixed.join(CA_KEY_FILE)), "{err}");
+    }
+
+    #[test]
+    fn private_keys_others_can_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("pki-modes");
+        let ca = init_ca(&dir.path().join("ca")).unwrap();
+        let a = issue_node_cert(&dir.path().join("ca"), "a", "r", dir.path()).unwrap();
+        assert!(NodeCredentials::load(&ca.cert, &a.cert, &a.key).is_ok(), "0600 as written");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(&a.key, fs::Permissions::from_mode(mode)).unwrap();
+            let err = NodeCredentials::load(&ca.cert, &a.cert, &a.key).unwrap_err();
+            assert!(matches!(&err, PkiError::InvalidFile { path, .. } if path == &a.key), "{err}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        fs::set_permissions(&ca.key, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = issue_node_cert(&dir.path().join("ca"), "b", "r", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("mode 0644"), "{err}");
+        // 0400 is fine.
+        fs::set_permissions(&a.key, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(NodeCredentials::load(&ca.cert, &a.cert, &a.key).is_ok());
     }
 
     #[test]

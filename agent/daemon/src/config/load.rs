@@ -115,11 +115,20 @@ pub fn host_name() -> String {
     if cleaned.is_empty() { "node".into() } else { cleaned }
 }
 
-/// The effective configuration as TOML, for `config print`; a set API token is redacted.
+/// The effective configuration as TOML, for `config print`; every secret set (the API token,
+/// webhook secrets) is redacted.
 pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
+    const REDACTED: &str = "<redacted>";
     let mut shown = config.clone();
     if !shown.api.token.is_empty() {
-        shown.api.token = "<redacted>".into();
+        shown.api.token = REDACTED.into();
+    }
+    for pool in &mut shown.pools {
+        if let super::actuators::ActuatorConfig::Webhook { secret, .. } = &mut pool.actuator
+            && !secret.is_empty()
+        {
+            *secret = REDACTED.into();
+        }
     }
     toml::to_string_pretty(&shown)
 }
@@ -284,6 +293,21 @@ mod tests {
         let sources = Sources { file: None, env: env(&[("WEDSYNC__API__TOKEN", "s3cret-s3cret-s3cret")]) };
         let text = to_toml(&load(&sources).unwrap()).unwrap();
         assert!(!text.contains("s3cret") && text.contains("<redacted>"), "{text}");
+    }
+
+    #[test]
+    fn printed_config_redacts_webhook_secrets() {
+        let dir = std::env::temp_dir().join(format!("wedsync-print-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.toml");
+        std::fs::write(
+            &file,
+            "[[pools]]\nname = \"web\"\nmin = 1\nmax = 4\ncapacity_per_unit = 10.0\n[pools.actuator]\nkind = \"webhook\"\nurl = \"https://scaler.example/hook\"\nsecret = \"hook-s3cret-hook-s3cret\"\n",
+        )
+        .unwrap();
+        let text = to_toml(&load(&Sources { file: Some(file), env: env(&[]) }).unwrap()).unwrap();
+        assert!(!text.contains("hook-s3cret") && text.contains("<redacted>"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
