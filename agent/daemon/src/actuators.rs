@@ -10,9 +10,10 @@
 //!   *superseded*).
 //! * `exec` runs a command (no shell) with the decision JSON on stdin and
 //!   `WEDSYNC_DECISION_ID` / `WEDSYNC_POOL` in its environment; exit status 0 is success.
-//! * `webhook` POSTs the JSON with an `Idempotency-Key` header and an HMAC-SHA256 signature in
-//!   `X-Wedsync-Signature: sha256=<hex>`; 2xx is success, 408/429/5xx and transport errors are
-//!   retried, other statuses fail at once.
+//! * `webhook` POSTs the JSON with an `Idempotency-Key` header, the Unix time of the attempt in
+//!   `X-Wedsync-Timestamp`, and `X-Wedsync-Signature: sha256=<hex HMAC-SHA256 of
+//!   "<timestamp>.<body>">` (so a receiver can refuse a replayed request by its age); 2xx is
+//!   success, 408/429/5xx and transport errors are retried, other statuses fail at once.
 //! * Failed attempts are retried up to `retries` more times, the delay doubling from `backoff`
 //!   (capped at 30 s). The ids of the last 64 successful decisions of each pool are remembered and
 //!   never applied again.
@@ -560,17 +561,6 @@ impl Worker {
 
     /// Applies one decision with retries, until success, final failure, supersession or stop.
     fn apply(&mut self, job: &Job) {
-        let signature = match &self.method {
-            Method::Webhook { secret, .. } => match signature(secret, &job.json) {
-                Some(signature) => signature,
-                None => {
-                    self.counters.failures.inc();
-                    tracing::error!(pool = %self.pool, kind = self.kind, id = %job.id, "cannot sign the webhook body");
-                    return;
-                }
-            },
-            Method::Exec { .. } => String::new(),
-        };
         let mut delay = self.backoff;
         let mut attempt: u32 = 0;
         loop {
@@ -582,7 +572,7 @@ impl Worker {
                 Method::Exec { command, timeout, env, .. } => {
                     exec_attempt(&self.pool, command, env, *timeout, job, &self.slot.stop_at)
                 }
-                Method::Webhook { agent, url, .. } => webhook_attempt(agent, url, &signature, job),
+                Method::Webhook { agent, url, secret } => webhook_attempt(agent, url, secret, job),
             };
             let (reason, permanent) = match outcome {
                 Outcome::Success(size) => {
@@ -659,9 +649,11 @@ impl Worker {
     }
 }
 
-/// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.
-fn signature(secret: &str, body: &[u8]) -> Option<String> {
+/// `sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+fn signature(secret: &str, timestamp: u64, body: &[u8]) -> Option<String> {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).ok()?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
 }
@@ -867,12 +859,17 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// One POST of a `webhook` actuator.
-fn webhook_attempt(agent: &ureq::Agent, url: &str, signature: &str, job: &Job) -> Outcome {
+/// One POST of a `webhook` actuator, signed with the time of this attempt.
+fn webhook_attempt(agent: &ureq::Agent, url: &str, secret: &str, job: &Job) -> Outcome {
+    let timestamp = u64::try_from(crate::clock::wall_ms() / 1000).unwrap_or(0);
+    let Some(signature) = signature(secret, timestamp, &job.json) else {
+        return Outcome::Permanent("cannot sign the webhook body".into());
+    };
     let sent = agent
         .post(url)
         .header("Content-Type", "application/json")
         .header("Idempotency-Key", job.id.as_str())
+        .header("X-Wedsync-Timestamp", timestamp.to_string())
         .header("X-Wedsync-Signature", signature)
         .send(&job.json[..]);
     match sent {
@@ -1333,7 +1330,11 @@ mod tests {
         let request = seen.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(request.method_line, "POST /hooks/scale HTTP/1.1");
         assert_eq!(request.body, json);
+        let timestamp = request.headers.get("x-wedsync-timestamp").expect("a timestamp").clone();
+        let now = crate::clock::wall_ms() / 1000;
+        assert!((now - timestamp.parse::<i64>().unwrap()).abs() <= 10, "{timestamp} is the time of the attempt");
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
         mac.update(&json);
         let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         assert_eq!(expected.len(), "sha256=".len() + 64);

@@ -40,8 +40,12 @@ pub enum ActuatorConfig {
     },
     /// POST the decision as JSON, signed with HMAC-SHA256.
     Webhook {
-        /// `http://` or `https://` URL.
+        /// `https://` URL (`http://` only with `allow_http`).
         url: String,
+        /// Allow a plain `http://` URL (a sidecar on loopback, say): the decision and its
+        /// signature then travel unencrypted.
+        #[serde(default)]
+        allow_http: bool,
         /// Shared secret for the `X-Wedsync-Signature` header (at least 16 characters).
         secret: String,
         /// Longest a request may take (e.g. `"5s"`).
@@ -170,10 +174,15 @@ impl ActuatorConfig {
                 let (timeout, retries, backoff) = timing(c, timeout, *retries, backoff);
                 ActuatorSpec::Exec { command: command.clone(), observe, timeout, retries, backoff, env: env.clone() }
             }
-            ActuatorConfig::Webhook { url, secret, timeout, retries, backoff } => {
+            ActuatorConfig::Webhook { url, allow_http, secret, timeout, retries, backoff } => {
                 let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
                 if !scheme_ok || url.len() < "http://x".len() || url.chars().any(char::is_whitespace) {
                     c.fail(at("url"), format!("{url:?} is not an http:// or https:// URL"));
+                } else if url.starts_with("http://") && !allow_http {
+                    c.fail(
+                        at("url"),
+                        format!("{url:?} is plain http: decisions would travel unencrypted (use https://, or set allow_http = true)"),
+                    );
                 }
                 if secret.len() < 16 {
                     c.fail(at("secret"), "must be at least 16 characters (it signs every request)".into());

@@ -311,6 +311,24 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_webhooks_need_allow_http() {
+        let dir = std::env::temp_dir().join(format!("wedsync-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.toml");
+        let pool = |extra: &str| {
+            format!(
+                "[[pools]]\nname = \"web\"\nmin = 1\nmax = 4\ncapacity_per_unit = 10.0\n[pools.actuator]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9000/hook\"\nsecret = \"hook-s3cret-hook-s3cret\"\n{extra}"
+            )
+        };
+        std::fs::write(&file, pool("")).unwrap();
+        let err = check_file(&file, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("pools[0].actuator.url") && err.contains("allow_http"), "{err}");
+        std::fs::write(&file, pool("allow_http = true\n")).unwrap();
+        assert!(check_file(&file, env(&[])).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn printed_config_round_trips() {
         let config = load(&Sources { file: None, env: env(&[]) }).unwrap();
         let text = to_toml(&config).unwrap();

@@ -278,6 +278,7 @@ mod tests {
             region: String::new(),
             actuator: ActuatorConfig::Webhook {
                 url: "ftp://x".into(),
+                allow_http: false,
                 secret: "short".into(),
                 timeout: "0s".into(),
                 retries: 1000,
