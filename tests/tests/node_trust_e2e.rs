@@ -195,3 +195,52 @@ fn statsd_takes_a_unix_socket_by_file_mode_and_udp_only_from_allowed_sources() {
     assert!(stderr.contains("statsd.unix_socket") && stderr.contains("not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
+
+#[test]
+fn a_damaged_state_database_stops_the_start_with_a_clear_error() {
+    use std::io::{Seek, SeekFrom, Write};
+    let state = unique_dir("corrupt-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let calendar = state.join("calendar.toml");
+    let weddings: String = (0..20)
+        .map(|n| format!("[[weddings]]\nid = \"w-{n}\"\nregion = \"eu-west\"\ntime_zone = \"UTC\"\nstart = \"2027-06-12T13:00:00Z\"\nend = \"2027-06-12T23:00:00Z\"\nguests = 150\n"))
+        .collect();
+    std::fs::write(&calendar, weddings).unwrap();
+    let mut agent = AgentProcess::start(&[
+        ("WEDSYNC__STORAGE__DIR", state.to_str().unwrap()),
+        ("WEDSYNC__CALENDAR__FILE", calendar.to_str().unwrap()),
+    ]);
+    agent.signal_and_wait("TERM", Duration::from_secs(10)).expect("stops");
+    let path = state.join("state.redb");
+    // Every page after the header: the stored weddings are in there somewhere.
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(4096)).unwrap();
+    file.write_all(&vec![0xA5; (len - 4096) as usize]).unwrap();
+    drop(file);
+    let mut child = std::process::Command::new(wedsync_tests::agent_binary())
+        .args(["run"])
+        .env("WEDSYNC__STORAGE__DIR", &state)
+        .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__MESH__ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent started on a damaged state database");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a start error, not a panic's 101: {stderr}");
+    assert!(
+        stderr.contains("state.redb") && stderr.contains("is corrupt") && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+}

@@ -150,14 +150,13 @@ async fn expire_series(state: Arc<AgentState>, stop: CancellationToken) {
 /// Loads the stored calendar into the engine, then the calendar file (stored too, so the
 /// database always holds the whole calendar).
 fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Result<(), StartError> {
-    let (stored, broken) = db.weddings()?;
-    for id in &broken {
-        tracing::warn!(id, "stored wedding cannot be decoded; skipped");
-    }
+    let stored = db.weddings()?;
     let mut loaded = 0usize;
     for wedding in stored {
+        let id = wedding.id.clone();
         if let Err(reason) = engine.handle_wedding_upsert(wedding) {
-            tracing::warn!(%reason, "stored wedding is invalid; skipped");
+            // Stored by an older version under looser rules: it protects nothing until re-added.
+            tracing::error!(id = %id.escape_debug(), %reason, "stored wedding breaks the calendar's rules; not loaded (fix it and add it again)");
         } else {
             loaded += 1;
         }

@@ -30,6 +30,32 @@ pub enum StateError {
         /// What redb (or the encoder) said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database file is damaged: redb failed on it, or stored records cannot be decoded.
+    #[error(
+        "state database {path} is corrupt ({reason}); move it aside to start with an empty state (stored weddings and learned profiles are lost: re-add weddings from calendar.file or the API), or restore a backup"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+}
+
+/// Runs `f`, turning a panic inside redb (which it raises on some damaged pages) into
+/// [`StateError::Corrupt`]: a damaged file must stop the agent with a clear error, not a panic.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "redb panicked".into());
+            Err(StateError::Corrupt { path: path.to_owned(), reason })
+        }
+    }
 }
 
 /// The agent's embedded database.
@@ -44,14 +70,21 @@ impl StateDb {
     pub fn open(dir: &Path) -> Result<StateDb, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
         let path = dir.join("state.redb");
-        let db = Database::create(&path).map_err(|e| StateError::Database { path: path.clone(), source: e.into() })?;
-        let state = StateDb { db, path };
-        // Make the tables exist so reads never fail on a fresh database.
-        state.write(|_| Ok(()))?;
-        let txn = state.db.begin_write().map_err(|e| state.fail(e))?;
-        txn.open_table(PROFILES).map_err(|e| state.fail(e))?;
-        txn.commit().map_err(|e| state.fail(e))?;
-        Ok(state)
+        guarded(&path.clone(), move || {
+            let db = Database::create(&path).map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+                    StateError::Corrupt { path: path.clone(), reason }
+                }
+                e => StateError::Database { path: path.clone(), source: e.into() },
+            })?;
+            let state = StateDb { db, path };
+            // Make the tables exist so reads never fail on a fresh database.
+            state.write(|_| Ok(()))?;
+            let txn = state.db.begin_write().map_err(|e| state.fail(e))?;
+            txn.open_table(PROFILES).map_err(|e| state.fail(e))?;
+            txn.commit().map_err(|e| state.fail(e))?;
+            Ok(state)
+        })
     }
 
     fn fail(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StateError {
@@ -70,20 +103,30 @@ impl StateDb {
         txn.commit().map_err(|e| self.fail(e))
     }
 
-    /// Every stored wedding, and the ids of entries that could not be decoded (skipped).
-    pub fn weddings(&self) -> Result<(Vec<Wedding>, Vec<String>), StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn.open_table(WEDDINGS).map_err(|e| self.fail(e))?;
-        let mut weddings = Vec::new();
-        let mut broken = Vec::new();
-        for entry in table.iter().map_err(|e| self.fail(e))? {
-            let (id, value) = entry.map_err(|e| self.fail(e))?;
-            match serde_json::from_slice::<Wedding>(value.value()) {
-                Ok(wedding) => weddings.push(wedding),
-                Err(_) => broken.push(id.value().to_owned()),
+    /// Every stored wedding. A record that cannot be decoded is corruption: the error names
+    /// every such id (a wedding must never vanish with a warning).
+    pub fn weddings(&self) -> Result<Vec<Wedding>, StateError> {
+        guarded(&self.path, || {
+            let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+            let table = txn.open_table(WEDDINGS).map_err(|e| self.fail(e))?;
+            let mut weddings = Vec::new();
+            let mut broken = Vec::new();
+            for entry in table.iter().map_err(|e| self.fail(e))? {
+                let (id, value) = entry.map_err(|e| self.fail(e))?;
+                match serde_json::from_slice::<Wedding>(value.value()) {
+                    Ok(wedding) => weddings.push(wedding),
+                    Err(e) => broken.push(format!("{:?}: {e}", String::from_utf8_lossy(id.value().as_bytes()))),
+                }
             }
-        }
-        Ok((weddings, broken))
+            if broken.is_empty() {
+                Ok(weddings)
+            } else {
+                Err(StateError::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("stored weddings cannot be decoded: {}", broken.join("; ")),
+                })
+            }
+        })
     }
 
     /// Stores (or replaces) a wedding; durable when this returns.
@@ -118,9 +161,11 @@ impl StateDb {
 
     /// The stored profile of a pool.
     pub fn profile(&self, pool: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn.open_table(PROFILES).map_err(|e| self.fail(e))?;
-        Ok(table.get(pool).map_err(|e| self.fail(e))?.map(|v| v.value().to_vec()))
+        guarded(&self.path, || {
+            let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+            let table = txn.open_table(PROFILES).map_err(|e| self.fail(e))?;
+            Ok(table.get(pool).map_err(|e| self.fail(e))?.map(|v| v.value().to_vec()))
+        })
     }
 }
 
@@ -279,9 +324,53 @@ mod tests {
             assert!(!db.remove_wedding("w-9").unwrap());
         }
         let db = StateDb::open(&dir).unwrap();
-        let (weddings, broken) = db.weddings().unwrap();
-        assert_eq!(weddings, vec![wedding("w-1")]);
-        assert!(broken.is_empty());
+        assert_eq!(db.weddings().unwrap(), vec![wedding("w-1")]);
+    }
+
+    #[test]
+    fn a_corrupt_database_is_a_clear_error_never_a_panic_or_a_silent_loss() {
+        use std::io::{Seek, SeekFrom, Write};
+        let wedding = |id: &str| Wedding {
+            id: id.into(),
+            region: "eu-west".into(),
+            time_zone: "UTC".into(),
+            start_unix_ms: 1_800_000_000_000,
+            end_unix_ms: 1_800_003_600_000,
+            guests: 10,
+        };
+        for (name, offset, len) in [("head", 0u64, 4096usize), ("page", 4096, 4096), ("flip", 0, 0)] {
+            let dir = temp_dir(&format!("corrupt-{name}"));
+            {
+                let db = StateDb::open(&dir).unwrap();
+                for n in 0..20 {
+                    db.put_wedding(&wedding(&format!("w-{n}"))).unwrap();
+                }
+            }
+            let path = dir.join("state.redb");
+            let bytes = std::fs::read(&path).unwrap();
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if len > 0 {
+                file.seek(SeekFrom::Start(offset)).unwrap();
+                file.write_all(&vec![0xA5; len]).unwrap();
+            } else {
+                // Flip 32 bytes inside one stored wedding's JSON.
+                let at = bytes.windows(6).position(|w| w == b"\"w-13\"").expect("a wedding in the file");
+                file.seek(SeekFrom::Start(at as u64)).unwrap();
+                file.write_all(&[0xFF; 32]).unwrap();
+            }
+            drop(file);
+            match StateDb::open(&dir).and_then(|db| db.weddings()) {
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(matches!(e, StateError::Corrupt { .. } | StateError::Database { .. }), "{name}: {text}");
+                    assert!(text.contains("state.redb"), "{name}: {text}");
+                    if name == "flip" {
+                        assert!(text.contains("is corrupt") && text.contains("w-13"), "{name}: {text}");
+                    }
+                }
+                Ok(weddings) => assert_eq!(weddings.len(), 20, "{name}: a wedding vanished silently"),
+            }
+        }
     }
 
     #[test]
