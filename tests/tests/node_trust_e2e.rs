@@ -212,6 +212,12 @@ fn a_damaged_state_database_stops_the_start_with_a_clear_error() {
     ]);
     agent.signal_and_wait("TERM", Duration::from_secs(10)).expect("stops");
     let path = state.join("state.redb");
+    // The calendar and the audit trail are the agent's alone.
+    for file in [&path, &state.join("audit.jsonl")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+    }
     // Every page after the header: the stored weddings are in there somewhere.
     let len = std::fs::metadata(&path).unwrap().len();
     let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -110,8 +111,18 @@ pub struct AuditLog {
     poisoned: bool,
 }
 
+/// The audit trail is the agent's alone: files 0600 (an existing file is tightened), and a
+/// directory it creates 0700.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
 fn open_current(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).append(true).create(true).open(path)
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new().read(true).append(true).create(true).mode(FILE_MODE).open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
 }
 
 impl AuditLog {
@@ -126,7 +137,10 @@ impl AuditLog {
     pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenReport), AuditError> {
         let AuditConfig { path, fsync, max_file_bytes, keep_files } = config;
         let dir = files::parent_dir(&path).to_path_buf();
-        fs::create_dir_all(&dir).map_err(AuditError::io(&dir))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(&dir).map_err(AuditError::io(&dir))?;
+        }
         let rotated = files::list_rotated(&path)?;
         let created = match fs::symlink_metadata(&path) {
             Ok(_) => false,
@@ -319,6 +333,7 @@ impl AuditLog {
             .read(true)
             .append(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&self.path)
             .map_err(AuditError::io(&self.path))?;
         files::sync_dir(files::parent_dir(&self.path))?;

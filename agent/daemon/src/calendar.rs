@@ -68,7 +68,15 @@ pub struct StateDb {
 impl StateDb {
     /// Opens (or creates) `dir/state.redb`.
     pub fn open(dir: &Path) -> Result<StateDb, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // The state directory is the agent's alone (a directory that exists is left as it is).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
         let path = dir.join("state.redb");
         guarded(&path.clone(), move || {
             let db = Database::create(&path).map_err(|e| match e {
@@ -77,6 +85,12 @@ impl StateDb {
                 }
                 e => StateError::Database { path: path.clone(), source: e.into() },
             })?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // redb creates the file under the umask; the calendar is no one else's to read.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StateError::Database { path: path.clone(), source: e.into() })?;
+            }
             let state = StateDb { db, path };
             // Make the tables exist so reads never fail on a fresh database.
             state.write(|_| Ok(()))?;
