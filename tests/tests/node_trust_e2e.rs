@@ -250,3 +250,65 @@ fn a_damaged_state_database_stops_the_start_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn each_token_does_only_what_its_scopes_say() {
+    let config = r#"
+[api]
+read_requires_token = true
+[[api.tokens]]
+name = "calendar-sync"
+token = "calendar-token-0123456789"
+scopes = ["calendar"]
+[[api.tokens]]
+name = "dashboard"
+token = "dashboard-token-0123456789"
+scopes = ["read"]
+"#;
+    let agent = AgentProcess::start_with_config(config, &[("WEDSYNC__API__TOKEN", "admin-token-0123456789")]);
+    let wedding = r#"{"id":"w-1","region":"test-region","time_zone":"UTC","start":"2027-06-12T13:00:00Z","end":"2027-06-12T23:00:00Z","guests":10}"#;
+    let calendar = Some("calendar-token-0123456789");
+    let dashboard = Some("dashboard-token-0123456789");
+    // Health stays open for probes; every other read needs the read scope.
+    assert_eq!(agent.get("/healthz").0, 200);
+    assert_eq!(agent.call("GET", "/v1/status", None, None).0, 401);
+    assert_eq!(agent.call("GET", "/metrics", calendar, None).0, 403, "calendar may not read");
+    assert_eq!(agent.call("GET", "/v1/status", dashboard, None).0, 200);
+    // The calendar token changes the calendar and nothing else; the dashboard changes nothing.
+    assert_eq!(agent.call("POST", "/v1/weddings", calendar, Some(wedding)).0, 201);
+    assert_eq!(agent.call("POST", "/v1/weddings", dashboard, Some(wedding)).0, 403);
+    let (status, body) = agent.call("POST", "/v1/plugins/reload", calendar, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains(r#"lacks the \"plugins\" scope"#), "{body}");
+    assert_eq!(agent.call("POST", "/v1/weddings", Some("not-a-token-at-all-000"), Some(wedding)).0, 401);
+    // api.token has every scope.
+    assert_eq!(agent.call("DELETE", "/v1/weddings/w-1", Some("admin-token-0123456789"), None).0, 204);
+    let (_, metrics) = agent.call("GET", "/metrics", dashboard, None);
+    for (reason, count) in [("missing", 1.0), ("scope", 3.0), ("wrong", 1.0)] {
+        let key = format!(r#"wedsync_api_auth_failures_total{{reason="{reason}"}}"#);
+        assert_eq!(wedsync_tests::sample_value(&metrics, &key), Some(count), "{reason}\n{metrics}");
+    }
+    // Refusals are logged (rate-limited) and audited with who held the token, never the token.
+    let lines = agent.log();
+    let log = lines.join("\n");
+    assert!(log.contains("API call refused"), "{log}");
+    let audit_path = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["message"] == "audit log open")
+        .and_then(|e| e["path"].as_str().map(str::to_owned))
+        .expect("the audit log's path");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        if text.matches("\"api.refused\"").count() >= 5 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(audit.matches("\"api.refused\"").count(), 5, "{audit}");
+    assert!(audit.contains(r#""holder":"calendar-sync""#), "{audit}");
+    for secret in ["calendar-token-0123456789", "dashboard-token-0123456789", "not-a-token-at-all-000"] {
+        assert!(!log.contains(secret) && !audit.contains(secret), "{secret} leaked");
+    }
+}

@@ -244,6 +244,12 @@ impl RunningAgent {
         ));
         actuators.register(telemetry.registry());
         let api_metrics = api::ApiMetrics::register(telemetry.registry());
+        let api_auth_failures = prometheus_client::metrics::family::Family::default();
+        telemetry.registry().register(
+            "wedsync_api_auth_failures",
+            "API calls refused for their bearer token (missing, wrong, lacking the scope, or none configured), by reason",
+            api_auth_failures.clone(),
+        );
         let (audit_writer, audit) = match crate::config::audit_config(&settings) {
             Some(config) => {
                 let (writer, handle) = AuditWriter::start(config)?;
@@ -364,6 +370,8 @@ impl RunningAgent {
             fleet: fleet.as_ref().map(|(handle, _)| handle.clone()),
             plugins: plugin_stage.as_ref().map(crate::plugins::PluginStage::snapshot),
             plugin_reload: plugin_stage.as_ref().and_then(crate::plugins::PluginStage::reload_handle),
+            api_auth_failures,
+            api_auth_log: Mutex::new(crate::logging::RateLimiter::new(1)),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -4,6 +4,7 @@
 //! Every error is JSON: `{"error": "..."}`.
 
 use crate::clock::{lock, read};
+use crate::config::api::Scope;
 use crate::engine::{CommandError, EngineCommand};
 use crate::state::AgentState;
 use crate::telemetry::CONTENT_TYPE;
@@ -161,6 +162,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_guard))
         .with_state(state)
 }
 
@@ -252,18 +254,65 @@ async fn pools(State(state): State<Arc<AgentState>>) -> Response {
     Json(json!({ "pools": pools, "engine": *view.settings })).into_response()
 }
 
-/// Checks the bearer token of a mutating call: `None` when allowed, else the refusal.
-fn refuse_unauthorized(state: &AgentState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &state.settings.api_token else {
-        return Some(error(StatusCode::FORBIDDEN, "mutating calls are disabled: set api.token (WEDSYNC__API__TOKEN)"));
-    };
+/// Checks that a call's bearer token has `scope`: `None` when allowed, else the refusal, which
+/// is counted, logged (rate-limited) and audited with the token's holder when one matched.
+fn refuse_unauthorized(state: &AgentState, headers: &HeaderMap, scope: Scope, what: &str) -> Option<Response> {
+    let tokens = &state.settings.api_tokens;
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        None => Some(error(StatusCode::UNAUTHORIZED, "missing 'Authorization: Bearer <api.token>' header")),
-        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => None,
-        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+    // Every token is compared in full, so timing tells nothing about which (or how much) matched.
+    let matched = given.and_then(|given| {
+        tokens.iter().fold(None, |found, t| {
+            let same = constant_time_eq(given.as_bytes(), t.token.as_bytes());
+            if same && found.is_none() { Some(t) } else { found }
+        })
+    });
+    let (status, reason, holder, message) = match (tokens.is_empty(), given, matched) {
+        (_, _, Some(t)) if t.scopes.contains(&scope) => return None,
+        (_, _, Some(t)) => (
+            StatusCode::FORBIDDEN,
+            "scope",
+            Some(t.name.as_str()),
+            format!("token {:?} lacks the {:?} scope", t.name, scope.as_str()),
+        ),
+        (true, _, None) => (
+            StatusCode::FORBIDDEN,
+            "disabled",
+            None,
+            "calls that need a token are disabled: set api.token (WEDSYNC__API__TOKEN) or api.tokens".into(),
+        ),
+        (false, None, None) => {
+            (StatusCode::UNAUTHORIZED, "missing", None, "missing 'Authorization: Bearer <token>' header".into())
+        }
+        (false, Some(_), None) => (StatusCode::UNAUTHORIZED, "wrong", None, "wrong bearer token".into()),
+    };
+    state.api_auth_failures.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
+    if let Some(suppressed) = lock(&state.api_auth_log).admit(std::time::Instant::now()) {
+        tracing::warn!(what, scope = scope.as_str(), reason, holder, suppressed, "API call refused: {message}");
     }
+    if let Some(audit) = &state.audit {
+        audit.record(
+            crate::clock::wall_ms(),
+            "api.refused",
+            json!({ "call": what, "scope": scope.as_str(), "reason": reason, "holder": holder }),
+        );
+    }
+    Some(error(status, message))
+}
+
+/// With `api.read_requires_token`, every read but `/healthz` needs the `read` scope.
+async fn read_guard(
+    State(state): State<Arc<AgentState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.settings.api_read_requires_token && request.method() == Method::GET && request.uri().path() != "/healthz" {
+        let what = format!("GET {}", request.uri().path());
+        if let Some(denied) = refuse_unauthorized(&state, request.headers(), Scope::Read, &what) {
+            return denied;
+        }
+    }
+    next.run(request).await
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a token matched.
@@ -288,7 +337,7 @@ async fn upsert_wedding(
     headers: HeaderMap,
     body: Result<Json<crate::calendar::WeddingInput>, JsonRejection>,
 ) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+    if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Calendar, "POST /v1/weddings") {
         return denied;
     }
     let Json(input) = match body {
@@ -325,7 +374,7 @@ async fn upsert_wedding(
 }
 
 async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+    if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Calendar, "DELETE /v1/weddings") {
         return denied;
     }
     let db = state.db.clone();
@@ -456,7 +505,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// `POST /v1/plugins/reload`: reloads the plugin directory now and answers with each file's
 /// outcome once the decision thread applied the pass.
 async fn reload_plugins(State(state): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+    if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Plugins, "POST /v1/plugins/reload") {
         return denied;
     }
     if state.plugins.is_none() {
@@ -507,7 +556,7 @@ async fn mesh_faults(
     headers: HeaderMap,
     body: Result<Json<FaultRequest>, JsonRejection>,
 ) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
+    if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Faults, "POST /v1/mesh/faults") {
         return denied;
     }
     let Some(fleet) = &state.fleet else { return mesh_disabled() };

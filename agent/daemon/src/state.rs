@@ -48,4 +48,9 @@ pub struct AgentState {
     pub plugins: Option<Arc<RwLock<crate::plugins::PluginsSnapshot>>>,
     /// Asks for a plugin directory reload, when plugins are enabled with a `plugins.dir`.
     pub plugin_reload: Option<crate::plugins::reload::ReloadHandle>,
+    /// API calls refused for their token, by reason (`wedsync_api_auth_failures_total`).
+    pub api_auth_failures:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+    /// Refused calls logged, at most one a second.
+    pub api_auth_log: Mutex<crate::logging::RateLimiter>,
 }

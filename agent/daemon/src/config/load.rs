@@ -123,6 +123,9 @@ pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
     if !shown.api.token.is_empty() {
         shown.api.token = REDACTED.into();
     }
+    for token in &mut shown.api.tokens {
+        token.token = REDACTED.into();
+    }
     for pool in &mut shown.pools {
         if let super::actuators::ActuatorConfig::Webhook { secret, .. } = &mut pool.actuator
             && !secret.is_empty()

@@ -148,9 +148,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
-    /// Bearer token for mutating API calls (never printed).
-    #[serde(skip)]
-    pub api_token: Option<String>,
+    /// The API's bearer tokens and their scopes (the tokens themselves are never printed).
+    pub api_tokens: Vec<api::ApiToken>,
+    /// Whether reads need a token with the `read` scope.
+    pub api_read_requires_token: bool,
     /// State directory as configured (empty: resolved by [`state_dir`]).
     pub storage_dir: String,
     /// Calendar file to load at start.
@@ -268,13 +269,7 @@ impl AgentConfig {
         if self.log.level.trim().is_empty() {
             c.fail("log.level", "is empty (expected a level such as \"info\" or tracing directives)".into());
         }
-        if !self.api.token.is_empty() && (self.api.token.len() < 16 || self.api.token.chars().any(char::is_whitespace))
-        {
-            c.fail(
-                "api.token",
-                "must be at least 16 characters without spaces (or empty to refuse mutating calls)".into(),
-            );
-        }
+        let api_tokens = self.api.tokens(&mut c);
         if !self.audit.path.is_empty() && !self.audit.path.starts_with('/') {
             c.fail("audit.path", format!("{:?} is not an absolute path", self.audit.path));
         }
@@ -311,7 +306,8 @@ impl AgentConfig {
                 series_ttl,
                 log_format,
                 log_level: self.log.level.clone(),
-                api_token: (!self.api.token.is_empty()).then(|| self.api.token.clone()),
+                api_tokens,
+                api_read_requires_token: self.api.read_requires_token,
                 storage_dir: self.storage.dir.clone(),
                 calendar_file: (!self.calendar.file.is_empty()).then(|| self.calendar.file.clone()),
                 audit: self.audit.clone(),
@@ -418,6 +414,37 @@ mod tests {
             text.contains("store.max_histogram_series: 200000 is out of range (must be from 0 to 100000)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn api_tokens_are_checked_and_the_admin_token_has_every_scope() {
+        let mut config = valid();
+        config.api.token = "admin-token-0123456789".into();
+        let token = |name: &str, token: &str, scopes: &[&str]| api::TokenConfig {
+            name: name.into(),
+            token: token.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        config.api.tokens = vec![token("calendar-sync", "calendar-token-0123456789", &["calendar", "read"])];
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.api_tokens[0].scopes, api::Scope::ALL.to_vec());
+        assert_eq!(settings.api_tokens[1].scopes, vec![api::Scope::Calendar, api::Scope::Read]);
+        assert!(!serde_json::to_string(&settings).unwrap().contains("calendar-token"), "tokens are never serialized");
+        config.api.tokens = vec![
+            token("short", "tiny", &["read"]),
+            token("bad name!", "another-token-0123456789", &["root"]),
+            token("twin", "admin-token-0123456789", &[]),
+        ];
+        let errors = config.validate().unwrap_err();
+        for field in [
+            "api.tokens[0].token",
+            "api.tokens[1].name",
+            "api.tokens[1].scopes",
+            "api.tokens[2].token",
+            "api.tokens[2].scopes",
+        ] {
+            assert!(errors.names(field), "{field} not named in {errors}");
+        }
     }
 
     #[test]
