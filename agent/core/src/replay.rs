@@ -639,7 +639,9 @@ pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::Hpa
         let demand = trace.demand_at(t, &mut cursor);
         let wall = trace.start_unix_ms + (t * 1000.0) as i64;
         model.arrive(t);
-        hpa.observe(t, utilization(pool, demand, model.asked()));
+        // Its metric covers the replicas serving; those on their way have none yet.
+        let serving = model.serving();
+        hpa.observe(t, serving, utilization(pool, demand, serving));
         // It sizes from what it asked for, as the HPA reads the workload's replica count.
         let asked = model.asked();
         if let Some(to) = hpa.sync(t, asked) {
@@ -652,10 +654,11 @@ pub fn replay_hpa(trace: &Trace, pool: &PoolSpec, settings: crate::baseline::Hpa
     model.report()
 }
 
-/// What the HPA's resource metric reads for `replicas` (serving or on their way): demand over
-/// their capacity, 0 with none. Replicas not ready yet count as idle, Kubernetes' rule for
-/// unready pods on scale-up, so the HPA does not keep doubling while capacity is on its way.
-/// Saturated replicas read above 100%, which flatters the baseline: a real CPU metric caps.
+/// What the HPA's resource metric reads for `replicas` serving: demand over their capacity, 0
+/// with none. Replicas still on their way are not in it: the HPA counts them as idle on a
+/// scale-up and leaves them out on a scale-down, Kubernetes' rules for pods that are not ready
+/// (see [`crate::baseline`]). Saturated replicas read above 100%, which flatters the baseline: a
+/// real CPU metric caps.
 pub fn utilization(pool: &PoolSpec, demand: Demand, replicas: u32) -> f64 {
     let weighted: f64 = TrafficClass::ALL.iter().map(|c| demand.of(*c) * pool.class_weight(*c)).sum();
     let servable = f64::from(replicas) * pool.capacity_per_unit;

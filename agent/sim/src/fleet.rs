@@ -450,7 +450,8 @@ pub fn run_on(
 
             // The baseline, on the same share.
             node.hpa_model.arrive(t);
-            node.hpa.observe(t, utilization(node.hpa_model.pool(), demand, node.hpa_model.asked()));
+            let serving = node.hpa_model.serving();
+            node.hpa.observe(t, serving, utilization(node.hpa_model.pool(), demand, serving));
             let asked = node.hpa_model.asked();
             if let Some(to) = node.hpa.sync(t, asked) {
                 node.hpa_model.scale(t, asked, to);
