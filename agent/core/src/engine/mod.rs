@@ -205,6 +205,9 @@ const CLIMB_MAX_FACTOR: f64 = 2.0;
 /// Growth each quarter of the window must show over the one before to count as a climb (above
 /// the noise of quarter means on a busy day).
 const CLIMB_MIN_GROWTH: f64 = 1.03;
+/// A climb is projected only while the newest this many samples (seconds) are above the ones
+/// before them.
+const CLIMB_NOW_SAMPLES: usize = 3;
 /// How long the fast load estimate stays in force after a spike.
 const SPIKE_HOLD: Duration = Duration::from_secs(60);
 /// Half-life of the slow load EWMA.
@@ -1059,6 +1062,20 @@ fn climb_projection(samples: &VecDeque<(Timestamp, f64)>, recent: f64, ahead: Du
             return None;
         }
         slowest = slowest.min((pair[1] / pair[0]).ln() / quarter_secs);
+    }
+    // Still climbing now: the last few samples (and the load now) above the few before them at
+    // no less than the least growth a climb has. A climb that has stopped is not projected any
+    // further: the quarters would go on showing it for half a window, and capacity bought for
+    // load that never comes is what a surge costs most.
+    let recent_span = CLIMB_NOW_SAMPLES.min(len / 2);
+    if recent_span > 0 {
+        let span_mean = |start: usize| (start..start + recent_span).map(value).sum::<f64>() / recent_span as f64;
+        let (before, newest) = (span_mean(len - 2 * recent_span), span_mean(len - recent_span));
+        let step_secs = quarter_secs * recent_span as f64 / quarter as f64;
+        let least = CLIMB_MIN_GROWTH.powf(step_secs / quarter_secs);
+        if !(before > 0.0 && newest >= before * least) {
+            return None;
+        }
     }
     let projected = (recent * (slowest * ahead.as_secs_f64()).exp()).min(recent * CLIMB_MAX_FACTOR);
     (projected.is_finite() && projected > recent).then_some(Climb { growth_per_second: slowest, projected, ahead })
