@@ -415,7 +415,8 @@ impl PoolModel {
 
 /// The pool's capacity as the replays model it: each scale-up's units serve once its own
 /// provisioning delay has passed (a later, larger request does not hold back an earlier one, as
-/// with a cloud provider); a scale-down takes effect at once and cancels requests above it.
+/// with a cloud provider); a scale-down takes effect at once on the units serving and cuts the
+/// requests on their way to it.
 #[derive(Debug)]
 struct Capacity {
     serving: u32,
@@ -459,8 +460,14 @@ impl Capacity {
             }
             self.arriving.push_back((t + self.delay_s, to));
         } else {
+            // Units serving above `to` stop at once; requests on their way are cut to `to` and
+            // still arrive on time (a cloud cancels the instances not yet needed, not the rest).
             self.serving = self.serving.min(to);
-            self.arriving.retain(|(_, units)| *units <= to);
+            for (_, units) in &mut self.arriving {
+                *units = (*units).min(to);
+            }
+            let serving = self.serving;
+            self.arriving.retain(|(_, units)| *units > serving);
         }
         if self.last_up == Some(!up) {
             report.direction_reversals += 1;
@@ -734,6 +741,24 @@ mod tests {
             Trace::parse("f", "t_s,wedding_critical,wedding_planning,registration,media,background\n0,-1,0,0,0,0\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_scale_down_cuts_capacity_on_its_way_and_it_still_arrives_on_time() {
+        let mut model = PoolModel::new("p", pool(), 5, Serving::ByPriority, None);
+        model.scale(0.0, 5, 20);
+        assert_eq!((model.serving(), model.asked()), (5, 20));
+        // Before the 20 arrive (30 s), the target comes down to 12: 12 arrive at 30 s.
+        model.scale(10.0, 20, 12);
+        assert_eq!((model.serving(), model.asked()), (5, 12));
+        model.arrive(29.9);
+        assert_eq!(model.serving(), 5);
+        model.arrive(30.0);
+        assert_eq!(model.serving(), 12);
+        // Below what serves: the serving units go at once and nothing is left on its way.
+        model.scale(40.0, 12, 20);
+        model.scale(41.0, 20, 3);
+        assert_eq!((model.serving(), model.asked()), (3, 3));
     }
 
     #[test]

@@ -383,6 +383,20 @@ impl WeeklyProfile {
         Some(level * locus.factor)
     }
 
+    /// Expected load at Unix-ms `wall_ms` from the past occurrences of its bucket only (the
+    /// occurrence `wall_ms` falls in, while it is being learned, left out): what the profile
+    /// expected before it saw the load now. `None` where no past occurrence has been learned.
+    pub fn expected_before(&self, wall_ms: i64, tz: &TimeZone, seasons: &SeasonalMultipliers) -> Option<f64> {
+        let locus = self.locate(wall_ms, tz, seasons)?;
+        let b = self.buckets.get(locus.slot)?;
+        let (level, weight) = if b.pending_count > 0 && b.pending_occurrence >= locus.occurrence {
+            (b.level, b.weight)
+        } else {
+            b.folded(self.half_life_weeks, self.occurrences_per_week())
+        };
+        (weight > 0.0).then_some(level * locus.factor)
+    }
+
     /// The highest expected load over `[wall_ms, wall_ms + horizon]` (horizon clamped to
     /// [`MAX_HORIZON`]), over the buckets that have been observed. `None` when none of the
     /// buckets in the window has been observed.

@@ -18,7 +18,9 @@
 //!    ignored while utilization is within the tolerance of the target.
 //! 4. *Scale-up cap*: at most `max_scale_up_factor` × current per decision.
 //! 5. *Scale-down*: only to the highest desired over the stabilization window, at most
-//!    `max_scale_down_fraction` per step, at most once per cooldown.
+//!    `max_scale_down_fraction` per step, at most once per cooldown. What was planned ahead of
+//!    the measured load (a projected climb, a failover's clients not here yet) holds only while
+//!    it goes on: a climb that stops releases what was bought for it, serving or on its way.
 //!
 //! Then every pool's proposal (target, placement, spot units, admission) goes to the round's
 //! [`policy::RoundPolicy`] at once ([`Engine::handle_timeout_with`]; the daemon's policies are
@@ -101,9 +103,11 @@ impl Default for EngineSettings {
         EngineSettings {
             round_interval: Duration::from_millis(100),
             tolerance: 0.1,
-            scale_down_stabilization: Duration::from_secs(120),
-            scale_down_cooldown: Duration::from_secs(30),
-            max_scale_down_fraction: 0.5,
+            // Capacity within 1.3x of need 2 minutes after demand falls, even after a 50x
+            // drop: a minute's window, then steps of at most three quarters every 15 s.
+            scale_down_stabilization: Duration::from_secs(60),
+            scale_down_cooldown: Duration::from_secs(15),
+            max_scale_down_fraction: 0.75,
             max_scale_up_factor: 10,
             stale_rounds: 3,
             wedding_lead: Duration::from_secs(2 * 3600),
@@ -208,6 +212,15 @@ const CLIMB_MIN_GROWTH: f64 = 1.03;
 /// A climb is projected only while the newest this many samples (seconds) are above the ones
 /// before them.
 const CLIMB_NOW_SAMPLES: usize = 3;
+/// Capacity planned for a projected climb is kept (against scale-down) only while the climb
+/// goes on: once no round has projected one for this long, the climb has stopped, and what was
+/// asked for it, serving or still on its way, may come down to what the load measured needs.
+const CLIMB_STOPPED_AFTER: Duration = Duration::from_secs(10);
+/// Half-life of the forecast's bias: how the load compares with what the weekly profile
+/// expected for the same moment.
+const FORECAST_BIAS_HALF_LIFE: Duration = Duration::from_secs(30 * 60);
+/// A forecast is scaled down by its bias to no less than this fraction of itself.
+const FORECAST_BIAS_FLOOR: f64 = 0.5;
 /// How long the fast load estimate stays in force after a spike.
 const SPIKE_HOLD: Duration = Duration::from_secs(60);
 /// Half-life of the slow load EWMA.
@@ -246,8 +259,9 @@ struct PoolRuntime {
     arriving: Option<(Timestamp, u32)>,
     target: u32,
     desired_history: VecDeque<(Timestamp, u32)>,
-    /// Desired units of rounds that planned for a projected climb, kept for one provisioning
-    /// delay: the time the projection looked ahead.
+    /// Desired units of rounds that planned ahead, for a projected climb or a failover's clients
+    /// not here yet, kept for one provisioning delay (the time the projection looked ahead) and
+    /// dropped once no round has planned ahead for [`CLIMB_STOPPED_AFTER`].
     projected_history: VecDeque<(Timestamp, u32)>,
     last_scale_down: Option<Timestamp>,
     admission: Vec<Admission>,
@@ -260,8 +274,16 @@ struct PoolRuntime {
     tz: TimeZone,
     /// Learned weekly demand profile (5-minute buckets always make one; `None` only if not).
     profile: Option<WeeklyProfile>,
+    /// The load over what the profile expected for the same moment (a slow average), and when
+    /// it last moved: a profile that over-forecasts (a season's uplift that comes more slowly
+    /// than its multiplier says) pre-scales that much less.
+    forecast_bias: Option<(f64, Timestamp)>,
     /// Load taken over from a failed region, while the fleet keeps confirming it.
     failover: Option<FailoverLoad>,
+    /// The pool's own load estimate in the last round that had one (a failover's excluded).
+    own_load: f64,
+    /// The last failover this pool took, its own load when it began, and when.
+    failover_began: Option<(String, f64, Timestamp)>,
     /// Failovers a policy vetoed: confirmations of them are ignored.
     vetoed_failovers: VecDeque<String>,
     /// The size last observed, and when.
@@ -287,8 +309,32 @@ pub struct FailoverLoad {
     pub from_region: String,
     /// Its load this pool takes (requests/s, already this node's share).
     pub load: f64,
+    /// The pool's own load when the failover began. The failed region's clients reach this
+    /// pool after the load balancer moves them, and from then on they are in the demand
+    /// measured here: the pool plans for the larger of its load now and this plus `load`, so
+    /// the same clients are not counted twice.
+    pub own_load_before: f64,
+    /// When the fleet view first handed it over.
+    pub began_at: Timestamp,
     /// When the fleet view last confirmed it.
     pub confirmed_at: Timestamp,
+}
+
+/// A failover's load is planned for ahead of its clients for this long after it began: time for
+/// the load balancer to move them. After it, the demand measured here rules: the clients are in
+/// it, or they are not coming (sent elsewhere, or nowhere), and capacity held for them is idle.
+pub const FAILOVER_ARRIVAL: Duration = Duration::from_secs(90);
+
+impl FailoverLoad {
+    /// The load to add to `own_load` for this failover at `now`: what the failed region hands
+    /// over less what of it already arrived (the pool's load above its load before the
+    /// failover), and nothing once [`FAILOVER_ARRIVAL`] has passed.
+    pub fn added_to(&self, own_load: f64, now: Timestamp) -> f64 {
+        if now.saturating_since(self.began_at) > FAILOVER_ARRIVAL {
+            return 0.0;
+        }
+        (self.own_load_before + self.load - own_load).max(0.0)
+    }
 }
 
 /// A failover's load stops counting when the fleet view has not confirmed it for this long
@@ -362,7 +408,10 @@ impl Engine {
                     decided: false,
                     tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
                     profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
+                    forecast_bias: None,
                     failover: None,
+                    own_load: 0.0,
+                    failover_began: None,
                     vetoed_failovers: VecDeque::new(),
                     observed: None,
                     size_known: spec.assume_size.is_some(),
@@ -406,8 +455,23 @@ impl Engine {
         if !(load.is_finite() && load >= 0.0) || p.vetoed_failovers.iter().any(|v| v == id) {
             return;
         }
-        p.failover =
-            Some(FailoverLoad { id: id.to_owned(), from_region: from_region.to_owned(), load, confirmed_at: now });
+        // A confirmation keeps the load the pool had when this failover began, even after a
+        // lapse in the confirmations (by then its clients may be here already).
+        let (own_load_before, began_at) = match &p.failover_began {
+            Some((began, before, at)) if began == id => (*before, *at),
+            _ => {
+                p.failover_began = Some((id.to_owned(), p.own_load, now));
+                (p.own_load, now)
+            }
+        };
+        p.failover = Some(FailoverLoad {
+            id: id.to_owned(),
+            from_region: from_region.to_owned(),
+            load,
+            own_load_before,
+            began_at,
+            confirmed_at: now,
+        });
     }
 
     /// The failover load a pool carries now, if any.
@@ -722,8 +786,26 @@ impl Engine {
                     }
                 }
                 None => {
+                    // How the load compares with what the profile expected now, before it
+                    // learns now.
+                    if let Some(expected) = p
+                        .profile
+                        .as_ref()
+                        .and_then(|f| f.expected_before(wall_ms, &p.tz, &s.seasons))
+                        .filter(|expected| *expected > 0.0 && load.is_finite())
+                    {
+                        let ratio = (load / expected).clamp(0.0, 4.0);
+                        p.forecast_bias = Some(match p.forecast_bias {
+                            None => (ratio, now),
+                            Some((bias, at)) => {
+                                let elapsed = now.saturating_since(at).as_secs_f64();
+                                let weight = 1.0 - 0.5f64.powf(elapsed / FORECAST_BIAS_HALF_LIFE.as_secs_f64());
+                                (bias + weight * (ratio - bias), now)
+                            }
+                        });
+                    }
                     // The profile learns this region's own load; a failover's is borrowed. A lossy
-                    // round teaches it nothing.
+                    // round teaches it (and the forecast's bias) nothing.
                     if let Some(profile) = p.profile.as_mut() {
                         profile.observe(wall_ms, &p.tz, load, &s.seasons);
                     }
@@ -731,6 +813,7 @@ impl Engine {
                 }
             };
             own_load = Some(load);
+            p.own_load = load;
         }
         let failover = if p.holding { None } else { p.failover.clone() };
         if p.size_known && !p.seeded {
@@ -840,6 +923,12 @@ impl Engine {
         }
         while p.projected_history.front().is_some_and(|(at, _)| now.saturating_since(*at) > spec.provisioning_delay) {
             p.projected_history.pop_front();
+        }
+        // A climb that has stopped no longer holds up what was bought for it: the projection
+        // looked ahead for load that is not coming, and capacity still on its way can be cut
+        // before it arrives (the measured load's own needs stay in the stabilization window).
+        if p.projected_history.back().is_some_and(|(at, _)| now.saturating_since(*at) >= CLIMB_STOPPED_AFTER) {
+            p.projected_history.clear();
         }
         while p.desired_history.front().is_some_and(|(at, _)| now.saturating_since(*at) > s.scale_down_stabilization) {
             p.desired_history.pop_front();
@@ -952,6 +1041,8 @@ impl Engine {
         if to < from {
             p.last_scale_down = Some(now);
             p.available = p.available.min(to);
+            // Capacity still on its way is cut to the new target; what remains arrives on time.
+            p.arriving = p.arriving.map(|(at, units)| (at, units.min(to))).filter(|(_, units)| *units > p.available);
         } else if to > from {
             p.arriving = Some((now.saturating_add(spec.provisioning_delay), to));
             if spec.provisioning_delay.is_zero() {
@@ -1098,9 +1189,17 @@ fn plan_target(
     let mut load_used = p.last_load;
     if let Some(own_load) = own_load {
         let mut load = own_load;
+        let mut borrowed = 0.0;
         if let Some(f) = failover {
-            load += f.load;
-            reasons.push(Reason::Failover { id: f.id.clone(), from_region: f.from_region.clone(), added_load: f.load });
+            borrowed = f.added_to(own_load, now);
+            load += borrowed;
+            if borrowed > 0.0 {
+                reasons.push(Reason::Failover {
+                    id: f.id.clone(),
+                    from_region: f.from_region.clone(),
+                    added_load: borrowed,
+                });
+            }
         }
         load_used = load;
         // 3. Target tracking.
@@ -1118,11 +1217,17 @@ fn plan_target(
             reasons.push(Reason::ScaleUpCapped { factor: s.max_scale_up_factor, wanted: desired });
             desired = cap;
         }
+        // What was planned ahead (a projected climb, a failover's clients not here yet) is
+        // remembered apart from what the load measured here needs: it holds against a
+        // scale-down only while it goes on.
         desired_kept = Some(match measured {
             Some(measured) => {
                 projected_kept = Some(desired);
-                let borrowed = failover.map_or(0.0, |f| f.load);
-                desired.min(units_for(measured + borrowed, per_unit))
+                desired.min(units_for(measured, per_unit))
+            }
+            None if borrowed > 0.0 => {
+                projected_kept = Some(desired);
+                desired.min(units_for(own_load, per_unit))
             }
             None => desired,
         });
@@ -1170,8 +1275,11 @@ fn plan_target(
         let bucket_ms = i64::try_from(PROFILE_BUCKET.as_millis()).unwrap_or(i64::MAX);
         let ahead = wall_ms - wall_ms.rem_euclid(bucket_ms) + bucket_ms;
         let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
+        // A profile that has lately expected more than came is believed that much less (never
+        // more: a forecast that falls short is the reactive path's to catch).
+        let bias = p.forecast_bias.map_or(1.0, |(bias, _)| bias.clamp(FORECAST_BIAS_FLOOR, 1.0));
         let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
-        if let Some(peak) = forecast {
+        if let Some(peak) = forecast.map(|peak| peak * bias) {
             // Headroom for the forecast's error on what it adds over the load now: a flat load
             // runs at the target utilization, not below it.
             let wanted = peak + s.forecast_headroom * (peak - load).max(0.0);

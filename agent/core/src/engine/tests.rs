@@ -114,6 +114,53 @@ fn a_failed_regions_load_scales_the_pool_that_takes_it_then_lapses() {
     assert!(engine.failover(0).is_none());
 }
 
+/// Drives `rounds` with `rps(round)` of registrations while the fleet confirms, every round,
+/// a failover handing the pool 1,400 rps of `us`.
+fn drive_confirming_a_failover(
+    engine: &mut Engine,
+    rounds: std::ops::Range<u64>,
+    rps: impl Fn(u64) -> f64,
+) -> Vec<Decision> {
+    let mut decisions = Vec::new();
+    for r in rounds {
+        engine.handle_failover(Timestamp::from_millis(r * ROUND_MS), 0, "failover:us:eu-west:1", "us", 1400.0);
+        decisions.extend(drive(engine, r, 1, |r| demand(TrafficClass::Registration, rps(r))));
+    }
+    decisions
+}
+
+#[test]
+fn a_failed_regions_clients_arriving_here_are_not_counted_twice() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 100, |_| demand(TrafficClass::Registration, 700.0));
+    // The fleet hands this pool 1,400 rps of a failed region; 30 s later the load balancer has
+    // moved those clients here, and the demand measured carries them (2,100 rps).
+    let decisions = drive_confirming_a_failover(&mut engine, 100..1500, |r| if r < 400 { 700.0 } else { 2100.0 });
+    assert_eq!(decisions.first().map(|d| d.to), Some(30), "(700 + 1400) / 70 = 30 units ahead of the clients");
+    // Once they are here the failover adds nothing on top: still 30 units, not 50.
+    assert!(decisions.iter().all(|d| d.to <= 30), "{decisions:?}");
+    assert_eq!(engine.status()[0].target, 30);
+    let load = engine.status()[0].load;
+    assert!((load - 2100.0).abs() < 50.0, "planned for {load} rps");
+}
+
+#[test]
+fn a_failovers_clients_that_never_come_are_not_waited_for() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    drive(&mut engine, 0, 100, |_| demand(TrafficClass::Registration, 700.0));
+    // The fleet keeps handing this pool 1,400 rps of a failed region whose clients go elsewhere.
+    let decisions = drive_confirming_a_failover(&mut engine, 100..3000, |_| 700.0);
+    assert_eq!(decisions.first().map(|d| d.to), Some(30), "planned for ahead of its clients");
+    // Once they have had FAILOVER_ARRIVAL to come, the pool goes back to what its demand needs,
+    // at once rather than after the stabilization window (the planned-ahead capacity is not
+    // the measured load's), in steps of at most half.
+    let back = decisions.iter().find(|d| d.to == 10).expect("back to its own load");
+    let after_s = (back.at.as_nanos() / 1_000_000 - 100 * ROUND_MS) as f64 / 1000.0 - FAILOVER_ARRIVAL.as_secs_f64();
+    assert!(after_s <= 40.0, "{after_s} s after the arrival window: {decisions:?}");
+    assert!(decisions.iter().all(|d| d.to >= 10), "{decisions:?}");
+    assert_eq!(engine.status()[0].target, 10);
+}
+
 #[test]
 fn three_sigma_step_scales_up_within_a_second() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
@@ -199,6 +246,62 @@ fn capacity_bought_for_a_climb_that_stops_is_released_before_the_stabilization_w
     assert!(target <= (f64::from(flat_needs) * 1.1).ceil() as u32, "{target} vs {flat_needs}");
 }
 
+/// A climb of `growth` per second from 1,000 rps for `seconds`, then flat at its top for
+/// `flat_rounds` rounds, on a pool whose capacity takes 60 s to arrive; returns the engine, the
+/// most units asked for during the climb, the top and the decisions on the flat.
+fn climb_then_flat(growth: f64, seconds: u64, flat_rounds: u64) -> (Engine, u32, f64, Vec<Decision>) {
+    let mut spec = pool("api");
+    spec.provisioning_delay = Duration::from_secs(60);
+    let mut engine = Engine::new(EngineSettings::default(), vec![spec]);
+    drive(&mut engine, 0, 3000, |_| demand(TrafficClass::Registration, 1000.0));
+    let top = 1000.0 * growth.powf(seconds as f64);
+    let climb = drive(&mut engine, 3000, seconds * 10, |r| {
+        demand(TrafficClass::Registration, 1000.0 * growth.powf((r - 3000) as f64 / 10.0))
+    });
+    let bought = climb.iter().map(|d| d.to).max().unwrap_or(0);
+    let flat = drive(&mut engine, 3000 + seconds * 10, flat_rounds, |_| demand(TrafficClass::Registration, top));
+    (engine, bought, top, flat)
+}
+
+#[test]
+fn a_climb_that_stops_cuts_the_capacity_still_on_its_way() {
+    // Climb for a minute (to ~5,900 rps), then hold flat: the projection asked for more than the
+    // flat load needs, and that capacity is still 60 s from serving when the climb stops.
+    let (engine, bought, top, flat) = climb_then_flat(1.03, 60, 200);
+    let flat_needs = (top / 70.0).ceil() as u32;
+    assert!(bought > flat_needs + flat_needs / 4, "the climb was projected: {bought} vs {flat_needs}");
+    // Within 20 s of the climb stopping (10 s without a projection) the target is cut to what
+    // the top of the climb measured, before the capacity asked for the projection arrives (60 s).
+    let cut = flat.iter().find(|d| d.to < d.from).expect("a cut");
+    assert!(cut.to >= flat_needs && cut.to < bought, "{cut:?}");
+    let status = &engine.status()[0];
+    assert!(status.target < bought, "{status:?}");
+    assert!(status.available < status.target, "the cut came before the capacity arrived: {status:?}");
+    assert!(flat.iter().all(|d| d.to >= flat_needs), "never below what the flat load needs: {flat:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the climb, once it stops the pool holds no more than the projection's cut allows
+    /// within 20 s, and never less than the flat load needs.
+    #[test]
+    fn capacity_for_a_stopped_climb_comes_down_to_the_measured_need(
+        growth in 1.01f64..1.05,
+        seconds in 40u64..120,
+    ) {
+        // Climbs that stay within the pool's maximum (1,000 units of 70 rps at the target).
+        prop_assume!(growth.powf(seconds as f64) <= 50.0);
+        let (engine, _, top, flat) = climb_then_flat(growth, seconds, 200);
+        let flat_needs = (top / 70.0).ceil() as u32;
+        prop_assert!(flat.iter().all(|d| d.to >= flat_needs), "{:?}", flat);
+        // What the top of the climb measured, within the tolerance band and one unit of
+        // rounding: the projection's excess is gone.
+        let target = engine.status()[0].target;
+        prop_assert!(f64::from(target) <= (f64::from(flat_needs) * 1.1).ceil() + 1.0, "{target} vs {flat_needs}");
+    }
+}
+
 #[test]
 fn stationary_noise_neither_flaps_nor_falsely_scales() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
@@ -223,14 +326,25 @@ fn scale_down_waits_for_stabilization_and_steps() {
     let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
     drive(&mut engine, 0, 600, |_| demand(TrafficClass::Background, 7000.0));
     assert_eq!(engine.status()[0].target, 100);
-    // Load drops to almost nothing: nothing for 120 s, then steps of at most 50% every 30 s.
+    // Load drops to almost nothing: nothing for the stabilization window (a minute), then steps
+    // of at most three quarters every cooldown (15 s).
+    let settings = EngineSettings::default();
     let down = drive(&mut engine, 600, 9000, |_| demand(TrafficClass::Background, 10.0));
     let first = down.iter().find(|d| d.to < d.from).expect("scale-down");
     let waited = first.at.as_nanos() / 1_000_000 - 600 * ROUND_MS;
-    assert!(waited >= 120_000, "scaled down after only {waited} ms");
-    for d in down.iter().filter(|d| d.to < d.from) {
-        assert!(d.to * 2 >= d.from, "step {} → {} removes more than half", d.from, d.to);
+    assert!(waited >= settings.scale_down_stabilization.as_millis() as u64, "scaled down after only {waited} ms");
+    let steps: Vec<&Decision> = down.iter().filter(|d| d.to < d.from).collect();
+    for d in &steps {
+        assert!(d.to * 4 >= d.from, "step {} → {} removes more than three quarters", d.from, d.to);
     }
+    for pair in steps.windows(2) {
+        let apart = pair[1].at.saturating_since(pair[0].at);
+        assert!(apart >= settings.scale_down_cooldown, "steps {apart:?} apart: {pair:?}");
+    }
+    // Within 1.3x of the need (the minimum, 2 units, here) two minutes after the drop, as the
+    // platform asks: a minute's window, then a step every 15 s.
+    let by_two_minutes = steps.iter().rfind(|d| d.at.as_nanos() / 1_000_000 - 600 * ROUND_MS <= 120_000);
+    assert!(by_two_minutes.is_some_and(|d| d.to <= 2), "{steps:?}");
     // Idle capacity is gone within 15 minutes.
     let end = down.iter().rfind(|d| d.to < d.from).expect("several steps");
     assert_eq!(end.to, 2);
@@ -503,6 +617,26 @@ fn the_forecast_pre_scales_ahead_of_a_known_peak() {
     assert_eq!(pre.last().unwrap().to, 118, "{pre:?}");
     assert_eq!(engine.status()[0].target, 118);
     assert!(engine.forecast_peak(0, at, Duration::from_secs(1800)).unwrap() >= 7000.0 - 1e-6);
+}
+
+#[test]
+fn a_forecast_that_has_expected_more_than_came_pre_scales_less() {
+    // The profile expects 1,000 rps now and 7,000 at noon; today runs at 60% of it (a season
+    // uplift that comes more slowly than its multiplier said).
+    let at = 1_781_091_600_000i64;
+    let start = at - 3_600_000;
+    let profile = daily_noon_profile(1000.0, 7000.0, start);
+    let mut engine = predictive_engine(&profile);
+    for r in 0..(3_600_000 / ROUND_MS) {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        engine.handle_demand(now, 0, demand(TrafficClass::Media, 600.0));
+        engine.handle_timeout(now, start + (r * ROUND_MS) as i64);
+        while engine.poll_decision().is_some() {}
+    }
+    // 20 minutes before noon, pre-scaled for 60% of the forecast peak, with the headroom on its
+    // uplift: (4200 + 0.2 × 3600) / 70 = 71 units (the full forecast would be 118).
+    let target = engine.status()[0].target;
+    assert!((68..=74).contains(&target), "{target}");
 }
 
 #[test]
@@ -842,9 +976,10 @@ fn a_pool_of_unknown_size_gets_no_decision_until_it_is_observed() {
     let status = &engine.status()[0];
     assert!(!status.size_unknown);
     assert_eq!((status.target, status.available, status.observed_units), (50, 50, Some(50)));
-    let early = drive(&mut engine, 100, 1000, |_| demand(TrafficClass::Media, 2100.0));
+    let window = EngineSettings::default().scale_down_stabilization.as_millis() as u64 / ROUND_MS;
+    let early = drive(&mut engine, 100, window, |_| demand(TrafficClass::Media, 2100.0));
     assert!(early.iter().all(|d| d.to >= 50), "a scale-down in the first window: {early:?}");
-    let later = drive(&mut engine, 1100, 2000, |_| demand(TrafficClass::Media, 2100.0));
+    let later = drive(&mut engine, 100 + window, 2000, |_| demand(TrafficClass::Media, 2100.0));
     assert!(later.iter().any(|d| d.to < 50), "never scaled down after the window: {later:?}");
 }
 
