@@ -28,6 +28,7 @@ fn wedding_day_guard_vetoes_scale_down_keeps_the_reserve_and_raises_the_floor() 
     // Pool 0: a wedding is active in its region; the engine proposes to scale it down.
     r.pools.status[0] = PoolStatus::PROTECTED;
     r.pools.load[0] = 280.0;
+    r.pools.demand[3] = 600.0; // pool 0's media: 840 rps in all, 60 of it wedding-critical
     r.pools.proposed[0] = 3;
     r.weddings.push(Wedding {
         guests: 400,
@@ -37,8 +38,9 @@ fn wedding_day_guard_vetoes_scale_down_keeps_the_reserve_and_raises_the_floor() 
     let v = one(&mut host, WEDDING_DAY_GUARD.wasm, &s, &r);
 
     assert!(v.vetoes.iter().any(|veto| veto.target == VetoTarget::ScaleDown(0) && !veto.reason.is_empty()), "{v:?}");
-    // The reserve: 300 rps (the demand) over 100 × 0.7 × 0.8 per unit → 6 units.
-    assert_eq!(units(&v, |a| if let Adjustment::RaiseTarget(u) = a { Some(*u) } else { None }), vec![(0, 6)]);
+    // The wedding-critical reserve: the other classes' 780 rps within 80% of 100 per unit → 10
+    // units (the whole 840 fits in 9).
+    assert_eq!(units(&v, |a| if let Adjustment::RaiseTarget(u) = a { Some(*u) } else { None }), vec![(0, 10)]);
     // A large wedding: protected floor 6 + 2 + ceil(6 × 0.5) = 11.
     assert_eq!(units(&v, |a| if let Adjustment::PrescaleFloor(u) = a { Some(*u) } else { None }), vec![(0, 11)]);
     // Pool 1 is not protected: untouched.
