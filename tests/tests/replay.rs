@@ -86,7 +86,11 @@ fn flash_crowd_during_a_wedding_degrades_by_class() {
 /// The engine against the Kubernetes HPA baseline (its documented defaults) on every trace: same
 /// pool, same capacity model, same scoring, printed side by side. The engine must reach capacity
 /// no later than the baseline, never leave wedding-critical demand unserved, keep its
-/// wedding-critical p99 latency no higher, and cost at most 10% more.
+/// wedding-critical p99 latency no higher, and cost at most 10% more at its own prices. The
+/// capacity figures the fleet verdict judges (unit-hours, cost at the same prices, time from
+/// demand falling to capacity within 1.3x need) are printed beside them: on two traces the
+/// engine misses them (the README's replay table says which and why), so they are not asserted
+/// here.
 #[test]
 fn the_engine_against_the_hpa_baseline() {
     use wedsync_core::baseline::HpaSettings;
@@ -105,7 +109,9 @@ fn the_engine_against_the_hpa_baseline() {
         let f = |o: Option<f64>| o.map_or("-".to_owned(), |s| format!("{s:.0}"));
         eprintln!(
             "{name:28} onset→capacity s: engine {:>5} hpa {:>5} | under-provisioned unit-s: engine {:>9.0} hpa {:>9.0} | \
-             wedding-critical unserved: engine {:>8.0} hpa {:>8.0} | cost: engine {:>7.2} hpa {:>7.2} | \
+             wedding-critical unserved: engine {:>8.0} hpa {:>8.0} | cost (own prices): engine {:>7.2} hpa {:>7.2} | \
+             unit-hours: engine {:>8.2} hpa {:>8.2} | cost (same prices): engine {:>7.2} hpa {:>7.2} | \
+             demand falling to within 1.3x need, s: engine {:>6.0} hpa {:>6.0} | \
              p99 latency ms, wedding-critical: engine {:>8.0} hpa {:>8.0}; registration: engine {:>8.0} hpa {:>8.0}",
             f(engine.onset_to_capacity_s),
             f(hpa.onset_to_capacity_s),
@@ -115,6 +121,12 @@ fn the_engine_against_the_hpa_baseline() {
             hpa.wedding_critical_unserved,
             engine.total_cost,
             hpa.total_cost,
+            engine.unit_hours,
+            hpa.unit_hours,
+            engine.same_price_cost,
+            hpa.same_price_cost,
+            engine.fall_to_need_s,
+            hpa.fall_to_need_s,
             engine.p99_latency_ms[0],
             hpa.p99_latency_ms[0],
             engine.p99_latency_ms[2],

@@ -173,8 +173,25 @@ pub struct ReplayReport {
     pub under_provisioned_unit_seconds: f64,
     /// Cost of capacity beyond what the target utilization needs, at on-demand prices.
     pub over_provisioned_cost: f64,
-    /// Total cost of the capacity held, by the decisions' purchase mixes.
+    /// Total cost of the capacity held, by the decisions' purchase mixes (the baseline's at
+    /// on-demand prices): information, each side priced its own way.
     pub total_cost: f64,
+    /// Unit-hours of capacity held: units serving or on their way, over the run. Capacity is
+    /// held from the moment it is asked for, as a cloud bills an instance from its launch.
+    pub unit_hours: f64,
+    /// The capacity held at one price list for every autoscaler: [`ReplayReport::unit_hours`]
+    /// at the pool's on-demand price.
+    pub same_price_cost: f64,
+    /// The longest time from demand falling to capacity within [`NEED_MARGIN`] × need, seconds
+    /// (0: capacity never stayed above it). Each round whose serving units exceed the units
+    /// its demand allows ([`allowed_units`]: 1.3× need, the minimum, and while a wedding is
+    /// active the protected floor and the wedding-critical reserve) counts from the last round
+    /// whose demand allowed that many units while they served: the time since demand fell
+    /// below what the capacity serving now is for. Capacity raised since demand last allowed it
+    /// (bought ahead of a forecast, or for a climb that did not come) counts from its first
+    /// round above the allowance, unless demand then rises to meet it (capacity bought ahead of
+    /// load that came is not a fall); a stretch still open when the run ends counts to the end.
+    pub fall_to_need_s: f64,
     /// Changes of scaling direction (up after down or down after up).
     pub direction_reversals: u32,
     /// Requests shed by admission control, per class (in [`TrafficClass::ALL`] order).
@@ -208,6 +225,9 @@ impl ReplayReport {
             under_provisioned_unit_seconds: 0.0,
             over_provisioned_cost: 0.0,
             total_cost: 0.0,
+            unit_hours: 0.0,
+            same_price_cost: 0.0,
+            fall_to_need_s: 0.0,
             direction_reversals: 0,
             shed_requests: [0.0; 5],
             wedding_critical_unserved: 0.0,
@@ -284,6 +304,30 @@ pub fn replay(trace: &Trace, pool: PoolSpec, mut settings: EngineSettings) -> (R
         model.round(t, round_s, demand, protected);
     }
     (model.report(), decisions)
+}
+
+/// Capacity within this multiple of what demand needs at the target utilization is not held
+/// after a fall ([`ReplayReport::fall_to_need_s`]).
+pub const NEED_MARGIN: f64 = 1.3;
+
+/// The most units a pool may hold for `weighted` requests/s (per-class costs applied) without
+/// counting as capacity held after a fall: [`NEED_MARGIN`] × what the demand needs at the
+/// target utilization (rounded up to whole units), and never less than the pool's minimum.
+/// While a wedding protects the pool's region, its protected floor and the wedding-critical
+/// reserve (the demand within `1 − reserve` of the capacity, the share the engine's admission
+/// leaves the other classes while protected) are allowed too: capacity held above 1.3× need
+/// only by them is protection, not a slow scale-down.
+pub fn allowed_units(pool: &PoolSpec, weighted: f64, protected: bool, reserve: f64) -> u32 {
+    let need = weighted.max(0.0) / pool.target_load_per_unit().max(f64::MIN_POSITIVE);
+    // A hair above a whole number of units is that number (rates summed in floating point).
+    let whole = |units: f64| (units - 1e-6).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
+    let mut allowed = whole(NEED_MARGIN * need).max(pool.min);
+    if protected {
+        let free = (1.0 - reserve).clamp(0.1, 1.0);
+        let reserve_units = weighted.max(0.0) / (pool.capacity_per_unit * free).max(f64::MIN_POSITIVE);
+        allowed = allowed.max(pool.protected_floor).max(whole(reserve_units));
+    }
+    allowed
 }
 
 /// How serving capacity is shared out when demand exceeds it.
@@ -381,8 +425,9 @@ impl PoolModel {
     /// active in the pool's region.
     pub fn round(&mut self, t: f64, round_s: f64, demand: Demand, protected: bool) {
         let serving = self.capacity.serving;
+        let held = self.capacity.asked();
         let cost_per_hour = self.cost_per_hour.unwrap_or(f64::from(serving) * self.pool.cost.on_demand);
-        let round = Round { t, round_s, demand, serving, admission: self.admission, cost_per_hour, protected };
+        let round = Round { t, round_s, demand, serving, held, admission: self.admission, cost_per_hour, protected };
         self.scorer.round(&mut self.report, &self.pool, self.onset_s, &round);
     }
 
@@ -482,9 +527,21 @@ struct Round {
     round_s: f64,
     demand: Demand,
     serving: u32,
+    /// Units serving or on their way.
+    held: u32,
     admission: [f64; 5],
     cost_per_hour: f64,
     protected: bool,
+}
+
+/// A stretch of rounds serving more than demand allows.
+#[derive(Debug, Clone, Copy)]
+struct Excess {
+    /// Its first round, seconds.
+    since: f64,
+    /// From when it served capacity bought ahead: more than any demand allowed since the
+    /// capacity was raised to it.
+    unjustified_since: Option<f64>,
 }
 
 /// Service time of one request in the latency model.
@@ -504,6 +561,20 @@ struct Scorer {
     latency: Vec<hdrhistogram::Histogram<u64>>,
     /// Each class's latency in the last round, seconds.
     last_latency_s: [f64; 5],
+    /// The wedding-critical reserve allowed while protected ([`allowed_units`]).
+    reserve: f64,
+    /// Past rounds' allowed units that no later round has matched, (time, units): the units fall
+    /// from the first to the last, so the last round that allowed `n` units is found by
+    /// bisection. At most one entry per distinct number of units.
+    allowed_since: Vec<(f64, u32)>,
+    /// The stretch of rounds serving more than allowed, if one is open.
+    excess: Option<Excess>,
+    /// Units serving in the last round scored.
+    last_serving: u32,
+    /// The last round in which the units serving rose, seconds.
+    raised_at: f64,
+    /// The end of the last round scored, seconds.
+    end_s: f64,
 }
 
 impl Scorer {
@@ -514,6 +585,12 @@ impl Scorer {
             backlog: [0.0; 5],
             latency: Scorer::histograms(),
             last_latency_s: [0.0; 5],
+            reserve: EngineSettings::default().wedding_critical_reserve,
+            allowed_since: Vec::new(),
+            excess: None,
+            last_serving: 0,
+            raised_at: 0.0,
+            end_s: 0.0,
         }
     }
 
@@ -536,6 +613,9 @@ impl Scorer {
         report.over_provisioned_cost +=
             (f64::from(serving) - needed_target).max(0.0) * pool.cost.on_demand * round_s / 3600.0;
         report.total_cost += r.cost_per_hour * round_s / 3600.0;
+        report.unit_hours += f64::from(r.held) * round_s / 3600.0;
+        report.same_price_cost += f64::from(r.held) * pool.cost.on_demand * round_s / 3600.0;
+        self.excess(report, pool, weighted, r);
         for (i, class) in TrafficClass::ALL.iter().enumerate() {
             report.shed_requests[i] += demand.of(*class) * (1.0 - r.admission[i]) * round_s;
         }
@@ -567,6 +647,43 @@ impl Scorer {
             demand.of(class) * pool.class_weight(class) * r.admission[i]
         });
         self.queue(&admitted, capacity, round_s);
+    }
+
+    /// Times how long capacity serving above what demand allows ([`allowed_units`]) outlasts
+    /// the demand that allowed it (see [`ReplayReport::fall_to_need_s`]).
+    fn excess(&mut self, report: &mut ReplayReport, pool: &PoolSpec, weighted: f64, r: &Round) {
+        let allowed = allowed_units(pool, weighted, r.protected, self.reserve);
+        while self.allowed_since.last().is_some_and(|(_, units)| *units <= allowed) {
+            self.allowed_since.pop();
+        }
+        self.allowed_since.push((r.t, allowed));
+        let serving = r.serving;
+        if serving > self.last_serving {
+            self.raised_at = r.t;
+        }
+        if serving > allowed {
+            let excess = self.excess.get_or_insert(Excess { since: r.t, unjustified_since: None });
+            // The last round whose demand allowed this many units, if they were serving then.
+            let allowing = self.allowed_since.partition_point(|(_, units)| *units >= serving);
+            match allowing.checked_sub(1).and_then(|i| self.allowed_since.get(i)) {
+                Some((fell_at, _)) if *fell_at >= self.raised_at => {
+                    report.fall_to_need_s = report.fall_to_need_s.max(r.t - fell_at);
+                }
+                // Raised since demand last allowed it: bought ahead, not held after a fall.
+                _ => {
+                    let since = excess.since.max(self.raised_at);
+                    excess.unjustified_since.get_or_insert(since);
+                }
+            }
+        } else if let Some(Excess { unjustified_since: Some(since), .. }) = self.excess.take()
+            && serving < self.last_serving
+        {
+            // Capacity bought ahead of demand that did not come, ended by a scale-down: held
+            // from its first round above the need.
+            report.fall_to_need_s = report.fall_to_need_s.max(r.t - since);
+        }
+        self.last_serving = serving;
+        self.end_s = r.t + r.round_s;
     }
 
     /// Serves this round's admitted requests (requests/s per class) from `capacity` and records
@@ -617,8 +734,12 @@ impl Scorer {
         }
     }
 
-    /// Writes the latency percentiles into `report`.
+    /// Writes the latency percentiles into `report`, and counts a stretch of excess capacity
+    /// still open to the end of the run.
     fn finish(&self, report: &mut ReplayReport) {
+        if let Some(since) = self.excess.as_ref().and_then(|e| e.unjustified_since) {
+            report.fall_to_need_s = report.fall_to_need_s.max(self.end_s - since);
+        }
         for (i, histogram) in self.latency.iter().enumerate() {
             if let Some(p99) = report.p99_latency_ms.get_mut(i)
                 && !histogram.is_empty()
@@ -759,6 +880,90 @@ mod tests {
         model.scale(40.0, 12, 20);
         model.scale(41.0, 20, 3);
         assert_eq!((model.serving(), model.asked()), (3, 3));
+    }
+
+    #[test]
+    fn allowed_units_are_need_with_the_margin_and_the_floors_only_while_protected() {
+        let p = pool(); // 70 rps per unit at the target, min 2, protected floor 10
+        // 700 rps needs 10 units; 1.3x is 13.
+        assert_eq!(allowed_units(&p, 700.0, false, 0.2), 13);
+        // A load a hair above whole units does not round up past them.
+        assert_eq!(allowed_units(&p, 70.0 * 10.0 / 1.3 + 1e-9, false, 0.2), 10);
+        assert_eq!(allowed_units(&p, 0.0, false, 0.2), 2, "the minimum");
+        assert_eq!(allowed_units(&p, 0.0, true, 0.2), 10, "the protected floor");
+        // The reserve: with half of capacity kept for wedding-critical, 700 rps may hold 14
+        // units (700 in half of 100 a unit) while protected.
+        assert_eq!(allowed_units(&p, 700.0, true, 0.5), 14);
+        assert_eq!(allowed_units(&p, 700.0, false, 0.5), 13);
+    }
+
+    /// Scores `units(t)` against `demand(t)` (requests/s of background) for `seconds`, in
+    /// rounds of 1 s, with a wedding active while `protected(t)`.
+    fn score(
+        seconds: u32,
+        units: impl Fn(f64) -> u32,
+        rps: impl Fn(f64) -> f64,
+        protected: impl Fn(f64) -> bool,
+    ) -> ReplayReport {
+        let mut p = pool();
+        p.provisioning_delay = Duration::ZERO;
+        let mut model = PoolModel::new("p", p, units(0.0), Serving::ByPriority, None);
+        for s in 0..seconds {
+            let t = f64::from(s);
+            let (from, to) = (model.asked(), units(t));
+            model.scale(t, from, to);
+            model.arrive(t);
+            let mut demand = Demand::default();
+            demand.set(TrafficClass::Background, rps(t));
+            model.round(t, 1.0, demand, protected(t));
+        }
+        model.report()
+    }
+
+    #[test]
+    fn unit_hours_and_the_same_price_cost_count_what_is_held() {
+        // 10 units for an hour, then 20 for an hour.
+        let report = score(7200, |t| if t < 3600.0 { 10 } else { 20 }, |_| 700.0, |_| false);
+        assert!((report.unit_hours - 30.0).abs() < 1e-9, "{report:?}");
+        assert!((report.same_price_cost - 30.0 * UnitCost::default().on_demand).abs() < 1e-9, "{report:?}");
+    }
+
+    #[test]
+    fn the_time_from_demand_falling_counts_until_the_scale_down() {
+        // 1,400 rps (20 units) until 100 s, then 350 rps (5 units; 1.3x is 7): the pool keeps 20
+        // units until 190 s, then goes to 6.
+        let report =
+            score(400, |t| if t < 190.0 { 20 } else { 6 }, |t| if t < 100.0 { 1400.0 } else { 350.0 }, |_| false);
+        assert_eq!(report.fall_to_need_s, 90.0, "{report:?}");
+        // Never back within 1.3x need: the stretch counts to the end of the run.
+        let report = score(400, |_| 20, |t| if t < 100.0 { 1400.0 } else { 350.0 }, |_| false);
+        assert_eq!(report.fall_to_need_s, 300.0, "{report:?}");
+        // Capacity bought ahead of demand that then comes is not a fall.
+        let report = score(400, |_| 20, |t| if t < 100.0 { 350.0 } else { 1400.0 }, |_| false);
+        assert_eq!(report.fall_to_need_s, 0.0, "{report:?}");
+        // Nor is capacity raised again ahead of a rise after an earlier fall, though an earlier
+        // demand once needed it: 20 units until 100 s, 6 while demand is low, 20 again from
+        // 200 s ahead of the demand that comes at 260 s.
+        let report = score(
+            400,
+            |t| if (100.0..200.0).contains(&t) { 6 } else { 20 },
+            |t| if (100.0..260.0).contains(&t) { 350.0 } else { 1400.0 },
+            |_| false,
+        );
+        assert_eq!(report.fall_to_need_s, 0.0, "{report:?}");
+        // The same capacity bought ahead, when the demand does not come and it is released at
+        // 300 s: held for the 100 s from its first round.
+        let report = score(
+            400,
+            |t| if (100.0..200.0).contains(&t) || t >= 300.0 { 6 } else { 20 },
+            |t| if t < 100.0 { 1400.0 } else { 350.0 },
+            |_| false,
+        );
+        assert_eq!(report.fall_to_need_s, 100.0, "{report:?}");
+        // Held by the protected floor (10) while a wedding is active: not counted; once the
+        // wedding ends, the floor's units count from then.
+        let report = score(400, |t| if t < 300.0 { 10 } else { 2 }, |_| 70.0, |t| t < 200.0);
+        assert_eq!(report.fall_to_need_s, 100.0, "{report:?}");
     }
 
     #[test]

@@ -125,8 +125,14 @@ pub struct Verdict {
     pub wedding_critical_served: bool,
     /// Wedding-critical p99 latency no higher than the baseline's.
     pub wedding_critical_latency: bool,
-    /// Cost at most 10% above the baseline's.
+    /// Cost at the same prices (both sides' unit-hours at on-demand prices) at most 10% above
+    /// the baseline's.
     pub cost: bool,
+    /// Unit-hours held at most 10% above the baseline's.
+    pub unit_hours: bool,
+    /// Demand falling to capacity within 1.3× need in at most 2 minutes, outside protected
+    /// floors.
+    pub scale_down: bool,
     /// All of the above.
     pub engine_wins: bool,
 }
@@ -348,13 +354,23 @@ fn verdict(engine: &ReplayReport, baseline: &ReplayReport) -> Verdict {
     };
     let wedding_critical_served = engine.wedding_critical_unserved == 0.0;
     let wedding_critical_latency = engine.p99_latency_ms[0] <= baseline.p99_latency_ms[0];
-    let cost = engine.total_cost <= 1.1 * baseline.total_cost;
+    let ratio = wedsync_sim::report::UNIT_HOURS_RATIO;
+    let cost = engine.same_price_cost <= ratio * baseline.same_price_cost;
+    let unit_hours = engine.unit_hours <= ratio * baseline.unit_hours;
+    let scale_down = engine.fall_to_need_s <= wedsync_sim::report::FALL_TO_NEED_LIMIT_S;
     Verdict {
         time_to_capacity,
         wedding_critical_served,
         wedding_critical_latency,
         cost,
-        engine_wins: time_to_capacity && wedding_critical_served && wedding_critical_latency && cost,
+        unit_hours,
+        scale_down,
+        engine_wins: time_to_capacity
+            && wedding_critical_served
+            && wedding_critical_latency
+            && cost
+            && unit_hours
+            && scale_down,
     }
 }
 
@@ -385,7 +401,7 @@ pub fn markdown(r: &SimReport) -> String {
         r.pool.provisioning_delay_s
     );
     md.push_str("| | engine | HPA baseline |\n|---|---|---|\n");
-    let rows: [(&str, String, String); 9] = [
+    let rows: [(&str, String, String); 12] = [
         ("peak demand (requests/s)", format!("{:.0}", e.peak_demand), format!("{:.0}", b.peak_demand)),
         ("peak units", e.peak_units.to_string(), b.peak_units.to_string()),
         ("onset → scale-up decision", secs(e.onset_to_decision_s), secs(b.onset_to_decision_s)),
@@ -401,7 +417,14 @@ pub fn markdown(r: &SimReport) -> String {
             format!("{:.0}", b.wedding_critical_unserved),
         ),
         ("wedding-critical p99 latency", ms(e.p99_latency_ms[0]), ms(b.p99_latency_ms[0])),
-        ("cost", format!("{:.2}", e.total_cost), format!("{:.2}", b.total_cost)),
+        ("unit-hours held", format!("{:.2}", e.unit_hours), format!("{:.2}", b.unit_hours)),
+        (
+            "cost at the same prices (on demand)",
+            format!("{:.2}", e.same_price_cost),
+            format!("{:.2}", b.same_price_cost),
+        ),
+        ("cost at its own prices", format!("{:.2}", e.total_cost), format!("{:.2}", b.total_cost)),
+        ("demand falling → capacity within 1.3× need", secs(Some(e.fall_to_need_s)), secs(Some(b.fall_to_need_s))),
         ("direction reversals", e.direction_reversals.to_string(), b.direction_reversals.to_string()),
     ];
     for (what, engine, baseline) in rows {
@@ -420,11 +443,14 @@ pub fn markdown(r: &SimReport) -> String {
     let v = &r.verdict;
     md.push_str(&format!(
         "\nAgainst the baseline: capacity no later: {}; no wedding-critical demand unserved: {}; \
-         wedding-critical p99 no higher: {}; cost within 10%: {}.\n",
+         wedding-critical p99 no higher: {}; unit-hours within 10%: {}; cost at the same prices \
+         within 10%: {}; capacity within 1.3× need at most 2 minutes after demand falls: {}.\n",
         yes(v.time_to_capacity),
         yes(v.wedding_critical_served),
         yes(v.wedding_critical_latency),
-        yes(v.cost)
+        yes(v.unit_hours),
+        yes(v.cost),
+        yes(v.scale_down)
     ));
     md
 }

@@ -166,8 +166,17 @@ pub struct RegionFigures {
     pub wedding_critical_unserved: f64,
     /// 99th percentile latency per class, ms (0: no requests).
     pub p99_latency_ms: [f64; 5],
-    /// Cost of the capacity held.
+    /// Cost of the capacity held, each autoscaler at its own prices (the engine's purchase mix,
+    /// the baseline on demand): information.
     pub cost: f64,
+    /// Unit-hours of capacity held (serving or on its way), summed over the region's nodes.
+    pub unit_hours: f64,
+    /// The capacity held at the pools' on-demand prices, the same price list for both sides.
+    pub same_price_cost: f64,
+    /// The longest time on any of the region's nodes from demand falling to capacity within
+    /// 1.3× need, outside protected floors, seconds
+    /// ([`wedsync_core::replay::ReplayReport::fall_to_need_s`]).
+    pub fall_to_need_s: f64,
     /// Scaling decisions taken.
     pub decisions: usize,
 }
@@ -795,6 +804,9 @@ fn figures<'a>(
         f.under_provisioned_unit_seconds += report.under_provisioned_unit_seconds;
         f.wedding_critical_unserved += report.wedding_critical_unserved;
         f.cost += report.total_cost;
+        f.unit_hours += report.unit_hours;
+        f.same_price_cost += report.same_price_cost;
+        f.fall_to_need_s = f.fall_to_need_s.max(report.fall_to_need_s);
         f.decisions += report.decisions;
         for (i, shed) in report.shed_requests.iter().enumerate() {
             f.shed_fraction[i] += shed;
@@ -868,7 +880,7 @@ mod tests {
         assert_eq!(result.regions.iter().map(|r| r.nodes).sum::<usize>(), 30);
         assert!(result.fleet.join_convergence_s.is_some(), "{:?}", result.fleet);
         assert!(result.fleet.failure_detection_s[0].is_some(), "{:?}", result.fleet);
-        assert!((7..=9).contains(&updates), "{updates} progress updates over 3 minutes");
+        assert!((11..=13).contains(&updates), "{updates} progress updates over 5 minutes");
     }
 
     #[test]

@@ -54,27 +54,46 @@ pub struct Criterion {
 pub struct Verdict {
     /// Each criterion.
     pub criteria: Vec<Criterion>,
-    /// All met.
+    /// Figures shown beside the criteria but not judged (`met` is always true): the cost at
+    /// each side's own prices.
+    pub information: Vec<Criterion>,
+    /// All criteria met.
     pub won: bool,
 }
 
+/// The most unit-hours the engine may hold, as a multiple of the baseline's.
+pub const UNIT_HOURS_RATIO: f64 = 1.1;
+/// The longest the engine may take from demand falling to capacity within 1.3× need, seconds.
+pub const FALL_TO_NEED_LIMIT_S: f64 = 120.0;
+
 /// The verdict over the fleet: the slowest region's time to capacity, the worst region's
-/// wedding-critical p99, wedding-critical shed and unserved requests, and total cost.
+/// wedding-critical p99, wedding-critical shed and unserved requests, unit-hours held and their
+/// cost at the same prices (all regions), and the worst region's time from demand falling to
+/// capacity within 1.3× need; the cost at each side's own prices as information.
 pub fn verdict(result: &FleetResult) -> Verdict {
     let with_onset = || result.regions.iter().filter(|r| r.onset_s.is_some() && r.down_at_s.is_none());
     let slowest = |f: fn(&RegionResult) -> &RegionFigures| {
         with_onset().map(|r| f(r).onset_to_capacity_s.unwrap_or(f64::INFINITY)).fold(0.0, f64::max)
     };
     let (engine_ttc, hpa_ttc) = (slowest(|r| &r.engine), slowest(|r| &r.hpa));
-    let worst_p99 = |f: fn(&RegionResult) -> &RegionFigures| {
-        result.regions.iter().map(|r| f(r).p99_latency_ms[0]).fold(0.0, f64::max)
+    let worst = |f: fn(&RegionResult) -> &RegionFigures, figure: fn(&RegionFigures) -> f64| {
+        result.regions.iter().map(|r| figure(f(r))).fold(0.0, f64::max)
     };
-    let (engine_p99, hpa_p99) = (worst_p99(|r| &r.engine), worst_p99(|r| &r.hpa));
-    let shed = |f: fn(&RegionResult) -> &RegionFigures| {
-        result.regions.iter().map(|r| f(r).shed_fraction[0] + f(r).wedding_critical_unserved).sum::<f64>()
+    let p99 = |f: &RegionFigures| f.p99_latency_ms[0];
+    let (engine_p99, hpa_p99) = (worst(|r| &r.engine, p99), worst(|r| &r.hpa, p99));
+    let fall = |f: &RegionFigures| f.fall_to_need_s;
+    let (engine_fall, hpa_fall) = (worst(|r| &r.engine, fall), worst(|r| &r.hpa, fall));
+    let sum = |f: fn(&RegionResult) -> &RegionFigures, figure: fn(&RegionFigures) -> f64| {
+        result.regions.iter().map(|r| figure(f(r))).sum::<f64>()
     };
-    let cost = |f: fn(&RegionResult) -> &RegionFigures| result.regions.iter().map(|r| f(r).cost).sum::<f64>();
-    let (engine_cost, hpa_cost) = (cost(|r| &r.engine), cost(|r| &r.hpa));
+    let shed = |f: &RegionFigures| f.shed_fraction[0] + f.wedding_critical_unserved;
+    let (engine_shed, hpa_shed) = (sum(|r| &r.engine, shed), sum(|r| &r.hpa, shed));
+    let hours = |f: &RegionFigures| f.unit_hours;
+    let (engine_hours, hpa_hours) = (sum(|r| &r.engine, hours), sum(|r| &r.hpa, hours));
+    let same = |f: &RegionFigures| f.same_price_cost;
+    let (engine_same, hpa_same) = (sum(|r| &r.engine, same), sum(|r| &r.hpa, same));
+    let own = |f: &RegionFigures| f.cost;
+    let (engine_cost, hpa_cost) = (sum(|r| &r.engine, own), sum(|r| &r.hpa, own));
     let criteria = vec![
         Criterion {
             what: "time to capacity, slowest region (s)",
@@ -92,21 +111,42 @@ pub fn verdict(result: &FleetResult) -> Verdict {
         },
         Criterion {
             what: "wedding-critical shed or unserved (fraction + requests)",
-            engine: shed(|r| &r.engine),
-            hpa: shed(|r| &r.hpa),
+            engine: engine_shed,
+            hpa: hpa_shed,
             rule: "engine = 0",
-            met: shed(|r| &r.engine) == 0.0,
+            met: engine_shed == 0.0,
         },
         Criterion {
-            what: "cost of capacity held",
-            engine: engine_cost,
-            hpa: hpa_cost,
+            what: "unit-hours held",
+            engine: engine_hours,
+            hpa: hpa_hours,
             rule: "engine <= 1.1 x baseline",
-            met: engine_cost <= hpa_cost * 1.1,
+            met: engine_hours <= hpa_hours * UNIT_HOURS_RATIO,
+        },
+        Criterion {
+            what: "cost at the same prices (on demand)",
+            engine: engine_same,
+            hpa: hpa_same,
+            rule: "engine <= 1.1 x baseline",
+            met: engine_same <= hpa_same * UNIT_HOURS_RATIO,
+        },
+        Criterion {
+            what: "demand falling to capacity within 1.3x need, worst region (s)",
+            engine: engine_fall,
+            hpa: hpa_fall,
+            rule: "engine <= 120 s",
+            met: engine_fall <= FALL_TO_NEED_LIMIT_S,
         },
     ];
+    let information = vec![Criterion {
+        what: "cost at each side's own prices (engine: its purchase mix)",
+        engine: engine_cost,
+        hpa: hpa_cost,
+        rule: "information",
+        met: true,
+    }];
     let won = criteria.iter().all(|c| c.met);
-    Verdict { criteria, won }
+    Verdict { criteria, information, won }
 }
 
 #[derive(Serialize)]
@@ -193,6 +233,9 @@ pub fn write(result: &FleetResult, out: &Path, plots: bool) -> Result<Vec<PathBu
     Ok(files)
 }
 
+/// How a row of the region table shows one side's figure.
+type Shown = fn(&RegionFigures) -> String;
+
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |s| format!("{s:.1}"))
 }
@@ -240,6 +283,9 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
             if c.met { "yes" } else { "**no**" }
         );
     }
+    for c in &verdict.information {
+        let _ = writeln!(md, "| {} | {:.3} | {:.3} | {} | — |", c.what, c.engine, c.hpa, c.rule);
+    }
     let _ = writeln!(md);
     for r in &result.regions {
         let _ = writeln!(md, "## Region {} ({} nodes)\n", r.name, r.nodes);
@@ -272,13 +318,16 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
                 format!("{:.2}% / {}", h.shed_fraction[i] * 100.0, ms(h.p99_latency_ms[i])),
             );
         }
-        row(
-            &mut md,
-            "wedding-critical unserved (req)",
-            format!("{:.0}", e.wedding_critical_unserved),
-            format!("{:.0}", h.wedding_critical_unserved),
-        );
-        row(&mut md, "cost", format!("{:.2}", e.cost), format!("{:.2}", h.cost));
+        let capacity_rows: [(&str, Shown); 5] = [
+            ("wedding-critical unserved (req)", |f| format!("{:.0}", f.wedding_critical_unserved)),
+            ("unit-hours held", |f| format!("{:.2}", f.unit_hours)),
+            ("cost at the same prices (on demand)", |f| format!("{:.2}", f.same_price_cost)),
+            ("cost at its own prices", |f| format!("{:.2}", f.cost)),
+            ("demand falling to capacity within 1.3x need (s)", |f| format!("{:.1}", f.fall_to_need_s)),
+        ];
+        for (name, show) in capacity_rows {
+            row(&mut md, name, show(e), show(h));
+        }
         row(&mut md, "scaling decisions", e.decisions.to_string(), h.decisions.to_string());
         let _ = writeln!(md);
         for kind in ["demand", "latency"] {
@@ -307,7 +356,14 @@ pub fn markdown(result: &FleetResult, verdict: &Verdict, plots: &[String]) -> St
         "\nThe baseline is Kubernetes' HPA with its documented defaults (15 s sync on a 15 s old \
          metric, 10% tolerance, at most doubling or +4 per 15 s, 300 s scale-down stabilization, \
          no prediction, no classes) on the same traffic and the same capacity model. Latency comes \
-         from a queueing model (20 ms of service, an M/M/1 wait, the backlog ahead)."
+         from a queueing model (20 ms of service, an M/M/1 wait, the backlog ahead). Capacity is \
+         held from the moment it is asked for; the same-price cost puts both sides' unit-hours on \
+         the on-demand price list. The time from demand falling to capacity within 1.3x need is, \
+         on the worst node, how long capacity serving above 1.3x what demand needs at the target \
+         utilization outlasted the last demand that needed it (capacity raised since then, bought \
+         ahead, counts from when it exceeded the need, unless demand then rose to it); while a wedding \
+         is active, capacity up to the protected floor and the wedding-critical reserve (the other \
+         classes within 80% of capacity) is not counted."
     );
     md
 }
