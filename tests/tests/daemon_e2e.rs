@@ -165,3 +165,62 @@ fn sigint_also_stops_cleanly() {
     assert!(took < Duration::from_secs(2), "SIGINT must stop the agent within 2 s, took {took:?}");
     assert!(agent.log().iter().any(|l| l.contains("\"message\":\"stopped\"")));
 }
+
+/// A closed stderr (a pipe whose reader left, a restarted journald) loses log lines, nothing
+/// more: the agent keeps serving and stops on SIGTERM. (tracing-subscriber's default reported a
+/// failed write with `eprintln!`, which panicked on the same broken stderr in every thread that
+/// logged: the API died and SIGTERM went unheard.)
+#[test]
+fn a_closed_stderr_costs_log_lines_not_the_agent() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(wedsync_tests::agent_binary())
+        .args(["run", "--log-format", "json"])
+        .env("WEDSYNC__STORAGE__DIR", wedsync_tests::unique_dir("closed-stderr"))
+        .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__MESH__ENABLED", "false")
+        .env("WEDSYNC__PLUGINS__CACHE_DIR", std::env::temp_dir().join("wedsync-e2e-plugin-cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|e| e["message"] == "agent ready")
+        .expect("agent ready");
+    let api = ready["api"].as_str().unwrap().to_owned();
+    let statsd = ready["statsd"].as_str().unwrap().to_owned();
+    drop(lines); // the reader leaves: every later log write fails with EPIPE
+    let healthz = || {
+        let mut s = std::net::TcpStream::connect(&api).ok()?;
+        std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).ok()?;
+        Some(answer)
+    };
+    // A bad StatsD line is logged from a reader thread: the agent writes to the closed stderr.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        client.send_to(b"no value here", &statsd).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(healthz().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "the API stopped serving");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM went unheard");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -27,7 +27,12 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), LoggingError> {
         _ => EnvFilter::try_new(level),
     }
     .map_err(|e| LoggingError::BadFilter { level: level.to_owned(), reason: e.to_string() })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A write that fails (stderr's reader is gone: a closed pipe, a restarted journald) loses
+    // that line, nothing more. tracing-subscriber's default reports it with `eprintln!`, which
+    // panics on the same broken stderr: every thread that logged died, the API with them, and
+    // SIGTERM was no longer heard.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
