@@ -6,6 +6,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{CHECKPOINT_KIND, Checkpoint};
+
 /// Hex form of the genesis `prev` (32 zero bytes).
 pub(crate) const GENESIS_HEX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -31,12 +33,17 @@ struct Stored {
     seq: u64,
     #[allow(dead_code)]
     ts: u64,
-    #[allow(dead_code)]
     kind: String,
     #[allow(dead_code)]
     payload: IgnoredAny,
     prev: String,
     hash: String,
+}
+
+/// A checkpoint entry's payload, read only for lines of that kind.
+#[derive(Deserialize)]
+struct StoredCheckpoint {
+    payload: Checkpoint,
 }
 
 /// A serialized entry ready to be written with one `write_all`.
@@ -60,6 +67,8 @@ pub(crate) struct ParsedLine {
     pub(crate) hash_hex: String,
     /// The hash recomputed from `prev` and the line's bytes.
     pub(crate) computed: [u8; 32],
+    /// The signed checkpoint, for an entry of kind [`CHECKPOINT_KIND`].
+    pub(crate) checkpoint: Option<Checkpoint>,
 }
 
 impl ParsedLine {
@@ -132,7 +141,14 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<ParsedLine, String> {
         return Err("`hash` is not written in canonical form".to_owned());
     }
     let computed = chain_hash(&prev, body, b"}");
-    Ok(ParsedLine { seq: stored.seq, prev, prev_hex: stored.prev, hash, hash_hex: stored.hash, computed })
+    let checkpoint = if stored.kind == CHECKPOINT_KIND {
+        let entry: StoredCheckpoint =
+            serde_json::from_slice(line).map_err(|e| format!("invalid checkpoint payload: {e}"))?;
+        Some(entry.payload)
+    } else {
+        None
+    };
+    Ok(ParsedLine { seq: stored.seq, prev, prev_hex: stored.prev, hash, hash_hex: stored.hash, computed, checkpoint })
 }
 
 #[cfg(test)]

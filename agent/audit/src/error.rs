@@ -51,6 +51,32 @@ pub enum Defect {
     /// The file's last line has no trailing newline: a write was interrupted (crash mid-append).
     #[error("torn final line: no trailing newline (interrupted write)")]
     TornFinalLine,
+    /// A checkpoint entry does not hold: it covers another entry than the one before it, is not
+    /// signed by the trusted key, or its signature does not verify.
+    #[error("bad checkpoint: {detail}")]
+    BadCheckpoint {
+        /// What does not hold.
+        detail: String,
+    },
+    /// More entries in a row than the writer leaves unsigned: checkpoints were removed (the chain
+    /// was rewritten without the key).
+    #[error(
+        "{entries} entries in a row without a checkpoint, more than the {max} the writer leaves (checkpoints removed)"
+    )]
+    UnsignedRun {
+        /// Entries since the last checkpoint (or the start).
+        entries: u64,
+        /// The most the writer leaves.
+        max: u64,
+    },
+    /// The entry an off-host checkpoint signed has another hash here: the chain was rewritten.
+    #[error("this entry's hash is {found}, but the off-host checkpoint signed {signed} (chain rewritten)")]
+    CheckpointMismatch {
+        /// The hash the checkpoint signed.
+        signed: String,
+        /// The hash found.
+        found: String,
+    },
 }
 
 /// Errors from [`AuditLog`](crate::AuditLog) and [`chain_files`](crate::chain_files).
@@ -90,6 +116,13 @@ pub enum AuditError {
     /// The sequence number space (`u64`) is exhausted.
     #[error("audit log sequence numbers exhausted")]
     SeqExhausted,
+    /// [`CHECKPOINT_KIND`](crate::CHECKPOINT_KIND) is written only by
+    /// [`AuditLog::checkpoint`](crate::AuditLog::checkpoint).
+    #[error("audit entry kind {kind:?} is reserved for signed checkpoints")]
+    ReservedKind {
+        /// The refused kind.
+        kind: String,
+    },
     /// The configured path has no file name (e.g. it is `/` or ends in `..`).
     #[error("audit log path {path} has no file name")]
     InvalidPath {
@@ -119,6 +152,17 @@ pub enum VerifyError {
         #[source]
         source: io::Error,
     },
+    /// The chain ends before the entry an off-host checkpoint signed: its tail was cut off.
+    #[error("audit chain truncated: it ends at seq {last_seq}, but an off-host checkpoint signed seq {signed_seq}")]
+    Truncated {
+        /// The chain's last seq.
+        last_seq: u64,
+        /// The seq the checkpoint signed.
+        signed_seq: u64,
+    },
+    /// The checkpoint given to check against does not verify itself.
+    #[error("the off-host checkpoint does not verify: {0}")]
+    ExpectedCheckpoint(#[source] crate::CheckpointError),
     /// The chain is broken: `file` line `line` (1-based) is the first place where it fails.
     #[error("audit chain broken at {file} line {line}{}: {reason}", seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
     Broken {

@@ -13,7 +13,7 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-fn file_name(path: &Path) -> Result<&std::ffi::OsStr, AuditError> {
+pub(crate) fn file_name(path: &Path) -> Result<&std::ffi::OsStr, AuditError> {
     path.file_name().ok_or_else(|| AuditError::InvalidPath { path: path.to_path_buf() })
 }
 
@@ -147,7 +147,7 @@ fn read_tail(file: &mut File, len: u64, want_newlines: usize) -> io::Result<(u64
 
 /// Inspects the tail of an audit file without modifying it.
 ///
-/// With `allow_repair`, one torn tail -- bytes after the last newline, or else an unparsable last line -- is
+/// With `allow_repair`, one torn tail -- bytes after the last newline -- is
 /// reported in [`Tail::torn`] for the caller to truncate. The last remaining entry must be well formed and
 /// its hash must verify; if the line before it is also in view, the link between the two (seq and prev) must
 /// verify too. Any other damage is [`AuditError::Corrupt`].
@@ -162,7 +162,7 @@ pub(crate) fn inspect_tail(file: &mut File, path: &Path, allow_repair: bool) -> 
 
     // Bytes after the last newline are a torn write.
     let complete_end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut keep_len = base + complete_end as u64;
+    let keep_len = base + complete_end as u64;
     let mut torn = None;
     if keep_len < len {
         if !allow_repair {
@@ -183,17 +183,12 @@ pub(crate) fn inspect_tail(file: &mut File, path: &Path, allow_repair: bool) -> 
         }
     }
 
-    // An unparsable last line is treated as torn (at most one torn tail is repaired).
+    // A complete line that does not parse is never cut: it may be an entry in a format this
+    // build does not know, or damage an auditor must see.
     let mut parsed_last: Option<ParsedLine> = None;
     if let Some(&(offset, bytes)) = lines.last() {
         match entry::parse_line(bytes) {
             Ok(p) => parsed_last = Some(p),
-            Err(detail) if allow_repair && torn.is_none() => {
-                torn =
-                    Some(TornTailInfo { offset, removed_bytes: len - offset, reason: Defect::Unparsable { detail } });
-                keep_len = offset;
-                lines.pop();
-            }
             Err(detail) => return Err(corrupt(offset, Defect::Unparsable { detail })),
         }
     }

@@ -48,17 +48,23 @@
 //!   duplicating or reordering entries breaks `seq` continuity ([`Defect::SeqGap`], [`Defect::SeqRepeat`]) and
 //!   `prev` links. Deleting the first entries is caught because a chain must start at genesis (but see
 //!   anchoring below).
+//! * **Keyed.** A hash chain alone is rewritten by whoever can write its files. [`AuditLog::checkpoint`]
+//!   appends an ed25519 signature over the last entry ([`Checkpoint`]), made with a key kept off the state
+//!   directory; [`verify_files_with`] given the trusted public key fails a rewritten chain at the first
+//!   checkpoint it crosses, and one whose checkpoints were dropped on [`VerifyOptions::max_unsigned`].
 //! * **Not detected by the file alone:** truncating the *tail* of the chain (the last entries, or the newest
-//!   files) leaves a shorter but valid chain. Compare [`VerifySummary::last_seq`] / `last_hash` with a value
-//!   recorded elsewhere (e.g. the latest [`Receipt`] shipped off the device) to detect that.
+//!   files) leaves a shorter but valid chain. Ship checkpoints off the host and verify against the newest
+//!   ([`VerifyOptions::expect`]) to detect that.
 //! * **Crash safety.** Each line is written with a single `write_all` of a fully built line on an unbuffered,
-//!   append-mode file; a crash can only leave a torn last line, which [`AuditLog::open`] truncates away and
-//!   reports in [`OpenReport::torn_tail`]. With [`FsyncPolicy::Always`] every [`Receipt`] is durable; with
+//!   append-mode file; a crash can only leave a torn last line (no newline), which [`AuditLog::open`] keeps in a
+//!   side file, truncates away and reports in [`OpenReport::torn_tail`]. A complete line that does not parse is
+//!   never removed. With [`FsyncPolicy::Always`] every [`Receipt`] is durable; with
 //!   [`FsyncPolicy::Interval`] / [`FsyncPolicy::Never`] a crash of the machine loses at most the entries above
 //!   [`AuditLog::durable_seq`], i.e. those not yet acknowledged as durable.
 //! * **Never extends a broken chain.** [`AuditLog::open`] verifies the last complete entry (its hash and its
 //!   link to the entry before it) and fails with [`AuditError::Corrupt`] instead of appending to a damaged
-//!   file. (It checks the tail only, to keep startup O(1); use [`verify_files`] for a full check.)
+//!   file. (It checks the tail only; [`AuditLog::open_verified`] checks the whole chain first and sets a broken
+//!   one aside, unchanged, before starting a new one.)
 //!
 //! # Rotation
 //!
@@ -81,6 +87,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod entry;
 mod error;
 mod files;
@@ -88,11 +95,15 @@ mod log;
 mod policy;
 mod verify;
 
+pub use checkpoint::{
+    CHECKPOINT_KIND, Checkpoint, CheckpointError, PUBLIC_KEY_TAG, SECRET_KEY_TAG, SigningKey, VerifyingKey,
+    decode_public_key, decode_secret_key, encode_public_key, encode_secret_key, generate_key,
+};
 pub use error::{AuditError, Defect, VerifyError};
 pub use files::chain_files;
-pub use log::{AuditConfig, AuditLog, DEFAULT_MAX_FILE_BYTES, OpenReport, Receipt, TornTail};
+pub use log::{AuditConfig, AuditLog, BrokenChain, DEFAULT_MAX_FILE_BYTES, OpenReport, Receipt, TornTail};
 pub use policy::{FsyncPolicy, ParseFsyncPolicyError};
-pub use verify::{VerifySummary, verify_files};
+pub use verify::{VerifyOptions, VerifySummary, verify_files, verify_files_with};
 
 /// The `prev` of the first entry of a chain: 64 zeros.
 pub const GENESIS_PREV: &str = entry::GENESIS_HEX;

@@ -64,9 +64,21 @@ pub struct TornTail {
     pub offset: u64,
     /// How many bytes were removed.
     pub removed_bytes: u64,
-    /// Why the tail was considered torn: [`Defect::TornFinalLine`] (no trailing newline) or
-    /// [`Defect::Unparsable`] (the last line was not a well-formed entry).
+    /// Why the tail was considered torn: [`Defect::TornFinalLine`] (no trailing newline).
     pub reason: Defect,
+    /// Where the removed bytes were kept (`<path>.torn-<offset>`): nothing is deleted.
+    pub saved_to: Option<PathBuf>,
+}
+
+/// A chain [`AuditLog::open_verified`] found broken and set aside before starting a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenChain {
+    /// Where verification failed and why (the [`VerifyError`](crate::VerifyError), as text).
+    pub error: String,
+    /// The directory the chain's files were moved to, byte for byte.
+    pub moved_to: PathBuf,
+    /// The files moved, in chain order.
+    pub files: Vec<PathBuf>,
 }
 
 /// What [`AuditLog::open`] found and did.
@@ -85,6 +97,10 @@ pub struct OpenReport {
     /// A torn last line that was truncated away, if any. Entries in it were never acknowledged as durable
     /// (at most the one being written when the process stopped).
     pub torn_tail: Option<TornTail>,
+    /// What [`AuditLog::open_verified`] verified of the chain before opening it.
+    pub verified: Option<crate::VerifySummary>,
+    /// A broken chain [`AuditLog::open_verified`] set aside; the log then starts a new chain.
+    pub broken: Option<BrokenChain>,
 }
 
 /// An open, append-only, hash-chained audit log. See the crate documentation.
@@ -125,12 +141,62 @@ fn open_current(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Copies the bytes from `offset` to the end of `file` to `<path>.torn-<offset>` (fsynced), so a
+/// torn tail is kept when it is cut from the chain. `None` when there is nothing to keep.
+fn save_torn(file: &mut File, path: &Path, offset: u64) -> Result<Option<PathBuf>, AuditError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(offset)).map_err(AuditError::io(path))?;
+    file.read_to_end(&mut bytes).map_err(AuditError::io(path))?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let name = files::file_name(path)?.to_string_lossy().into_owned();
+    let mut n = 0u32;
+    loop {
+        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        let target = path.with_file_name(format!("{name}.torn-{offset}{suffix}"));
+        match OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&target) {
+            Ok(mut out) => {
+                out.write_all(&bytes).and_then(|()| out.sync_all()).map_err(AuditError::io(&target))?;
+                files::sync_dir(files::parent_dir(path))?;
+                return Ok(Some(target));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(AuditError::Io { path: target, source: e }),
+        }
+    }
+}
+
+/// Moves a broken chain's files, unchanged, into a new directory `<path>.broken-<N>`.
+fn set_aside(path: &Path, chain: &[PathBuf]) -> Result<PathBuf, AuditError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let name = files::file_name(path)?.to_string_lossy().into_owned();
+    let mut n = 1u32;
+    let dir = loop {
+        let dir = path.with_file_name(format!("{name}.broken-{n}"));
+        match fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+            Err(e) => return Err(AuditError::Io { path: dir, source: e }),
+        }
+    };
+    for file in chain {
+        let target = dir.join(files::file_name(file)?);
+        fs::rename(file, &target).map_err(AuditError::io(file))?;
+    }
+    files::sync_dir(&dir)?;
+    files::sync_dir(files::parent_dir(path))?;
+    Ok(dir)
+}
+
 impl AuditLog {
     /// Opens (creating directories and the file as needed) the log at `config.path`.
     ///
     /// Recovers the last seq and hash from the tail of the current file (or, if it holds no entry, from the
-    /// newest rotated file). A torn last line -- no trailing newline, or an unparsable last line, as left by a
-    /// crash mid-write -- is truncated away and reported in [`OpenReport::torn_tail`]. If the last complete
+    /// newest rotated file). A torn last line -- no trailing newline, as left by a crash mid-write -- is kept in
+    /// `<path>.torn-<offset>`, truncated away and reported in [`OpenReport::torn_tail`]. A complete line that does
+    /// not parse is never removed: open fails with [`AuditError::Corrupt`]. If the last complete
     /// entry does not verify (its own hash, and its link to the entry before it), open fails with
     /// [`AuditError::Corrupt`] and modifies nothing: the log never silently continues a broken chain.
     /// The current file is fsynced, so everything recovered counts as durable.
@@ -166,8 +232,9 @@ impl AuditLog {
         }
         let torn_tail = match tail.torn {
             Some(t) => {
+                let saved_to = save_torn(&mut file, &path, t.offset)?;
                 file.set_len(tail.keep_len).map_err(AuditError::io(&path))?;
-                Some(TornTail { offset: t.offset, removed_bytes: t.removed_bytes, reason: t.reason })
+                Some(TornTail { offset: t.offset, removed_bytes: t.removed_bytes, reason: t.reason, saved_to })
             }
             None => None,
         };
@@ -182,6 +249,8 @@ impl AuditLog {
             last_seq: seq,
             last_hash: hash_hex.clone(),
             torn_tail,
+            verified: None,
+            broken: None,
         };
         let log = AuditLog {
             next_rotation: rotated.last().map_or(1, |(n, _)| n.saturating_add(1)),
@@ -201,6 +270,58 @@ impl AuditLog {
         Ok((log, report))
     }
 
+    /// Verifies the whole chain ([`verify_files_with`](crate::verify_files_with)), then opens it.
+    ///
+    /// A torn last line of the current file (a crash mid-write) is repaired as [`AuditLog::open`]
+    /// does. Any other break is never repaired and never extended: the chain's files are moved,
+    /// unchanged, into `<path>.broken-<N>/` (the first free `N`), the break is reported in
+    /// [`OpenReport::broken`], and a new chain starts at genesis. Record the break as the new
+    /// chain's first entry. An unreadable file is an error, and nothing is moved.
+    pub fn open_verified(
+        config: AuditConfig,
+        options: &crate::VerifyOptions,
+    ) -> Result<(AuditLog, OpenReport), AuditError> {
+        // A first start: nothing to verify (open creates the directory).
+        if !files::parent_dir(&config.path).exists() {
+            return AuditLog::open(config);
+        }
+        let files = files::chain_files(&config.path)?;
+        if files.is_empty() {
+            return AuditLog::open(config);
+        }
+        let summary = match crate::verify_files_with(&files, options) {
+            Ok(summary) => Some(summary),
+            Err(crate::VerifyError::Broken { ref file, reason: Defect::TornFinalLine, .. })
+                if files.last() == Some(file) =>
+            {
+                None
+            }
+            Err(crate::VerifyError::Io { path, source }) => return Err(AuditError::Io { path, source }),
+            Err(broken) => {
+                let moved_to = set_aside(&config.path, &files)?;
+                let (log, mut report) = AuditLog::open(config)?;
+                report.broken = Some(BrokenChain { error: broken.to_string(), moved_to, files });
+                return Ok((log, report));
+            }
+        };
+        let (log, mut report) = AuditLog::open(config)?;
+        report.verified = summary;
+        Ok((log, report))
+    }
+
+    /// Appends a signed checkpoint of the last entry (see [`Checkpoint`](crate::Checkpoint)) and
+    /// returns its receipt and the checkpoint (to ship off the host).
+    pub fn checkpoint(
+        &mut self,
+        wall_time_ms: u64,
+        key: &crate::SigningKey,
+    ) -> Result<(Receipt, crate::Checkpoint), AuditError> {
+        let checkpoint = crate::Checkpoint::sign(key, self.last_seq, &self.last_hash);
+        let payload = serde_json::to_value(&checkpoint)?;
+        let receipt = self.append_entry(wall_time_ms, crate::CHECKPOINT_KIND, &payload)?;
+        Ok((receipt, checkpoint))
+    }
+
     /// Appends one entry and returns its receipt.
     ///
     /// `wall_time_ms` is the Unix time in milliseconds supplied by the caller (the library reads no clock).
@@ -211,7 +332,22 @@ impl AuditLog {
     /// On a failed write the partial line is truncated away; if that is impossible, or an fsync or rotation
     /// fails, the log becomes [`AuditError::Poisoned`] and must be reopened. An entry whose append returned an
     /// error was not acknowledged, though it may still be found in the file after reopening.
+    ///
+    /// The kind [`CHECKPOINT_KIND`](crate::CHECKPOINT_KIND) is refused
+    /// ([`AuditError::ReservedKind`]): checkpoints come only from [`AuditLog::checkpoint`].
     pub fn append(
+        &mut self,
+        wall_time_ms: u64,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Receipt, AuditError> {
+        if kind == crate::CHECKPOINT_KIND {
+            return Err(AuditError::ReservedKind { kind: kind.to_owned() });
+        }
+        self.append_entry(wall_time_ms, kind, payload)
+    }
+
+    fn append_entry(
         &mut self,
         wall_time_ms: u64,
         kind: &str,

@@ -4,7 +4,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::entry::{self, GENESIS_HEX};
+use crate::checkpoint::{Checkpoint, VerifyingKey};
+use crate::entry::{self, GENESIS_HEX, ParsedLine};
 use crate::error::{Defect, VerifyError};
 use crate::files::{check_hash, check_link, is_pruned_rotation};
 
@@ -26,12 +27,37 @@ pub struct VerifySummary {
     /// (`keep_files`): the first entry's `prev` was trusted as the anchor and verification starts at `seq`.
     /// `None` if the chain starts at genesis (seq 1, prev = 64 zeros).
     pub anchored_at_seq: Option<u64>,
+    /// Checkpoint entries found (each verified).
+    pub checkpoints: u64,
+    /// The newest entry a checkpoint signed, if any.
+    pub signed_through: Option<u64>,
+    /// Entries after the newest checkpoint (all of them if there is none): what a key does not yet
+    /// protect.
+    pub unsigned_tail: u64,
+    /// The public key of the newest checkpoint (hex), if any.
+    pub checkpoint_key: Option<String>,
+}
+
+/// What [`verify_files_with`] checks beyond the hash chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Checkpoints must be signed by this key. Without it they are checked only for
+    /// self-consistency, which a forger with a key of their own can also produce.
+    pub trusted_key: Option<VerifyingKey>,
+    /// With a trusted key: the most entries in a row without a checkpoint (the writer's
+    /// `checkpoint_every`). More means checkpoints were removed. The tail after the newest
+    /// checkpoint counts too: the writer signs before it leaves more.
+    pub max_unsigned: Option<u64>,
+    /// A checkpoint kept elsewhere (shipped off the host): the chain must hold its entry with the
+    /// hash it signed, so a cut-off tail or a rewrite before it is found.
+    pub expect: Option<Checkpoint>,
 }
 
 /// What the next entry must look like.
-struct Expect {
+struct Expect<'a> {
     /// `None` until the first entry of an anchored chain is seen.
     next: Option<(Option<u64>, [u8; 32])>,
+    options: &'a VerifyOptions,
 }
 
 /// Verifies a chain of audit files given in chain order (oldest rotated file first, current file last), as
@@ -45,8 +71,19 @@ struct Expect {
 ///
 /// The first failure is returned with its file, 1-based line number, seq (if parsable) and [`Defect`].
 pub fn verify_files(files: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
+    verify_files_with(files, &VerifyOptions::default())
+}
+
+/// [`verify_files`], and the checkpoints: each must sign the entry before it (and, with
+/// [`VerifyOptions::trusted_key`], be that key's), runs of unsigned entries must stay within
+/// [`VerifyOptions::max_unsigned`], and the chain must hold [`VerifyOptions::expect`]'s entry.
+pub fn verify_files_with(files: &[PathBuf], options: &VerifyOptions) -> Result<VerifySummary, VerifyError> {
     let Some(first) = files.first() else { return Err(VerifyError::NoFiles) };
-    let mut expect = Expect { next: if is_pruned_rotation(first) { None } else { Some((Some(1), [0u8; 32])) } };
+    if let Some(expected) = &options.expect {
+        expected.verify(options.trusted_key.as_ref()).map_err(VerifyError::ExpectedCheckpoint)?;
+    }
+    let mut expect =
+        Expect { next: if is_pruned_rotation(first) { None } else { Some((Some(1), [0u8; 32])) }, options };
     let mut summary = VerifySummary {
         files: files.len(),
         entries: 0,
@@ -54,14 +91,58 @@ pub fn verify_files(files: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
         last_seq: 0,
         last_hash: GENESIS_HEX.to_owned(),
         anchored_at_seq: None,
+        checkpoints: 0,
+        signed_through: None,
+        unsigned_tail: 0,
+        checkpoint_key: None,
     };
     for file in files {
         verify_file(file, &mut expect, &mut summary)?;
     }
+    if let Some(expected) = &options.expect
+        && summary.last_seq < expected.seq
+    {
+        return Err(VerifyError::Truncated { last_seq: summary.last_seq, signed_seq: expected.seq });
+    }
     Ok(summary)
 }
 
-fn verify_file(path: &Path, expect: &mut Expect, summary: &mut VerifySummary) -> Result<(), VerifyError> {
+/// The checks of one entry beyond its hash and link: checkpoints, unsigned runs, the expected
+/// off-host checkpoint.
+fn check_keyed(parsed: &ParsedLine, options: &VerifyOptions, summary: &mut VerifySummary) -> Result<(), Defect> {
+    if let Some(expected) = &options.expect
+        && parsed.seq == expected.seq
+        && parsed.hash_hex != expected.hash
+    {
+        return Err(Defect::CheckpointMismatch { signed: expected.hash.clone(), found: parsed.hash_hex.clone() });
+    }
+    match &parsed.checkpoint {
+        Some(cp) => {
+            if parsed.seq.checked_sub(1) != Some(cp.seq) || cp.hash != parsed.prev_hex {
+                return Err(Defect::BadCheckpoint {
+                    detail: format!("it signs seq {} but follows seq {}", cp.seq, parsed.seq.saturating_sub(1)),
+                });
+            }
+            cp.verify(options.trusted_key.as_ref()).map_err(|e| Defect::BadCheckpoint { detail: e.to_string() })?;
+            summary.checkpoints += 1;
+            summary.signed_through = Some(cp.seq);
+            summary.unsigned_tail = 0;
+            summary.checkpoint_key = Some(cp.key.clone());
+        }
+        None => {
+            summary.unsigned_tail += 1;
+            if options.trusted_key.is_some()
+                && let Some(max) = options.max_unsigned
+                && summary.unsigned_tail > max
+            {
+                return Err(Defect::UnsignedRun { entries: summary.unsigned_tail, max });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_file(path: &Path, expect: &mut Expect<'_>, summary: &mut VerifySummary) -> Result<(), VerifyError> {
     let io_err = |source| VerifyError::Io { path: path.to_path_buf(), source };
     let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
     let mut buf = Vec::with_capacity(512);
@@ -93,6 +174,7 @@ fn verify_file(path: &Path, expect: &mut Expect, summary: &mut VerifySummary) ->
                 summary.anchored_at_seq = (!genesis).then_some(parsed.seq);
             }
         }
+        check_keyed(&parsed, expect.options, summary).map_err(|d| broken(seq, d))?;
         if summary.entries == 0 {
             summary.first_seq = parsed.seq;
         }

@@ -214,6 +214,16 @@ impl Actuators {
 
     /// [`Actuators::start`], handing every pool size an actuator reports to `sizes`.
     pub fn start_with_sizes(pools: Vec<(String, ActuatorSpec)>, sizes: SizeSink) -> Actuators {
+        Self::start_audited(pools, sizes, None)
+    }
+
+    /// [`Actuators::start_with_sizes`], auditing every decision's outcome (applied, given up,
+    /// superseded, abandoned at stop) in `audit`.
+    pub fn start_audited(
+        pools: Vec<(String, ActuatorSpec)>,
+        sizes: SizeSink,
+        audit: Option<crate::audit::AuditHandle>,
+    ) -> Actuators {
         let counters = ActuatorCounters::default();
         let mut map = HashMap::new();
         let mut workers = Vec::new();
@@ -251,6 +261,7 @@ impl Actuators {
                 counters: pool_counters.clone(),
                 logs: RateLimiter::per_window(LOGS_PER_MINUTE, Duration::from_secs(60)),
                 sizes: sizes.clone(),
+                audit: audit.clone(),
             };
             let name = format!("wedsync-act-{}", pool.replace('\0', ""));
             let running = match thread::Builder::new().name(name).spawn(move || worker.run()) {
@@ -470,6 +481,7 @@ struct Worker {
     counters: PoolCounters,
     logs: RateLimiter,
     sizes: SizeSink,
+    audit: Option<crate::audit::AuditHandle>,
 }
 
 /// What a worker does next.
@@ -553,6 +565,18 @@ impl Worker {
         }
     }
 
+    /// Audits what became of a decision (the handle counts and logs a refusal: the outcome
+    /// has happened either way).
+    fn audit(&self, job: &Job, outcome: &'static str, attempts: u32, detail: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            let payload = serde_json::json!({
+                "pool": self.pool, "actuator": self.kind, "id": job.id, "outcome": outcome,
+                "attempts": attempts, "detail": detail,
+            });
+            let _ = audit.record(crate::clock::wall_ms(), "actuator.outcome", payload);
+        }
+    }
+
     fn report(&self, units: u32) {
         self.counters.sizes.inc();
         tracing::debug!(pool = %self.pool, kind = self.kind, units, "pool size reported");
@@ -577,6 +601,7 @@ impl Worker {
             let (reason, permanent) = match outcome {
                 Outcome::Success(size) => {
                     self.succeeded(job, attempt);
+                    self.audit(job, "applied", attempt + 1, serde_json::json!({ "reported_units": size }));
                     if let Some(units) = size {
                         self.report(units);
                     }
@@ -584,6 +609,7 @@ impl Worker {
                 }
                 Outcome::Abandoned => {
                     tracing::warn!(pool = %self.pool, kind = self.kind, id = %job.id, attempt = attempt + 1, "actuator stopping; in-flight attempt killed");
+                    self.audit(job, "abandoned", attempt + 1, serde_json::Value::Null);
                     return;
                 }
                 Outcome::Retryable(reason) => (reason, false),
@@ -598,6 +624,7 @@ impl Worker {
                 if let Some(suppressed) = self.logs.admit(Instant::now()) {
                     tracing::error!(pool = %self.pool, kind = self.kind, id = %job.id, attempts = attempt + 1, suppressed, "actuator gave up on decision");
                 }
+                self.audit(job, "failed", attempt + 1, serde_json::json!({ "reason": reason, "permanent": permanent }));
                 return;
             }
             match self.wait_backoff(&job.id, delay) {
@@ -605,6 +632,7 @@ impl Worker {
                 Wake::Superseded => {
                     self.counters.superseded.inc();
                     tracing::info!(pool = %self.pool, kind = self.kind, id = %job.id, "retries abandoned: a newer decision is pending");
+                    self.audit(job, "superseded", attempt + 1, serde_json::json!({ "reason": reason }));
                     return;
                 }
                 Wake::Stopping => return,
@@ -647,6 +675,54 @@ impl Worker {
             };
         }
     }
+}
+
+/// POSTs `body` (JSON) signed as the webhook actuators sign theirs (`X-Wedsync-Timestamp`,
+/// `X-Wedsync-Signature`); `Err` says why it was not accepted (a non-2xx answer included).
+pub(crate) fn post_signed(agent: &ureq::Agent, url: &str, secret: &str, id: &str, body: &[u8]) -> Result<(), String> {
+    match send_signed(agent, url, secret, id, body) {
+        Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+        Ok((status, text)) => Err(format!("HTTP {status}: {}", excerpt(text.as_bytes()))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One signed POST: the answer's status and (the start of) its body.
+fn send_signed(
+    agent: &ureq::Agent,
+    url: &str,
+    secret: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<(u16, String), SendError> {
+    let timestamp = u64::try_from(crate::clock::wall_ms() / 1000).unwrap_or(0);
+    let signature = signature(secret, timestamp, body).ok_or(SendError::Sign)?;
+    let mut response = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", id)
+        .header("X-Wedsync-Timestamp", timestamp.to_string())
+        .header("X-Wedsync-Signature", signature)
+        .send(body)
+        .map_err(SendError::Http)?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(CAPTURE_LIMIT as u64)
+        .lossy_utf8(true)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok((status, text))
+}
+
+/// Why a signed POST got no answer.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("cannot sign the body")]
+    Sign,
+    #[error(transparent)]
+    Http(ureq::Error),
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
@@ -861,31 +937,10 @@ fn kill(child: &mut Child) {
 
 /// One POST of a `webhook` actuator, signed with the time of this attempt.
 fn webhook_attempt(agent: &ureq::Agent, url: &str, secret: &str, job: &Job) -> Outcome {
-    let timestamp = u64::try_from(crate::clock::wall_ms() / 1000).unwrap_or(0);
-    let Some(signature) = signature(secret, timestamp, &job.json) else {
-        return Outcome::Permanent("cannot sign the webhook body".into());
-    };
-    let sent = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Idempotency-Key", job.id.as_str())
-        .header("X-Wedsync-Timestamp", timestamp.to_string())
-        .header("X-Wedsync-Signature", signature)
-        .send(&job.json[..]);
-    match sent {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(CAPTURE_LIMIT as u64)
-                .lossy_utf8(true)
-                .read_to_string()
-                .unwrap_or_default();
-            if (200..300).contains(&status) {
-                // The answer may say what the pool runs now.
-                return Outcome::Success(reported_size(body.as_bytes()));
-            }
+    match send_signed(agent, url, secret, job.id.as_str(), &job.json[..]) {
+        // The answer may say what the pool runs now.
+        Ok((status, body)) if (200..300).contains(&status) => Outcome::Success(reported_size(body.as_bytes())),
+        Ok((status, body)) => {
             let reason = format!("HTTP {status}: {}", excerpt(body.as_bytes()));
             if status == 408 || status == 429 || status >= 500 {
                 Outcome::Retryable(reason)
@@ -893,14 +948,15 @@ fn webhook_attempt(agent: &ureq::Agent, url: &str, secret: &str, job: &Job) -> O
                 Outcome::Permanent(reason)
             }
         }
-        Err(
+        Err(SendError::Sign) => Outcome::Permanent("cannot sign the webhook body".into()),
+        Err(SendError::Http(
             e @ (ureq::Error::BadUri(_)
             | ureq::Error::Http(_)
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::TlsRequired
             | ureq::Error::InvalidProxyUrl),
-        ) => Outcome::Permanent(e.to_string()),
-        Err(e) => Outcome::Retryable(e.to_string()),
+        )) => Outcome::Permanent(e.to_string()),
+        Err(SendError::Http(e)) => Outcome::Retryable(e.to_string()),
     }
 }
 

@@ -16,6 +16,7 @@ pub use crate::state::AgentState;
 use crate::store::Store;
 use crate::telemetry::{HostView, Telemetry};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -46,9 +47,12 @@ pub enum StartError {
     /// The state database could not be opened.
     #[error(transparent)]
     State(#[from] calendar::StateError),
-    /// The audit log could not be opened (or its tail does not verify).
+    /// The audit log could not be opened (or read to verify it).
     #[error("audit.path: {0}")]
     Audit(#[from] wedsync_audit::AuditError),
+    /// The audit trail's signing key cannot be used.
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::KeyError),
     /// The calendar file could not be loaded.
     #[error(transparent)]
     CalendarFile(#[from] calendar::CalendarFileError),
@@ -163,7 +167,7 @@ fn load_calendar(db: &StateDb, engine: &mut Engine, file: Option<&str>) -> Resul
     }
     let mut from_file = 0usize;
     if let Some(path) = file {
-        for wedding in calendar::load_file(std::path::Path::new(path))? {
+        for wedding in calendar::load_file(Path::new(path))? {
             db.put_wedding(&wedding)?;
             if engine.handle_wedding_upsert(wedding).is_ok() {
                 from_file += 1;
@@ -238,9 +242,26 @@ impl RunningAgent {
                 }
             })
         };
-        let actuators = Arc::new(Actuators::start_with_sizes(
+        // The trail first: the actuators audit what became of each decision.
+        let (audit_writer, audit) = match crate::config::audit_config(&settings) {
+            Some(config) => {
+                let state_dir = crate::config::state_dir(&settings.storage_dir);
+                let audit_dir = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let keying = crate::audit::Keying::load(
+                    &settings.audit_checkpoints,
+                    &[state_dir.as_path(), audit_dir.as_path()],
+                    &settings.node_id,
+                )?;
+                let (writer, handle) = AuditWriter::start(config, keying)?;
+                handle.counters.register(telemetry.registry());
+                (Some(writer), Some(handle))
+            }
+            None => (None, None),
+        };
+        let actuators = Arc::new(Actuators::start_audited(
             settings.pools.iter().map(|p| p.name.clone()).zip(settings.actuators.iter().cloned()).collect(),
             sizes,
+            audit.clone(),
         ));
         actuators.register(telemetry.registry());
         let api_metrics = api::ApiMetrics::register(telemetry.registry());
@@ -250,14 +271,6 @@ impl RunningAgent {
             "API calls refused for their bearer token (missing, wrong, lacking the scope, or none configured), by reason",
             api_auth_failures.clone(),
         );
-        let (audit_writer, audit) = match crate::config::audit_config(&settings) {
-            Some(config) => {
-                let (writer, handle) = AuditWriter::start(config)?;
-                handle.counters.register(telemetry.registry());
-                (Some(writer), Some(handle))
-            }
-            None => (None, None),
-        };
 
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await

@@ -291,7 +291,8 @@ fn refuse_unauthorized(state: &AgentState, headers: &HeaderMap, scope: Scope, wh
         tracing::warn!(what, scope = scope.as_str(), reason, holder, suppressed, "API call refused: {message}");
     }
     if let Some(audit) = &state.audit {
-        audit.record(
+        // The call is refused whatever the trail says; a full trail counts and logs the refusal.
+        let _ = audit.try_record(
             crate::clock::wall_ms(),
             "api.refused",
             json!({ "call": what, "scope": scope.as_str(), "reason": reason, "holder": holder }),
@@ -332,6 +333,24 @@ async fn list_weddings(State(state): State<Arc<AgentState>>) -> Response {
     Json(json!({ "weddings": weddings })).into_response()
 }
 
+/// Audits a change before it is made; `Err` is the answer (503) when the trail cannot take it,
+/// and the change must not be made.
+async fn audit_first(state: &AgentState, kind: &'static str, payload: serde_json::Value) -> Result<(), Response> {
+    let Some(audit) = &state.audit else { return Ok(()) };
+    audit
+        .record_async(crate::clock::wall_ms(), kind, payload)
+        .await
+        .map_err(|refused| error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()))
+}
+
+/// Audits that a change audited by [`audit_first`] was not made after all.
+async fn audit_failure(state: &AgentState, kind: &'static str, payload: serde_json::Value) {
+    if let Some(audit) = &state.audit {
+        // The change failed either way; a refusal here is counted and logged by the handle.
+        let _ = audit.record_async(crate::clock::wall_ms(), kind, payload).await;
+    }
+}
+
 async fn upsert_wedding(
     State(state): State<Arc<AgentState>>,
     headers: HeaderMap,
@@ -348,13 +367,21 @@ async fn upsert_wedding(
         Ok(wedding) => wedding,
         Err(reason) => return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}")),
     };
-    // Durable first, then in force: a wedding the API acknowledged survives a crash.
+    // Audited first: a change the trail cannot take is not made.
+    if let Err(refused) = audit_first(&state, "wedding.upsert", json!({ "wedding": wedding })).await {
+        return refused;
+    }
+    // Durable, then in force: a wedding the API acknowledged survives a crash.
     let db = state.db.clone();
     let stored = wedding.clone();
-    match tokio::task::spawn_blocking(move || db.put_wedding(&stored)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}")),
+    let failed = match tokio::task::spawn_blocking(move || db.put_wedding(&stored)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Some(error(StatusCode::INTERNAL_SERVER_ERROR, format!("store failed: {e}"))),
+    };
+    if let Some(failed) = failed {
+        audit_failure(&state, "wedding.upsert_failed", json!({ "id": wedding.id, "error": "not stored" })).await;
+        return failed;
     }
     let taken = state
         .engine
@@ -362,20 +389,24 @@ async fn upsert_wedding(
         .await;
     match taken {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}")),
+        Ok(Err(reason)) => {
+            audit_failure(&state, "wedding.upsert_failed", json!({ "id": wedding.id, "error": reason.to_string() }))
+                .await;
+            return error(StatusCode::BAD_REQUEST, format!("bad wedding: {reason}"));
+        }
         // Stored: the engine takes it from the database at the next start at the latest.
         Err(e) => return engine_unavailable(&e, "the wedding is stored"),
     }
     tracing::info!(id = %wedding.id, region = %wedding.region, "wedding stored");
-    if let Some(audit) = &state.audit {
-        audit.record(crate::clock::wall_ms(), "wedding.upsert", json!({ "wedding": wedding }));
-    }
     (StatusCode::CREATED, Json(json!({ "wedding": wedding }))).into_response()
 }
 
 async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Calendar, "DELETE /v1/weddings") {
         return denied;
+    }
+    if let Err(refused) = audit_first(&state, "wedding.remove", json!({ "id": id })).await {
+        return refused;
     }
     let db = state.db.clone();
     let key = id.clone();
@@ -391,11 +422,9 @@ async fn delete_wedding(State(state): State<Arc<AgentState>>, headers: HeaderMap
         };
     if removed || in_engine {
         tracing::info!(%id, "wedding removed");
-        if let Some(audit) = &state.audit {
-            audit.record(crate::clock::wall_ms(), "wedding.remove", json!({ "id": id }));
-        }
         StatusCode::NO_CONTENT.into_response()
     } else {
+        audit_failure(&state, "wedding.remove_failed", json!({ "id": id, "error": "no such wedding" })).await;
         error(StatusCode::NOT_FOUND, format!("no wedding with id {id:?}"))
     }
 }
@@ -567,6 +596,15 @@ async fn mesh_faults(
         Ok(body) => body,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad fault request: {}", e.body_text())),
     };
+    let audited = json!({
+        "heal": request.heal,
+        "block_all": request.block_all,
+        "block": request.block.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "unblock": request.unblock.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    if let Err(refused) = audit_first(&state, "mesh.faults", audited).await {
+        return refused;
+    }
     let faults = fleet.transport.faults();
     if request.heal {
         faults.heal();

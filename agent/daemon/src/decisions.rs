@@ -595,15 +595,22 @@ impl Loop {
         while let Some(decision) = d.engine.poll_decision() {
             act(&decision);
             let served = ServedDecision { at_unix_ms: wall, direction: decision.direction(), decision };
+            // Audited before it is carried out: when the trail cannot take it (its queue full
+            // for a second: a stalled disk) the decision is not sent (the handle counts and
+            // logs the refusal), and the next round decides again.
+            let audited = match &d.audit {
+                Some(audit) => {
+                    audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default()).is_ok()
+                }
+                None => true,
+            };
             // Never blocks: a slow actuator sees only the newest decision for its pool. A hold
             // (no fresh demand, no change) is logged and audited, never sent as a target.
-            if !is_hold(&served.decision)
+            if audited
+                && !is_hold(&served.decision)
                 && let Ok(json) = serde_json::to_vec(&served)
             {
                 d.actuators.dispatch(&served.decision.pool, &served.decision.id, json);
-            }
-            if let Some(audit) = &d.audit {
-                audit.record(wall, "decision", serde_json::to_value(&served).unwrap_or_default());
             }
             lock(&d.log).push(served);
         }

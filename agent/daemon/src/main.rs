@@ -189,13 +189,33 @@ enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of an audit log and its rotated files; says where it breaks.
+    /// Verify the hash chain of an audit log and its rotated files, and its signed checkpoints;
+    /// says where it breaks.
     Verify {
         /// The current log file (rotated files beside it are found). Default: the configured one.
         file: Option<PathBuf>,
-        /// Config file used to find the default log.
+        /// Config file used to find the default log (and the signing key, checkpoint_every).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// The trusted public key (from `audit keygen`): checkpoints must be signed by it.
+        /// Default: the public half of the configured audit.signing_key, when readable.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// With a trusted key, the most entries in a row without a checkpoint (0: no limit).
+        /// Default: the configured audit.checkpoint_every.
+        #[arg(long, value_name = "N")]
+        max_unsigned: Option<u64>,
+        /// A checkpoint shipped off the host (the JSON body the agent POSTed, or the checkpoint
+        /// alone): the chain must hold the entry it signed, with that hash.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Make a checkpoint signing key: FILE (secret, mode 0600; keep it outside the state
+    /// directory) and FILE.pub (for `audit verify --public-key`). Refuses to overwrite.
+    Keygen {
+        /// The secret key file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -237,7 +257,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config { command: ConfigCommand::Print { config } } => config::print(config)?,
         Command::Config { command: ConfigCommand::Check { file } } => config::check(&file),
-        Command::Audit { command: AuditCommand::Verify { file, config } } => audit::verify(file.as_deref(), config)?,
+        Command::Audit { command: AuditCommand::Verify { file, config, public_key, max_unsigned, checkpoint } } => {
+            audit::verify(&audit::VerifyArgs { file, config, public_key, max_unsigned, checkpoint })?
+        }
+        Command::Audit { command: AuditCommand::Keygen { out } } => audit::keygen(&out)?,
         Command::Ca { command: CaCommand::Init { dir } } => pki::ca_init(&dir)?,
         Command::Cert { command: CertCommand::Issue { node, region, ca_dir, out } } => {
             pki::cert_issue(&node, &region, &ca_dir, out.as_deref())?

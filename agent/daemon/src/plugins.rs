@@ -409,7 +409,8 @@ impl PluginStage {
 
     fn record(&self, kind: &'static str, payload: serde_json::Value) {
         if let Some(audit) = &self.audit {
-            audit.record(crate::clock::wall_ms(), kind, payload);
+            // What happened to a plugin has happened; a refusal is counted and logged by the handle.
+            let _ = audit.record(crate::clock::wall_ms(), kind, payload);
         }
     }
 
@@ -588,7 +589,8 @@ impl RoundPolicy for PluginStage {
             self.failures_logged += 1;
             if self.failures_logged <= 100 || self.failures_logged.is_power_of_two() {
                 if let Some(audit) = &self.audit {
-                    audit.record(
+                    // Counted and logged by the handle when refused.
+                    let _ = audit.record(
                         input.wall_ms,
                         "plugin.failure",
                         serde_json::json!({

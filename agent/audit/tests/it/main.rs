@@ -4,6 +4,7 @@
 
 mod common;
 mod fsync;
+mod keyed;
 mod log;
 mod prop;
 mod rotation;

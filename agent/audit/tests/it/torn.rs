@@ -24,7 +24,13 @@ fn torn_last_line_is_reported_then_truncated() {
 
     let (mut log, report) = AuditLog::open(config(&path, FsyncPolicy::Always, 0, 0)).unwrap();
     let torn = report.torn_tail.expect("torn tail reported");
-    assert_eq!((torn.offset, torn.removed_bytes, torn.reason), (good_len, partial.len() as u64, Defect::TornFinalLine));
+    assert_eq!(
+        (torn.offset, torn.removed_bytes, torn.reason.clone()),
+        (good_len, partial.len() as u64, Defect::TornFinalLine)
+    );
+    let saved = torn.saved_to.expect("the torn bytes are kept");
+    assert_eq!(saved, dir.join(&format!("audit.jsonl.torn-{good_len}")));
+    assert_eq!(fs::read(&saved).unwrap(), partial, "the cut bytes are kept byte for byte");
     assert_eq!(report.last_seq, 4);
     assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
     assert_eq!(log.append(T0, "decision", &payload(5)).unwrap().seq, 5);
@@ -49,17 +55,17 @@ fn complete_line_missing_only_its_newline_is_torn() {
 }
 
 #[test]
-fn unparsable_last_line_is_treated_as_torn() {
+fn a_complete_line_that_does_not_parse_is_refused_never_deleted() {
     let dir = TempDir::new("torn_garbage");
     let path = make_log(&dir, 4);
-    let good_len = fs::metadata(&path).unwrap().len();
     append_raw(&path, b"\0\0\0\0\0\0\n");
+    let before = fs::read(&path).unwrap();
     assert_broken(from_ref(&path), &path, 5, None, |d| matches!(d, Defect::Unparsable { .. }));
-    let (log, report) = AuditLog::open(config(&path, FsyncPolicy::Always, 0, 0)).unwrap();
-    let torn = report.torn_tail.unwrap();
-    assert!(matches!(torn.reason, Defect::Unparsable { .. }));
-    assert_eq!((torn.offset, torn.removed_bytes), (good_len, 7));
-    assert_eq!(log.last_seq(), 4);
+    match AuditLog::open(config(&path, FsyncPolicy::Always, 0, 0)) {
+        Err(AuditError::Corrupt { line: 5, reason: Defect::Unparsable { .. }, .. }) => {}
+        other => panic!("expected Corrupt at line 5, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), before, "a complete line is never cut");
 }
 
 #[test]

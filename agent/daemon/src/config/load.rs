@@ -126,6 +126,9 @@ pub fn to_toml(config: &AgentConfig) -> Result<String, toml::ser::Error> {
     for token in &mut shown.api.tokens {
         token.token = REDACTED.into();
     }
+    if !shown.audit.checkpoint_secret.is_empty() {
+        shown.audit.checkpoint_secret = REDACTED.into();
+    }
     for pool in &mut shown.pools {
         if let super::actuators::ActuatorConfig::Webhook { secret, .. } = &mut pool.actuator
             && !secret.is_empty()

@@ -45,7 +45,10 @@ pub use mesh::{MeshProfile, MeshSection, MeshSettings, MeshTlsFiles};
 pub use plugins::{BUNDLED_PLUGINS, PluginSettings, PluginsSection};
 pub use pools::{DemandSource, PoolConfig};
 pub use statsd::StatsdSection;
-pub use storage::{AuditSection, CalendarSection, StorageSection, audit_config, state_dir};
+pub use storage::{
+    AuditSection, CalendarSection, CheckpointSettings, DEFAULT_CHECKPOINT_EVERY, StorageSection, audit_config,
+    state_dir,
+};
 pub use store::StoreSection;
 
 use errors::Checker;
@@ -158,6 +161,8 @@ pub struct Settings {
     pub calendar_file: Option<String>,
     /// The audit trail as configured ([`audit_config`] parses `fsync` and resolves the path).
     pub audit: AuditSection,
+    /// Its checkpoints: the signing key, how often, where they are shipped.
+    pub audit_checkpoints: CheckpointSettings,
     /// Decision engine tuning.
     pub engine: EngineSettings,
     /// Pools, in configuration order.
@@ -273,6 +278,7 @@ impl AgentConfig {
         if !self.audit.path.is_empty() && !self.audit.path.starts_with('/') {
             c.fail("audit.path", format!("{:?} is not an absolute path", self.audit.path));
         }
+        let audit_checkpoints = self.audit.checkpoints(&mut c);
         if !self.storage.dir.is_empty() && !self.storage.dir.starts_with('/') {
             c.fail("storage.dir", format!("{:?} is not an absolute path", self.storage.dir));
         }
@@ -310,7 +316,9 @@ impl AgentConfig {
                 api_read_requires_token: self.api.read_requires_token,
                 storage_dir: self.storage.dir.clone(),
                 calendar_file: (!self.calendar.file.is_empty()).then(|| self.calendar.file.clone()),
-                audit: self.audit.clone(),
+                // The secret lives on in `audit_checkpoints`, which never serializes it.
+                audit: AuditSection { checkpoint_secret: String::new(), ..self.audit.clone() },
+                audit_checkpoints,
                 engine,
                 pools,
                 demand,
