@@ -312,3 +312,51 @@ scopes = ["read"]
         assert!(!log.contains(secret) && !audit.contains(secret), "{secret} leaked");
     }
 }
+
+#[test]
+fn sigterm_during_start_stops_the_agent_then() {
+    use std::io::BufRead;
+    // A cold plugin cache: the four bundled plugins compile (in child processes) during start,
+    // which takes seconds; a signal then must not wait for it.
+    let dir = unique_dir("term-at-start");
+    let mut child = std::process::Command::new(wedsync_tests::agent_binary())
+        .args(["run", "--log-format", "json"])
+        .env("WEDSYNC__STORAGE__DIR", dir.join("state"))
+        .env("WEDSYNC__PLUGINS__CACHE_DIR", dir.join("cold-cache"))
+        .env("WEDSYNC__API__LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC__STATSD__LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait until it is starting (its first log line), then signal.
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the agent logs as it starts");
+    assert!(!first.contains("agent ready"), "start was too quick to test: {first}");
+    let sent = Instant::now();
+    assert!(std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(5), "SIGTERM during start was not honoured within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status:?}\n{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("stopping during start")) || log.iter().any(|l| l.contains("\"stopped\"")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(!log.iter().any(|l| l.contains("agent ready")), "it stopped during start, not after: {}", log.join("\n"));
+    eprintln!("stopped {took:?} after SIGTERM during start");
+}

@@ -356,7 +356,8 @@ fn hot_reload_under_load_misses_no_round() {
     let file = plugins.join("counter.wasm");
     deploy(&file, wedsync_test_guests::VERSION_A);
     let config = format!(
-        "{POOL}\n[plugins]\ndir = \"{}\"\nallow_unsigned = true\nwatch_interval = \"100ms\"\n",
+        // Swapping back to 1.0.0 is a rollback: allowed here, and audited as one.
+        "{POOL}\n[plugins]\ndir = \"{}\"\nallow_unsigned = true\nallow_rollback = true\nwatch_interval = \"100ms\"\n",
         plugins.display()
     );
     let mut agent = AgentProcess::start_with_config(
@@ -484,6 +485,7 @@ fn hot_reload_under_load_misses_no_round() {
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
     let count = |kind: &str| audit.lines().filter(|l| l.contains(&format!("\"kind\":\"{kind}\""))).count();
     assert!(count("plugin.reloaded") >= 6, "{audit}");
+    assert!(count("plugin.rollback") >= 6, "every swap back to 1.0.0 is audited as a rollback: {audit}");
     assert!(count("plugin.refused") >= 2, "{audit}");
     assert_eq!(count("plugin.removed"), 1, "{audit}");
     let swapped = audit.lines().find(|l| l.contains("\"kind\":\"plugin.reloaded\"")).unwrap();

@@ -602,13 +602,28 @@ pub fn run(file: Option<std::path::PathBuf>, log_format: Option<crate::config::L
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let mut signals = ShutdownSignals::install().map_err(RunError::Signals)?;
-        let agent = RunningAgent::start(settings).await?;
+        // A signal during start (plugins compiling, a slow disk) stops the agent then, not
+        // after: what was starting is dropped (the audit writer flushes what it took).
+        let agent = tokio::select! {
+            started = RunningAgent::start(settings) => started?,
+            signal = signals.recv() => {
+                tracing::warn!(signal, "stopping during start: what was still starting is abandoned");
+                return Ok(());
+            }
+        };
         let signal = signals.recv().await;
         tracing::info!(signal, "stopping");
         let clean = agent.shutdown().await;
         tracing::info!(clean, "stopped");
         Ok(())
-    })
+    });
+    // Blocking work abandoned at a signal during start (a plugin load waiting for its compiler
+    // process) must not hold the exit.
+    runtime.shutdown_timeout(ABANDONED_WORK_WAIT);
+    outcome
 }
+
+/// How long the exit waits for blocking work abandoned by a signal during start.
+const ABANDONED_WORK_WAIT: Duration = Duration::from_millis(500);

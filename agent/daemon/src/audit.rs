@@ -370,8 +370,15 @@ impl AuditWriter {
     }
 
     /// Writes what is queued, signs a last checkpoint, fsyncs, and stops the thread (and the
-    /// shipper, after one last attempt at the newest checkpoint).
-    pub fn stop(mut self) {
+    /// shipper, after one last attempt at the newest checkpoint). Dropping the writer does the
+    /// same: an agent abandoned during start keeps what its trail took.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
         // A blocking send: the writer is draining, so there is room soon.
         let _ = self.tx.send(Message::Stop);
         if let Some(thread) = self.thread.take() {

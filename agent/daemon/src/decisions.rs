@@ -242,6 +242,8 @@ pub struct RoundMetrics {
     pub commands_refused: prometheus_client::metrics::family::Family<crate::engine::CommandLabel, Counter>,
     /// Rounds whose demand was read while a socket carrying it was losing datagrams, by pool.
     pub uncertain: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
+    /// Demand readings capped for jumping past `engine.max_demand_jump`, by pool.
+    pub capped: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
 }
 
 impl RoundMetrics {
@@ -255,6 +257,7 @@ impl RoundMetrics {
             seconds: Histogram::new(exponential_buckets(0.000_01, 1.5, 23)),
             commands_refused: Default::default(),
             uncertain: Default::default(),
+            capped: Default::default(),
         };
         registry.register("wedsync_decision_rounds", "Decision rounds run", metrics.run.clone());
         registry.register(
@@ -281,6 +284,11 @@ impl RoundMetrics {
             "wedsync_demand_uncertain_rounds",
             "Rounds whose demand was read while a StatsD socket carrying it was losing datagrams (a lower bound: no spike, climb or admission change on it), by pool",
             metrics.uncertain.clone(),
+        );
+        registry.register(
+            "wedsync_demand_capped_rounds",
+            "Demand readings that jumped past engine.max_demand_jump times the pool's recent demand (or what it serves) within one round, capped there, by pool",
+            metrics.capped.clone(),
         );
         metrics
     }
@@ -481,6 +489,7 @@ struct Loop {
     next_save: Instant,
     saver: Option<std::thread::JoinHandle<()>>,
     skips_logged: RateLimiter,
+    caps_logged: RateLimiter,
     losses: LossWatch,
     /// Rounds in a row each pool's demand has been uncertain.
     uncertain_rounds: Vec<u64>,
@@ -583,7 +592,13 @@ impl Loop {
                         tracing::info!(pool = %name(), rounds = *uncertain, "demand input complete again; the pool's demand is read as certain");
                         *uncertain = 0;
                     }
-                    d.engine.handle_demand(now, pool, demand);
+                    if let Some(raw) = d.engine.handle_demand(now, pool, demand) {
+                        d.metrics.capped.get_or_create(&vec![("pool".to_owned(), name())]).inc();
+                        if let Some(suppressed) = self.caps_logged.admit(started) {
+                            let factor = d.engine.settings().max_demand_jump;
+                            tracing::warn!(pool = %name(), reading = raw, factor, suppressed, "demand jumped past its bound within one round: capped (a real step passes within a few rounds; a burst of forged datagrams does not)");
+                        }
+                    }
                 }
                 None => {}
             }
@@ -685,6 +700,7 @@ pub fn run(driver: Driver, mut plugins: Option<crate::plugins::PluginStage>, sto
         next_save: now + PROFILE_SAVE_PERIOD,
         saver: None,
         skips_logged: RateLimiter::new(1),
+        caps_logged: RateLimiter::new(1),
         losses: LossWatch { inputs: driver_losses.into_iter().map(|l| (l, 0, None)).collect() },
         uncertain_rounds: vec![0; pools],
         pool_names,

@@ -250,7 +250,10 @@ fn utc_offset_minutes(wall_ms: i64, tz: &jiff::tz::TimeZone) -> i32 {
 
 fn trust_label(trust: &Trust) -> String {
     match trust {
-        Trust::Signed { key_id } => format!("signed:{key_id}"),
+        Trust::Signed { key_id, identity } => match identity {
+            Some(_) => format!("signed:{key_id}"),
+            None => format!("signed-v1:{key_id}"),
+        },
         Trust::Pinned => "bundled".into(),
         Trust::Unsigned => "unsigned".into(),
         Trust::BadSignature { .. } => "bad-signature".into(),
@@ -319,6 +322,7 @@ impl PluginStage {
             trusted_keys,
             pinned_digests: bundled.iter().map(|b| signing::sha256(b.wasm)).collect(),
             allow_unsigned: plugins.allow_unsigned,
+            allow_rollback: plugins.allow_rollback,
             external_compiler: compiler::external_compiler(plugins.memory_limit, &cache_dir),
             ..compiler::engine_settings(plugins.memory_limit, cache_dir)
         })?;
@@ -713,7 +717,14 @@ impl PluginStage {
                                 .replaced
                                 .clone()
                                 .map(|(version, sha256)| reload::Replaced { version, sha256 });
-                            let kind = if replaced.is_some() { "plugin.reloaded" } else { "plugin.loaded" };
+                            let kind = match (&replaced, installed.rolled_back) {
+                                (_, true) => "plugin.rollback",
+                                (Some(_), false) => "plugin.reloaded",
+                                (None, false) => "plugin.loaded",
+                            };
+                            if installed.rolled_back {
+                                tracing::warn!(plugin = %installed.name, version = %installed.version, replaced = ?installed.replaced, "an OLDER version of a plugin was put back (plugins.allow_rollback = true)");
+                            }
                             tracing::info!(
                                 plugin = %installed.name,
                                 version = %installed.version,

@@ -43,6 +43,32 @@ pub enum LoadError {
         /// The limit.
         max: usize,
     },
+    /// The plugin's `describe` names another plugin or version than its signature binds.
+    #[error(
+        "plugin {origin}: signed as {signed}, but it says it is {described}: refused (a signed build passed off as another)"
+    )]
+    NotAsSigned {
+        /// Where the plugin came from.
+        origin: String,
+        /// Name and version the signature binds.
+        signed: String,
+        /// Name and version `describe` returned.
+        described: String,
+    },
+    /// An older version of a loaded plugin, and rollbacks are not allowed.
+    #[error(
+        "plugin {origin}: {name} {version} is older than the loaded {loaded}: refused (set plugins.allow_rollback = true to put an older build back)"
+    )]
+    Rollback {
+        /// Where the plugin came from.
+        origin: String,
+        /// The plugin's name.
+        name: String,
+        /// Its version.
+        version: String,
+        /// The version loaded now.
+        loaded: String,
+    },
     /// The plugin has no signature and unsigned plugins are not allowed.
     #[error("plugin {origin}: unsigned, and plugins.allow_unsigned is false")]
     Unsigned {

@@ -80,6 +80,10 @@ pub struct HostSettings {
     /// Load unsigned or badly signed plugins (with a warning at every load) instead of
     /// refusing them (default false).
     pub allow_unsigned: bool,
+    /// Replace a plugin by an older version of itself (default false: refused, as a signed
+    /// older build put back would otherwise be taken silently). Allowed, it is reported in
+    /// [`Installed::rolled_back`].
+    pub allow_rollback: bool,
     /// Directory of the compiled-artifact cache; `None`: compile on every load.
     pub cache_dir: Option<PathBuf>,
     /// Compiles what the cache does not hold outside this process (see
@@ -105,6 +109,7 @@ impl Default for HostSettings {
             trusted_keys: Vec::new(),
             pinned_digests: Vec::new(),
             allow_unsigned: false,
+            allow_rollback: false,
             cache_dir: None,
             external_compiler: None,
             quarantine: QuarantinePolicy::default(),
@@ -131,6 +136,9 @@ pub enum Trust {
     Signed {
         /// The key's id ([`signing::key_id`]).
         key_id: String,
+        /// The name and version the signature binds (a v2 signature); `None`: an old v1
+        /// signature over the digest alone.
+        identity: Option<signing::SignedIdentity>,
     },
     /// Its SHA-256 is pinned by the agent ([`HostSettings::pinned_digests`]: a bundled plugin).
     Pinned,
@@ -207,6 +215,8 @@ pub struct Installed {
     pub sha256: String,
     /// The version and SHA-256 of the plugin it replaced, if any.
     pub replaced: Option<(String, String)>,
+    /// It replaced a newer version of itself (allowed by [`HostSettings::allow_rollback`]).
+    pub rolled_back: bool,
 }
 
 /// One plugin's part in a round.
@@ -482,13 +492,21 @@ impl Loader {
         }
         let outcome = match signature {
             None => Err(None),
-            Some(sig) => signing::decode_signature(sig)
-                .and_then(|sig| signing::verify_digest(&self.trusted, sha256, &sig))
-                .map(|i| self.trusted.get(i).map(signing::key_id).unwrap_or_default())
+            Some(sig) => signing::decode_signature_file(sig)
+                .and_then(|file| signing::verify_file_digest(&self.trusted, sha256, &file).map(|i| (i, file.identity)))
+                .map(|(i, identity)| (self.trusted.get(i).map(signing::key_id).unwrap_or_default(), identity))
                 .map_err(|e| Some(e.to_string())),
         };
         match outcome {
-            Ok(key_id) => Ok(Trust::Signed { key_id }),
+            Ok((key_id, identity)) => {
+                if identity.is_none() {
+                    tracing::warn!(
+                        origin,
+                        "plugin signed with an old v1 signature, which does not bind its name and version: re-sign it (`wedsync-agent plugin sign`)"
+                    );
+                }
+                Ok(Trust::Signed { key_id, identity })
+            }
             Err(None) if self.allow_unsigned => {
                 tracing::warn!(origin, "loading an UNSIGNED plugin (plugins.allow_unsigned = true)");
                 Ok(Trust::Unsigned)
@@ -846,6 +864,21 @@ impl std::fmt::Debug for DetachedInstance {
 pub struct PluginHost {
     rt: Runtime,
     plugins: Vec<Plugin>,
+    allow_rollback: bool,
+}
+
+/// Orders two versions: dot-separated numeric parts compare as numbers (`1.10` after `1.9`; a
+/// leading `v` and anything from `-` or `+` on are ignored), otherwise as text.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn numeric(v: &str) -> Option<Vec<u64>> {
+        let core = v.strip_prefix('v').unwrap_or(v);
+        let core = core.split(['-', '+']).next().unwrap_or(core);
+        core.split('.').map(|part| part.parse().ok()).collect()
+    }
+    match (numeric(a), numeric(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -939,6 +972,7 @@ impl PluginHost {
                 log_rate: settings.log_rate,
             },
             plugins: Vec::new(),
+            allow_rollback: settings.allow_rollback,
         })
     }
 
@@ -970,6 +1004,31 @@ impl PluginHost {
         setup.config = config;
         let log = PluginLog::new(Arc::from(origin.as_str()), self.rt.log_rate);
         let (live, info) = self.rt.start(&pre, &log, &setup, &origin)?;
+        if let Trust::Signed { identity: Some(signed), .. } = &trust
+            && (signed.name != info.name || signed.version != info.version)
+        {
+            return Err(LoadError::NotAsSigned {
+                origin,
+                signed: format!("{} {}", signed.name, signed.version),
+                described: format!("{} {}", info.name, info.version),
+            });
+        }
+        let older = self
+            .plugins
+            .iter()
+            .find(|p| *p.name == *info.name)
+            .filter(|old| version_order(&info.version, &old.version) == std::cmp::Ordering::Less)
+            .map(|old| old.version.to_string());
+        if let Some(loaded) = &older
+            && !self.allow_rollback
+        {
+            return Err(LoadError::Rollback {
+                origin,
+                name: info.name.clone(),
+                version: info.version.clone(),
+                loaded: loaded.clone(),
+            });
+        }
         let sha_hex = hex::encode(sha256);
         let plugin = Plugin {
             name: Arc::from(info.name.as_str()),
@@ -997,6 +1056,7 @@ impl PluginHost {
             version: plugin.version.to_string(),
             sha256: sha_hex,
             replaced: None,
+            rolled_back: older.is_some(),
         };
         tracing::info!(
             target: "wedsync_plugin",

@@ -40,7 +40,7 @@ pub use external::{ExternalCompileError, ExternalCompiler, compile_into_cache};
 pub use host::{
     DetachedInstance, HostSettings, Inspection, Installed, Loader, MAX_CACHE_KEY, PluginHost, PluginOutcome,
     PluginSource, PluginState, PluginStatus, Prepared, QuarantinePolicy, RoundReport, SkipReason, Skipped, Trust,
-    inspect,
+    inspect, version_order,
 };
 pub use sandbox::LogRate;
 

@@ -12,10 +12,16 @@
 //! |---|---|
 //! | secret key | `wedsync-plugin-key-v1 <64 hex digits: the 32-byte ed25519 seed>` |
 //! | public key | `wedsync-plugin-pub-v1 <64 hex digits: the 32-byte ed25519 public key>` |
-//! | signature  | `wedsync-plugin-sig-v1 <128 hex digits: the 64-byte ed25519 signature>` |
+//! | signature  | `wedsync-plugin-sig-v2 <name> <version> <128 hex digits: the 64-byte ed25519 signature>` |
+//! | old signature | `wedsync-plugin-sig-v1 <128 hex digits>` |
 //!
-//! A public key may also be given as its bare 64 hex digits (e.g. in the agent's config), and
-//! a signature as its raw 64 bytes.
+//! A v2 signature binds the plugin's name and version (as its `describe` returns them): it
+//! covers `SHA-256("wedsync-plugin-sig-v2\0" ‖ name ‖ "\0" ‖ version ‖ "\0" ‖ SHA-256(component))`,
+//! and the host refuses a component whose `describe` says otherwise, so a signed build cannot
+//! be passed off as another plugin or version. A v1 signature (and raw 64 bytes) covers the
+//! component's digest alone; it still verifies, with a warning.
+//!
+//! A public key may also be given as its bare 64 hex digits (e.g. in the agent's config).
 
 use crate::error::SignError;
 use ed25519_dalek::Signer as _;
@@ -26,8 +32,97 @@ use sha2::{Digest as _, Sha256};
 pub const SECRET_KEY_TAG: &str = "wedsync-plugin-key-v1";
 /// Tag of a public key file.
 pub const PUBLIC_KEY_TAG: &str = "wedsync-plugin-pub-v1";
-/// Tag of a signature file.
+/// Tag of an old signature file (the digest alone).
 pub const SIGNATURE_TAG: &str = "wedsync-plugin-sig-v1";
+/// Tag of a signature file that binds the plugin's name and version.
+pub const SIGNATURE_TAG_V2: &str = "wedsync-plugin-sig-v2";
+
+/// The name and version a v2 signature binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIdentity {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// A decoded signature file: the signature, and what it binds when it is v2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureFile {
+    /// The ed25519 signature.
+    pub signature: Signature,
+    /// The name and version it binds (v2); `None` for v1, which binds the digest alone.
+    pub identity: Option<SignedIdentity>,
+}
+
+/// What a v2 signature signs: the statement's SHA-256.
+fn statement(identity: &SignedIdentity, digest: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(SIGNATURE_TAG_V2.as_bytes());
+    h.update([0]);
+    h.update(identity.name.as_bytes());
+    h.update([0]);
+    h.update(identity.version.as_bytes());
+    h.update([0]);
+    h.update(digest);
+    h.finalize().into()
+}
+
+/// Signs a component as the plugin `identity` names (a v2 signature).
+pub fn sign_bound(key: &SigningKey, identity: &SignedIdentity, component: &[u8]) -> Signature {
+    key.sign(&statement(identity, &sha256(component)))
+}
+
+/// A v2 signature file's text.
+pub fn encode_bound_signature(identity: &SignedIdentity, signature: &Signature) -> String {
+    format!("{SIGNATURE_TAG_V2} {} {} {}\n", identity.name, identity.version, hex::encode(signature.to_bytes()))
+}
+
+/// Parses a signature file of either version (or raw 64 bytes: v1).
+pub fn decode_signature_file(bytes: &[u8]) -> Result<SignatureFile, SignError> {
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && let Some(rest) = text.trim().strip_prefix(SIGNATURE_TAG_V2)
+    {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let [name, version, sig] = fields[..] else {
+            return Err(SignError::BadSignatureFormat(format!(
+                "expected `{SIGNATURE_TAG_V2} <name> <version> <128 hex digits>`"
+            )));
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(SignError::BadSignatureFormat(format!(
+                "plugin name {:?} is not [a-z0-9-]{{1,64}}",
+                name.escape_default().to_string()
+            )));
+        }
+        if version.len() > 64 || !version.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SignError::BadSignatureFormat("version is not 1 to 64 printable ASCII characters".into()));
+        }
+        let raw = tagged_hex::<64>(&format!("{SIGNATURE_TAG} {sig}"), SIGNATURE_TAG, false)
+            .map_err(SignError::BadSignatureFormat)?;
+        return Ok(SignatureFile {
+            signature: Signature::from_bytes(&raw),
+            identity: Some(SignedIdentity { name: name.to_owned(), version: version.to_owned() }),
+        });
+    }
+    decode_signature(bytes).map(|signature| SignatureFile { signature, identity: None })
+}
+
+/// Checks a signature file's signature over the component whose SHA-256 is `digest` against
+/// each trusted key; returns the index of the first key that verifies it.
+pub fn verify_file_digest(
+    trusted: &[VerifyingKey],
+    digest: &[u8; 32],
+    file: &SignatureFile,
+) -> Result<usize, SignError> {
+    match &file.identity {
+        Some(identity) => verify_digest(trusted, &statement(identity, digest), &file.signature),
+        None => verify_digest(trusted, digest, &file.signature),
+    }
+}
 
 /// The SHA-256 digest of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

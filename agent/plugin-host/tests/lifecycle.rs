@@ -41,7 +41,7 @@ fn signatures_are_checked_and_tampering_refused() {
 
     // Good signature.
     let p = host.prepare(src(guests::EMPTY, Some(sig.clone())), "{}").unwrap();
-    assert_eq!(p.trust(), &Trust::Signed { key_id: signing::key_id(&key.verifying_key()) });
+    assert_eq!(p.trust(), &Trust::Signed { key_id: signing::key_id(&key.verifying_key()), identity: None });
 
     // Unsigned.
     assert!(matches!(host.prepare(src(guests::EMPTY, None), "{}"), Err(LoadError::Unsigned { .. })));
@@ -292,4 +292,62 @@ fn a_plugin_prepared_by_another_host_is_refused() {
     let mut d = a.instantiate_detached(&p, &s).unwrap();
     assert!(b.call_detached(&mut d, &round(&s, 0), 1).is_err());
     assert!(a.call_detached(&mut d, &round(&s, 0), 1).is_ok());
+}
+
+#[test]
+fn a_v2_signature_binds_name_and_version() {
+    let key = signing::generate_keypair().unwrap();
+    let strict = HostSettings { allow_unsigned: false, trusted_keys: vec![key.verifying_key()], ..settings() };
+    let mut host = PluginHost::new(strict).unwrap();
+    let s = setup(2, 1);
+    let signed_as = |name: &str, version: &str, bytes: &[u8]| {
+        let identity = signing::SignedIdentity { name: name.into(), version: version.into() };
+        signing::encode_bound_signature(&identity, &signing::sign_bound(&key, &identity, bytes)).into_bytes()
+    };
+    let src = |bytes: &[u8], sig: Vec<u8>| PluginSource {
+        bytes: bytes.to_vec(),
+        signature: Some(sig),
+        origin: "c.wasm".into(),
+    };
+
+    // Signed as what it is: loads, and the trust names what was signed.
+    let p = host.prepare(src(guests::VERSION_B, signed_as("counter", "2.0.0", guests::VERSION_B)), "{}").unwrap();
+    match p.trust() {
+        Trust::Signed { identity: Some(id), .. } => {
+            assert_eq!((id.name.as_str(), id.version.as_str()), ("counter", "2.0.0"))
+        }
+        other => panic!("{other:?}"),
+    }
+    host.install(p, &s).unwrap();
+
+    // The same signature moved to another build: its digest is in the statement.
+    let err = host.prepare(src(guests::VERSION_A, signed_as("counter", "2.0.0", guests::VERSION_B)), "{}").unwrap_err();
+    assert!(matches!(err, LoadError::BadSignature { .. }), "{err:?}");
+    // A genuine signature whose statement names another version: refused at install.
+    let lying = host.prepare(src(guests::VERSION_A, signed_as("counter", "3.0.0", guests::VERSION_A)), "{}").unwrap();
+    let err = host.install(lying, &s).unwrap_err();
+    assert!(matches!(err, LoadError::NotAsSigned { .. }), "{err:?}");
+    assert!(err.to_string().contains("signed as counter 3.0.0"), "{err}");
+    // The name and version cannot be edited in the file: the signature no longer verifies.
+    let edited = String::from_utf8(signed_as("counter", "1.0.0", guests::VERSION_A)).unwrap().replace("1.0.0", "9.0.0");
+    let err = host.prepare(src(guests::VERSION_A, edited.into_bytes()), "{}").unwrap_err();
+    assert!(matches!(err, LoadError::BadSignature { .. }), "{err:?}");
+
+    // An older genuinely signed build put back: refused while 2.0.0 runs.
+    let older = host.prepare(src(guests::VERSION_A, signed_as("counter", "1.0.0", guests::VERSION_A)), "{}").unwrap();
+    let err = host.install(older, &s).unwrap_err();
+    assert!(matches!(err, LoadError::Rollback { .. }), "{err:?}");
+    assert_eq!(host.plugins()[0].version, "2.0.0");
+}
+
+#[test]
+fn a_rollback_allowed_is_reported() {
+    let mut host = PluginHost::new(HostSettings { allow_rollback: true, ..settings() }).unwrap();
+    let s = setup(2, 1);
+    install(&mut host, guests::VERSION_B, "b.wasm", &s);
+    let installed = host.install(prepare(&host, guests::VERSION_A, "a.wasm"), &s).unwrap();
+    assert!(installed.rolled_back);
+    assert_eq!(installed.replaced.as_ref().map(|r| r.0.as_str()), Some("2.0.0"));
+    assert_eq!(wedsync_plugin_host::version_order("1.10.0", "1.9.2"), std::cmp::Ordering::Greater);
+    assert_eq!(wedsync_plugin_host::version_order("v2.0.0-rc1", "2.0.0"), std::cmp::Ordering::Equal);
 }

@@ -91,6 +91,10 @@ pub struct EngineSettings {
     pub forecast_horizon: Duration,
     /// Extra capacity on top of the forecast peak, as a fraction.
     pub forecast_headroom: f64,
+    /// Demand that jumps past this many times the larger of the pool's recent demand and what
+    /// it serves now, within one round, is capped there and flagged ([`Engine::handle_demand`]):
+    /// a few forged datagrams must not drive a pool to its max. 0: no cap.
+    pub max_demand_jump: f64,
     /// Seasonal load multipliers, applied in each pool's local time.
     pub seasons: SeasonalMultipliers,
     /// Spike detector tuning.
@@ -123,6 +127,8 @@ impl Default for EngineSettings {
             spot_max_fraction: 0.7,
             forecast_horizon: Duration::from_secs(30 * 60),
             forecast_headroom: 0.2,
+            // A real 100x viral step passes in two rounds (0.2 s); one forged burst does not.
+            max_demand_jump: 10.0,
             seasons: SeasonalMultipliers::default(),
             detector: DetectorTuning::default(),
         }
@@ -179,6 +185,9 @@ pub struct PoolStatus {
     /// Whether the last round's demand was read while input was being lost (a lower bound,
     /// [`Engine::handle_uncertain_demand`]).
     pub lossy_input: bool,
+    /// Whether the latest demand reading jumped past [`EngineSettings::max_demand_jump`] and was
+    /// capped.
+    pub demand_capped: bool,
     /// Latest admission levels.
     pub admission: Vec<Admission>,
     /// The size last observed ([`Engine::handle_pool_state`]), in units.
@@ -252,6 +261,8 @@ struct PoolRuntime {
     lossy_run: VecDeque<f64>,
     /// Whether the last round's demand was such a reading.
     lossy: bool,
+    /// Whether the last reading was capped by [`EngineSettings::max_demand_jump`].
+    capped: bool,
     stale_rounds: u32,
     holding: bool,
     /// Units serving now, and units arriving later (ready time, total units then).
@@ -393,6 +404,7 @@ impl Engine {
                     uncertain: None,
                     lossy_run: VecDeque::with_capacity(RECENT_SAMPLES),
                     lossy: false,
+                    capped: false,
                     stale_rounds: 0,
                     holding: false,
                     available: start,
@@ -481,10 +493,27 @@ impl Engine {
 
     /// A demand sample for a pool (normally every 100 ms). Classes the pool does not serve are
     /// ignored; negative or non-finite figures count as zero.
-    pub fn handle_demand(&mut self, now: Timestamp, pool: PoolIndex, demand: Demand) {
-        let Some(p) = self.pools.get_mut(pool) else { return };
-        let cleaned = weighted(&p.spec, demand);
-        let total = cleaned.total();
+    ///
+    /// A reading past [`EngineSettings::max_demand_jump`] times the larger of the newest
+    /// readings and what the pool serves now is scaled down to that bound (every class alike)
+    /// and flagged ([`PoolStatus::demand_capped`]); the return value is then the reading's own
+    /// total (weighted), for the caller to count and log. A real step still passes: the bound
+    /// grows by the same factor each round.
+    pub fn handle_demand(&mut self, now: Timestamp, pool: PoolIndex, demand: Demand) -> Option<f64> {
+        let limit = self.settings.max_demand_jump;
+        let p = self.pools.get_mut(pool)?;
+        let mut cleaned = weighted(&p.spec, demand);
+        let mut total = cleaned.total();
+        let reference = p.recent.iter().copied().fold(f64::from(p.available) * p.spec.capacity_per_unit, f64::max);
+        let capped = (limit > 0.0 && reference > 0.0 && total > limit * reference).then_some(total);
+        if let Some(raw) = capped {
+            let bound = limit * reference;
+            for rps in &mut cleaned.0 {
+                *rps *= bound / raw;
+            }
+            total = cleaned.total();
+        }
+        p.capped = capped.is_some();
         p.lossy_run.clear();
         if p.recent.len() == RECENT_SAMPLES {
             p.recent.pop_front();
@@ -512,6 +541,7 @@ impl Engine {
         }
         p.latest = Some(cleaned);
         p.fresh = true;
+        capped
     }
 
     /// Demand read over a window in which some of its input was lost (the daemon saw the kernel
@@ -676,6 +706,7 @@ impl Engine {
                 holding_stale: p.holding,
                 spike_active: p.spike.is_some(),
                 lossy_input: p.lossy,
+                demand_capped: p.capped,
                 admission: p.admission.clone(),
                 observed_units: p.observed.map(|(units, _)| units),
                 observed_at: p.observed.map(|(_, at)| at),

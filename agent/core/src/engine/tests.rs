@@ -455,7 +455,10 @@ fn protection_reserves_a_fifth_for_wedding_critical() {
 
 #[test]
 fn one_decision_multiplies_capacity_at_most_tenfold() {
-    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    // The scale-up cap alone: a 700x step read whole (the demand-jump cap would let it in over
+    // three rounds; it has a test of its own).
+    let settings = EngineSettings { max_demand_jump: 0.0, ..EngineSettings::default() };
+    let mut engine = Engine::new(settings, vec![pool("api")]);
     drive(&mut engine, 0, 100, |_| demand(TrafficClass::Media, 100.0));
     let from = engine.status()[0].target;
     let decisions = drive(&mut engine, 100, 3, |_| demand(TrafficClass::Media, 70_000.0));
@@ -536,7 +539,10 @@ proptest! {
                         prop_assert_eq!(a.admit, 1.0);
                     }
                 }
-                let wc_units = (d.of(TrafficClass::WeddingCritical) / spec.target_load_per_unit()).ceil() as u32;
+                // Of the demand the engine took in (a jump past max_demand_jump is capped).
+                let accepted = engine.status()[0].demand.of(TrafficClass::WeddingCritical);
+                prop_assert!(accepted <= d.of(TrafficClass::WeddingCritical) + 1e-9);
+                let wc_units = (accepted / spec.target_load_per_unit()).ceil() as u32;
                 let not_spot = decision.mix.reserved + decision.mix.on_demand;
                 prop_assert!(not_spot >= wc_units.min(decision.to), "wedding-critical on spot: {decision:?}");
                 if engine.active_weddings("eu-west", wall(r)) > 0 {
@@ -1100,7 +1106,9 @@ fn drive_lossy(
         let now = Timestamp::from_millis(r * ROUND_MS);
         match lossy_at(r) {
             (d, true) => engine.handle_uncertain_demand(now, 0, d),
-            (d, false) => engine.handle_demand(now, 0, d),
+            (d, false) => {
+                engine.handle_demand(now, 0, d);
+            }
         }
         engine.handle_timeout(now, wall(r));
         while let Some(d) = engine.poll_decision() {
@@ -1209,4 +1217,34 @@ fn weddings_are_bounded_and_their_identifiers_cannot_forge_a_log_line() {
     assert_eq!(err, pool::WeddingError::CalendarFull);
     engine.handle_wedding_upsert(Wedding { id: "w-7".into(), guests: 3, ..ok }).unwrap();
     assert_eq!(engine.weddings().count(), pool::MAX_WEDDINGS);
+}
+
+#[test]
+fn a_forged_burst_is_capped_and_flagged_while_a_real_step_passes_within_rounds() {
+    let mut engine = Engine::new(EngineSettings::default(), vec![pool("api")]);
+    // Steady 150 rps on 2 units of 100: the bound is 10 x 200 (what the pool serves).
+    drive(&mut engine, 0, 20, |_| demand(TrafficClass::Registration, 150.0));
+    let now = Timestamp::from_millis(20 * ROUND_MS);
+    let raw = engine.handle_demand(now, 0, demand(TrafficClass::Registration, 1e9));
+    assert_eq!(raw, Some(1e9), "the reading is returned for the caller to count and log");
+    let status = &engine.status()[0];
+    assert!(status.demand_capped);
+    let reference = 150f64.max(f64::from(status.available) * 100.0);
+    assert!((status.demand.total() - 10.0 * reference).abs() < 1e-6, "{}", status.demand.total());
+    // A real 100x step (15,000 rps) passes within two more rounds: the bound grows tenfold.
+    let mut passed_at = None;
+    for r in 21..26 {
+        let now = Timestamp::from_millis(r * ROUND_MS);
+        if engine.handle_demand(now, 0, demand(TrafficClass::Registration, 15_000.0)).is_none() {
+            passed_at = Some(r);
+            break;
+        }
+    }
+    assert_eq!(passed_at, Some(21), "after one capped reading, 15k is within 10 x 2000");
+    assert!(!engine.status()[0].demand_capped);
+    // Off: nothing is capped.
+    let settings = EngineSettings { max_demand_jump: 0.0, ..EngineSettings::default() };
+    let mut engine = Engine::new(settings, vec![pool("api")]);
+    drive(&mut engine, 0, 5, |_| demand(TrafficClass::Registration, 150.0));
+    assert_eq!(engine.handle_demand(Timestamp::from_millis(600), 0, demand(TrafficClass::Registration, 1e9)), None);
 }

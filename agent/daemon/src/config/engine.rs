@@ -42,6 +42,9 @@ pub struct EngineSection {
     pub forecast_horizon: String,
     /// Extra capacity on top of the forecast peak, as a fraction.
     pub forecast_headroom: f64,
+    /// Demand jumping past this many times the pool's recent demand (or what it serves now)
+    /// within one round is capped there and flagged; 0 turns the cap off.
+    pub max_demand_jump: f64,
     /// Seasonal multipliers (`[engine.seasons]`), in each pool's local time.
     pub seasons: SeasonalMultipliers,
 }
@@ -66,6 +69,7 @@ impl Default for EngineSection {
             spot_max_fraction: e.spot_max_fraction,
             forecast_horizon: secs(e.forecast_horizon),
             forecast_headroom: e.forecast_headroom,
+            max_demand_jump: e.max_demand_jump,
             seasons: e.seasons,
         }
     }
@@ -162,6 +166,11 @@ impl EngineSection {
                 Duration::from_secs(7 * 86_400),
             ),
             forecast_headroom: fraction(c, "engine.forecast_headroom", e.forecast_headroom, 0.0, 10.0),
+            max_demand_jump: if e.max_demand_jump == 0.0 {
+                0.0
+            } else {
+                fraction(c, "engine.max_demand_jump", e.max_demand_jump, 2.0, 1000.0)
+            },
             seasons: match e.seasons.validate() {
                 Ok(()) => e.seasons.clone(),
                 Err(reason) => {

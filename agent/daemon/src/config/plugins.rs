@@ -26,6 +26,9 @@ pub struct PluginsSection {
     pub trusted_keys: Vec<String>,
     /// Load unsigned or badly signed plugins from `dir` (a warning at every load).
     pub allow_unsigned: bool,
+    /// Let a plugin be replaced by an older version of itself (audited as `plugin.rollback`);
+    /// false: refused.
+    pub allow_rollback: bool,
     /// Most time one plugin call may take.
     pub call_budget: String,
     /// Most memory one plugin instance may use, MiB.
@@ -48,6 +51,7 @@ impl Default for PluginsSection {
             order: Vec::new(),
             trusted_keys: Vec::new(),
             allow_unsigned: false,
+            allow_rollback: false,
             call_budget: "5ms".into(),
             memory_limit_mib: 16,
             cache_dir: String::new(),
@@ -70,6 +74,8 @@ pub struct PluginSettings {
     pub trusted_keys: Vec<String>,
     /// Whether unsigned plugins load.
     pub allow_unsigned: bool,
+    /// Whether a plugin may be replaced by an older version of itself.
+    pub allow_rollback: bool,
     /// Per-call time budget.
     #[serde(with = "humantime_serde")]
     pub call_budget: Duration,
@@ -142,6 +148,7 @@ impl PluginsSection {
             order: p.order.clone(),
             trusted_keys: p.trusted_keys.clone(),
             allow_unsigned: p.allow_unsigned,
+            allow_rollback: p.allow_rollback,
             call_budget,
             memory_limit: usize::try_from(memory << 20).unwrap_or(usize::MAX),
             cache_dir: (!p.cache_dir.is_empty()).then(|| p.cache_dir.clone()),

@@ -33,6 +33,14 @@ pub enum PluginToolError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// `sign` or `verify` could not learn the plugin's name and version from its `describe`.
+    #[error("{}: cannot tell which plugin and version it is: {why}", path.display())]
+    NoIdentity {
+        /// The component.
+        path: PathBuf,
+        /// Why `describe` gave nothing.
+        why: String,
+    },
     /// `keygen` found a secret key where it would write one.
     #[error("{} exists; refusing to overwrite a signing key", path.display())]
     KeyExists {
@@ -104,22 +112,44 @@ pub fn keygen(out: &Path) -> Result<ExitCode, PluginToolError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `plugin sign`: writes `FILE.sig`, an ed25519 signature over the component's SHA-256.
+/// `plugin sign`: writes `FILE.sig`, an ed25519 signature that binds the component's SHA-256
+/// to the name and version its `describe` returns (a v2 signature).
 pub fn sign(key: &Path, file: &Path) -> Result<ExitCode, PluginToolError> {
     let text = read_text(key)?;
     let secret =
         signing::decode_secret_key(&text).map_err(|source| PluginToolError::BadKey { path: key.to_owned(), source })?;
     let bytes = read(file)?;
-    let signature = signing::sign(&secret, &bytes);
+    let identity = identity_of(&bytes, file)?;
+    let signature = signing::sign_bound(&secret, &identity, &bytes);
     let sig_path = signature_path(file);
-    std::fs::write(&sig_path, format!("{}\n", signing::encode_signature(&signature)))
+    std::fs::write(&sig_path, signing::encode_bound_signature(&identity, &signature))
         .map_err(|source| PluginToolError::Write { path: sig_path.clone(), source })?;
-    println!("{}: signed (sha256 {}) -> {}", file.display(), hex_digest(&bytes), sig_path.display());
+    println!(
+        "{}: signed as {} {} (sha256 {}) -> {}",
+        file.display(),
+        identity.name,
+        identity.version,
+        hex_digest(&bytes),
+        sig_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
+/// The name and version a component's `describe` returns.
+fn identity_of(bytes: &[u8], file: &Path) -> Result<signing::SignedIdentity, PluginToolError> {
+    let inspection = wedsync_plugin_host::inspect(bytes)?;
+    match inspection.info {
+        Some(info) => Ok(signing::SignedIdentity { name: info.name, version: info.version }),
+        None => Err(PluginToolError::NoIdentity {
+            path: file.to_owned(),
+            why: inspection.describe_error.unwrap_or_else(|| "it does not fit the plugin world".into()),
+        }),
+    }
+}
+
 /// `plugin verify`: checks a component's signature (`sig`, else `FILE.sig`) against a public
-/// key; a signature that does not verify is a failure, reported on standard error.
+/// key, and that the component is the plugin and version a v2 signature names; a signature
+/// that does not hold is a failure, reported on standard error.
 pub fn verify(key: &Path, sig: Option<&Path>, file: &Path) -> Result<ExitCode, PluginToolError> {
     let text = read_text(key)?;
     let public =
@@ -127,11 +157,38 @@ pub fn verify(key: &Path, sig: Option<&Path>, file: &Path) -> Result<ExitCode, P
     let bytes = read(file)?;
     let sig_path = sig.map_or_else(|| signature_path(file), Path::to_path_buf);
     let sig_bytes = read(&sig_path)?;
-    let verified =
-        signing::decode_signature(&sig_bytes).and_then(|signature| signing::verify(&[public], &bytes, &signature));
+    let verified = signing::decode_signature_file(&sig_bytes).and_then(|signed| {
+        signing::verify_file_digest(&[public], &signing::sha256(&bytes), &signed).map(|_| signed.identity)
+    });
     match verified {
-        Ok(_) => {
-            println!("{}: signature OK (key id {})", file.display(), signing::key_id(&public));
+        Ok(Some(signed)) => {
+            let actual = identity_of(&bytes, file)?;
+            if actual != signed {
+                eprintln!(
+                    "{}: signed as {} {}, but it says it is {} {}: does NOT hold",
+                    file.display(),
+                    signed.name,
+                    signed.version,
+                    actual.name,
+                    actual.version
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "{}: signature OK for {} {} (key id {})",
+                file.display(),
+                signed.name,
+                signed.version,
+                signing::key_id(&public)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => {
+            println!(
+                "{}: signature OK (key id {}); an old v1 signature: it does not bind the name and version, re-sign it",
+                file.display(),
+                signing::key_id(&public)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
