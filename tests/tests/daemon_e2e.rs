@@ -209,6 +209,16 @@ fn a_closed_stderr_costs_log_lines_not_the_agent() {
         assert!(healthz().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "the API stopped serving");
     }
     assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+    // The lines it could not write are counted.
+    let metrics = {
+        let mut s = std::net::TcpStream::connect(&api).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        answer
+    };
+    let lost = sample_value(&metrics, "wedsync_log_lines_lost_total").unwrap_or(0.0);
+    assert!(lost >= 3.0, "three bad lines logged to a closed stderr, {lost} counted lost");
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -182,3 +182,48 @@ fn demand_on_its_own_socket_is_untouched_by_a_flood() {
     assert_eq!(uncertain, 0.0, "the pool's demand never came through the flooded socket");
     assert_steady(&agent, &decisions);
 }
+
+/// Forged demand from a local socket: 80 datagrams claiming 100,000 requests each.
+fn forge(to: SocketAddr, bursts: u32) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..bursts {
+        for _ in 0..80 {
+            socket.send_to(b"requests:100000|c|#service:checkout,class:media", to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn forged_demand_bursts_do_not_drive_a_pool_to_its_max() {
+    let _one_at_a_time = FLOODING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let agent = AgentProcess::start_with_config(POOL, &[]);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| demand(agent.statsd, &stop));
+        std::thread::sleep(Duration::from_secs(3));
+        // One burst (8 M requests in a few milliseconds; the probe drove the pool to
+        // its max with it): one slot of five, the median does not move, nothing is decided.
+        let since = unix_ms();
+        forge(agent.statsd, 1);
+        std::thread::sleep(Duration::from_secs(2));
+        let decisions = decisions_since(&agent, since);
+        assert_steady(&agent, &decisions);
+
+        // Sustained bursts for a second: past the median, each round's jump is capped at ten
+        // times what came before (a real step, as this is to the engine, still gets through),
+        // counted and logged.
+        forge(agent.statsd, 10);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let metrics = agent.wait_for_metrics(Duration::from_secs(5), |m| {
+        sample_value(m, "wedsync_demand_capped_rounds_total{pool=\"checkout\"}").is_some_and(|n| n >= 1.0)
+    });
+    let capped = sample_value(&metrics, "wedsync_demand_capped_rounds_total{pool=\"checkout\"}").unwrap();
+    assert!(
+        agent.log().iter().any(|l| l.contains("demand jumped past its bound")),
+        "{capped} capped rounds, no log line"
+    );
+    let pools = agent.get_json("/v1/pools");
+    assert!(pools["pools"][0]["status"].get("demand_capped").is_some(), "{pools}");
+}

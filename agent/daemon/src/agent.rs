@@ -225,6 +225,11 @@ impl RunningAgent {
         let db = Arc::new(StateDb::open(&crate::config::state_dir(&settings.storage_dir))?);
         load_calendar(&db, &mut engine, settings.calendar_file.as_deref())?;
         decisions::load_profiles(&db, &mut engine);
+        telemetry.registry().register(
+            "wedsync_log_lines_lost",
+            "Log lines that could not be written (standard error's reader gone: a closed pipe, a restarted journald)",
+            crate::logging::lost_lines(),
+        );
         let round_metrics = decisions::RoundMetrics::register(telemetry.registry());
         let (engine_handle, engine_inbox) = crate::engine::channel(&engine, round_metrics.commands_refused.clone());
         telemetry.registry().register_collector(Box::new(decisions::EngineCollector {

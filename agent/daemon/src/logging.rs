@@ -31,13 +31,46 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), LoggingError> {
     // that line, nothing more. tracing-subscriber's default reports it with `eprintln!`, which
     // panics on the same broken stderr: every thread that logged died, the API with them, and
     // SIGTERM was no longer heard.
+    // Such lines are counted instead (`wedsync_log_lines_lost_total`, [`lost_lines`]).
     let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| CountingStderr).log_internal_errors(false);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     }
     .map_err(|_| LoggingError::AlreadySet)
+}
+
+/// Log lines the agent could not write (stderr's reader gone), since start.
+static LOST_LINES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The counter of log lines lost ([`init`]'s writer counts a line whose write failed), for
+/// telemetry to register as `wedsync_log_lines_lost`.
+pub fn lost_lines() -> prometheus_client::metrics::counter::Counter {
+    LOST_LINES.clone()
+}
+
+/// Standard error, counting the lines it fails to write: the formatter writes each event with
+/// one `write_all`.
+struct CountingStderr;
+
+impl std::io::Write for CountingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let written = std::io::stderr().write_all(buf);
+        if written.is_err() {
+            LOST_LINES.inc();
+        }
+        written
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Lets through at most `per_window` events per window (a second unless told otherwise) and
