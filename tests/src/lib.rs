@@ -75,6 +75,8 @@ pub struct AgentProcess {
     pub mesh: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     http: ureq::Agent,
+    /// Its state directory (where `audit.jsonl` is).
+    pub state_dir: PathBuf,
 }
 
 impl AgentProcess {
@@ -96,7 +98,11 @@ impl AgentProcess {
     fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut command = Command::new(agent_binary());
         // Each agent gets its own state directory unless the test names one.
-        command.env("WEDSYNC__STORAGE__DIR", unique_dir("state"));
+        let state_dir = env
+            .iter()
+            .find(|(key, _)| *key == "WEDSYNC__STORAGE__DIR")
+            .map_or_else(|| unique_dir("state"), |(_, dir)| PathBuf::from(dir));
+        command.env("WEDSYNC__STORAGE__DIR", &state_dir);
         command
             .args(["run", "--log-format", "json"])
             .args(args)
@@ -143,7 +149,7 @@ impl AgentProcess {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        AgentProcess { child, api: api.parse().unwrap(), statsd: statsd.parse().unwrap(), mesh, log, http }
+        AgentProcess { child, api: api.parse().unwrap(), statsd: statsd.parse().unwrap(), mesh, log, http, state_dir }
     }
 
     /// `GET path`: the status and body.

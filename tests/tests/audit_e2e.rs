@@ -16,6 +16,9 @@ assume_size = 1
 max = 40
 provisioning_delay = "0s"
 demand_metric = "requests"
+[pools.actuator]
+kind = "exec"
+command = ["sh", "-c", "cat > /dev/null"]
 "#;
 
 const TOKEN: &str = "audit-token-0123456789";
@@ -58,6 +61,11 @@ fn decisions_are_audited_and_tampering_is_found() {
     assert!(lines.iter().any(|l| l.contains("\"kind\":\"wedding.upsert\"")));
     let decisions = lines.iter().filter(|l| l.contains("\"kind\":\"decision\"")).count();
     assert!(decisions >= 3, "{decisions} decisions audited");
+    // What became of them at the actuator, too.
+    assert!(
+        lines.iter().any(|l| l.contains("\"kind\":\"actuator.outcome\"") && l.contains("\"outcome\":\"applied\"")),
+        "no actuator outcome audited"
+    );
 
     // Edit one byte of a middle entry in a copy: verify names the line.
     let tampered = unique_dir("audit-tampered");
