@@ -68,9 +68,15 @@ pub fn build_components(guests: &[Guest]) -> Result<Vec<Built>, String> {
         println!("cargo:rerun-if-changed={}", root.join(guest.dir).display());
     }
     println!("cargo:rerun-if-env-changed=WEDSYNC_GUEST_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=WEDSYNC_GUEST_TOOLCHAIN");
 
+    // A toolchain of its own for the guests (`rustup run <toolchain> cargo`): for an outer build
+    // on a toolchain without the WASI target, such as the nightly that `cargo fuzz` needs.
+    let toolchain = env::var("WEDSYNC_GUEST_TOOLCHAIN").ok().filter(|t| !t.is_empty());
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    check_target_installed(&rustc)?;
+    if toolchain.is_none() {
+        check_target_installed(&rustc)?;
+    }
 
     let target_dir = match env::var_os("WEDSYNC_GUEST_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -78,7 +84,14 @@ pub fn build_components(guests: &[Guest]) -> Result<Vec<Built>, String> {
     };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
 
-    let mut cmd = Command::new(&cargo);
+    let mut cmd = match &toolchain {
+        Some(toolchain) => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", toolchain, "cargo"]).env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+            cmd
+        }
+        None => Command::new(&cargo),
+    };
     cmd.current_dir(&root)
         .arg("build")
         .arg("--manifest-path")
