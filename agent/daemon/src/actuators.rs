@@ -279,6 +279,15 @@ impl Actuators {
         Actuators { pools: map, counters, workers: Mutex::new(workers) }
     }
 
+    /// Why `pool`'s actuator gave up on its latest decision, while none has succeeded since.
+    pub fn failing(&self, pool: &str) -> Option<String> {
+        let handle = self.pools.get(pool)?;
+        if !handle.running {
+            return Some("its worker thread could not be started".into());
+        }
+        handle.slot.lock().failing.clone()
+    }
+
     /// Hands a decision (its serialized JSON, its id and its pool) to the pool's worker. Never
     /// blocks on actuator I/O: a newer decision replaces a pending one that has not started yet
     /// (counted as superseded), a decision already applied successfully is ignored, and `log`-only
@@ -390,6 +399,8 @@ struct SlotState {
     /// Ids of the last successful decisions, oldest first.
     recent: VecDeque<String>,
     stopping: bool,
+    /// Why the latest decision failed, until one succeeds (for the `ActuatorFailing` alert).
+    failing: Option<String>,
 }
 
 /// What a pool's dispatcher and its worker share. The lock is never held during I/O.
@@ -625,6 +636,7 @@ impl Worker {
                     tracing::error!(pool = %self.pool, kind = self.kind, id = %job.id, attempts = attempt + 1, suppressed, "actuator gave up on decision");
                 }
                 self.audit(job, "failed", attempt + 1, serde_json::json!({ "reason": reason, "permanent": permanent }));
+                self.slot.lock().failing = Some(reason);
                 return;
             }
             match self.wait_backoff(&job.id, delay) {
@@ -650,6 +662,7 @@ impl Worker {
             state.recent.pop_front();
         }
         state.recent.push_back(job.id.clone());
+        state.failing = None;
         drop(state);
         tracing::info!(pool = %self.pool, kind = self.kind, id = %job.id, attempts = attempt + 1, "decision applied");
     }

@@ -210,6 +210,7 @@ pub struct RunningAgent {
     stop: CancellationToken,
     tasks: JoinSet<()>,
     audit_writer: Option<AuditWriter>,
+    alert_delivery: Option<crate::alerts::Delivery>,
 }
 
 impl RunningAgent {
@@ -371,6 +372,9 @@ impl RunningAgent {
         if !api_addr.ip().is_loopback() {
             tracing::warn!(%api_addr, "API listens beyond loopback; anyone who can reach it can read the agent's metrics");
         }
+        let alerts_view = Arc::new(RwLock::new(crate::alerts::AlertsView::default()));
+        let alert_counters = crate::alerts::AlertCounters::default();
+        alert_counters.register(telemetry.registry(), alerts_view.clone());
         let state = Arc::new(AgentState {
             settings,
             clock,
@@ -390,6 +394,29 @@ impl RunningAgent {
             plugin_reload: plugin_stage.as_ref().and_then(crate::plugins::PluginStage::reload_handle),
             api_auth_failures,
             api_auth_log: Mutex::new(crate::logging::RateLimiter::new(1)),
+            alerts: alerts_view,
+        });
+        let alerts_settings = &state.settings.alerts;
+        let alert_delivery = if alerts_settings.enabled {
+            crate::alerts::Delivery::start(
+                &alerts_settings.alertmanager,
+                alerts_settings.resend_interval,
+                alert_counters.clone(),
+            )
+        } else {
+            None
+        };
+        let alert_loop = alerts_settings.enabled.then(|| {
+            crate::alerts::AlertLoop::new(
+                alerts_settings,
+                &state.settings.node_id,
+                format!("http://{api_addr}"),
+                state.alerts.clone(),
+                state.plugins.clone(),
+                state.audit.clone(),
+                alert_counters,
+                alert_delivery.as_ref(),
+            )
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -476,6 +503,7 @@ impl RunningAgent {
             actuators: state.actuators.clone(),
             db: state.db.clone(),
             metrics: round_metrics,
+            alerts: alert_loop,
         };
         let decision_stop = stop.clone();
         // Rounds (and the plugins they call) run on their own thread, never on the reactor.
@@ -501,7 +529,7 @@ impl RunningAgent {
             version = env!("CARGO_PKG_VERSION"),
             "agent ready"
         );
-        Ok(RunningAgent { state, stop, tasks, audit_writer })
+        Ok(RunningAgent { state, stop, tasks, audit_writer, alert_delivery })
     }
 
     /// Asks every task to stop and waits for them, at most [`SHUTDOWN_BUDGET`]. The audit trail
@@ -521,6 +549,10 @@ impl RunningAgent {
         let actuators = self.state.actuators.clone();
         let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
         let _ = tokio::task::spawn_blocking(move || actuators.stop(left)).await;
+        // The alerts' last state goes out once more (resolves included), briefly.
+        if let Some(delivery) = self.alert_delivery.take() {
+            let _ = tokio::time::timeout(ALERT_FLUSH, tokio::task::spawn_blocking(move || delivery.stop())).await;
+        }
         let mut flushed = true;
         if let Some(writer) = self.audit_writer.take() {
             let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
@@ -629,6 +661,9 @@ pub fn run(file: Option<std::path::PathBuf>, log_format: Option<crate::config::L
     runtime.shutdown_timeout(ABANDONED_WORK_WAIT);
     outcome
 }
+
+/// How long a stop waits for the alerts' last delivery.
+const ALERT_FLUSH: Duration = Duration::from_secs(1);
 
 /// How long the exit waits for blocking work abandoned by a signal during start.
 const ABANDONED_WORK_WAIT: Duration = Duration::from_millis(500);

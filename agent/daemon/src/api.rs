@@ -160,6 +160,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/reload", axum::routing::post(reload_plugins))
         .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
+        .route("/v1/alerts", get(alerts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), read_guard))
@@ -349,6 +350,12 @@ async fn audit_failure(state: &AgentState, kind: &'static str, payload: serde_js
         // The change failed either way; a refusal here is counted and logged by the handle.
         let _ = audit.record_async(crate::clock::wall_ms(), kind, payload).await;
     }
+}
+
+/// `GET /v1/alerts`: firing, pending and lately resolved alerts.
+async fn alerts(State(state): State<Arc<AgentState>>) -> Response {
+    let view = state.alerts.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Json(view).into_response()
 }
 
 async fn upsert_wedding(

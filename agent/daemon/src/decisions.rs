@@ -423,6 +423,8 @@ pub struct Driver {
     pub db: Arc<StateDb>,
     /// Rounds run, late and skipped; round durations.
     pub metrics: RoundMetrics,
+    /// The alert rules, evaluated after every round (`None`: alerts are off).
+    pub alerts: Option<crate::alerts::AlertLoop>,
 }
 
 fn cpu_demand(
@@ -653,6 +655,9 @@ impl Loop {
                 .collect()
         });
         self.publish(forecasts, false);
+        if let Some(alerts) = &mut self.driver.alerts {
+            alerts.evaluate(&self.driver.inbox.latest(), now, wall, &self.driver.actuators);
+        }
         if started >= self.next_save {
             self.next_save = started + PROFILE_SAVE_PERIOD;
             self.save_in_background();

@@ -26,6 +26,7 @@
 
 pub mod actuators;
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod calendar;

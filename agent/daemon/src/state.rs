@@ -53,4 +53,6 @@ pub struct AgentState {
         prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
     /// Refused calls logged, at most one a second.
     pub api_auth_log: Mutex<crate::logging::RateLimiter>,
+    /// The alerts, as the decision thread published them last.
+    pub alerts: Arc<RwLock<crate::alerts::AlertsView>>,
 }

@@ -19,6 +19,7 @@
 //! [`AgentConfig::validate`] reports every bad field by its dotted path and says why.
 
 pub mod actuators;
+pub mod alerts;
 pub mod api;
 pub mod engine;
 pub mod errors;
@@ -33,6 +34,7 @@ pub mod storage;
 pub mod store;
 
 pub use actuators::{ActuatorConfig, ActuatorSpec, Observe};
+pub use alerts::{AlertsSection, AlertsSettings};
 pub use api::ApiSection;
 pub use engine::EngineSection;
 pub use errors::{ConfigErrors, FieldError};
@@ -88,6 +90,8 @@ pub struct AgentConfig {
     pub mesh: MeshSection,
     /// WASM policy plugins.
     pub plugins: PluginsSection,
+    /// Alert rules and where alerts go.
+    pub alerts: AlertsSection,
     /// The pools the engine decides for (`[[pools]]`); none by default.
     pub pools: Vec<PoolConfig>,
 }
@@ -175,6 +179,8 @@ pub struct Settings {
     pub mesh: Option<MeshSettings>,
     /// Policy plugins, when enabled.
     pub plugins: Option<PluginSettings>,
+    /// Alert rules and delivery.
+    pub alerts: AlertsSettings,
 }
 
 impl AgentConfig {
@@ -286,6 +292,7 @@ impl AgentConfig {
         let (pools, demand, actuators) = pools::validate(&self.pools, &self.agent.region, &mut c);
         let mesh = self.mesh.validate(&mut c);
         let plugins = self.plugins.validate(&mut c);
+        let alerts = self.alerts.validate(&mut c);
         match (api_listen, statsd_listen, c.0.is_empty()) {
             (Some(api_listen), Some(statsd_listen), true) => Ok(Settings {
                 node_id: self.agent.node_id.clone(),
@@ -325,6 +332,7 @@ impl AgentConfig {
                 actuators,
                 mesh,
                 plugins,
+                alerts,
             }),
             _ => Err(ConfigErrors(c.0)),
         }
