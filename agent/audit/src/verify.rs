@@ -118,9 +118,17 @@ fn check_keyed(parsed: &ParsedLine, options: &VerifyOptions, summary: &mut Verif
     }
     match &parsed.checkpoint {
         Some(cp) => {
-            if parsed.seq.checked_sub(1) != Some(cp.seq) || cp.hash != parsed.prev_hex {
+            if parsed.seq.checked_sub(1) != Some(cp.seq) {
                 return Err(Defect::BadCheckpoint {
                     detail: format!("it signs seq {} but follows seq {}", cp.seq, parsed.seq.saturating_sub(1)),
+                });
+            }
+            if cp.hash != parsed.prev_hex {
+                return Err(Defect::BadCheckpoint {
+                    detail: format!(
+                        "it signed seq {} with hash {}, but that entry's hash is now {} (rewritten)",
+                        cp.seq, cp.hash, parsed.prev_hex
+                    ),
                 });
             }
             cp.verify(options.trusted_key.as_ref()).map_err(|e| Defect::BadCheckpoint { detail: e.to_string() })?;

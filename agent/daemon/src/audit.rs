@@ -758,6 +758,14 @@ pub fn keygen(out: &Path) -> Result<ExitCode, VerifyCommandError> {
     if public_path.exists() {
         return Err(input_error(&public_path)("exists; not overwritten".into()));
     }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| input_error(dir)(e.to_string()))?;
+    }
     write(out, &wedsync_audit::encode_secret_key(&key), 0o600)?;
     write(&public_path, &wedsync_audit::encode_public_key(&key.verifying_key()), 0o644)?;
     println!("secret key: {} (set audit.signing_key; keep it outside the state directory)", out.display());
