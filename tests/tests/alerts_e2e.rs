@@ -197,6 +197,15 @@ fn a_wedding_day_shedding_incident_pages_through_alertmanager_and_resolves() {
     });
     let view = agent.get_json("/v1/alerts");
     assert!(view["resolved"].as_array().unwrap().iter().any(|a| a["labels"]["alertname"] == "PoolShedding"), "{view}");
-    let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    // Audited when they happened (the writer thread appends moments after).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+        let both = audit.contains("\"kind\":\"alert.fired\"") && audit.contains("\"kind\":\"alert.resolved\"");
+        if both || Instant::now() > deadline {
+            break audit;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(audit.contains("\"kind\":\"alert.fired\"") && audit.contains("\"kind\":\"alert.resolved\""), "{audit}");
 }

@@ -169,11 +169,20 @@ fn five_agents_converge_detect_a_kill_rejoin_refuse_strangers_and_heal_a_partiti
     // Fault injection needs the token.
     let (status, _) = n2.call("POST", "/v1/mesh/faults", None, Some(r#"{"heal": true}"#));
     assert_eq!(status, 401);
-    // Each injection is in the audit trail before it takes effect; the refused one too.
-    let audit = std::fs::read_to_string(n2.state_dir.join("audit.jsonl")).unwrap();
+    // Each injection is in the audit trail (queued before it takes effect; the writer thread
+    // appends it moments later); the refused one too.
+    let refused = |l: &str| l.contains("\"kind\":\"api.refused\"") && l.contains("/v1/mesh/faults");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        let audit = std::fs::read_to_string(n2.state_dir.join("audit.jsonl")).unwrap();
+        if audit.lines().any(refused) || Instant::now() > deadline {
+            break audit;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let faults: Vec<&str> = audit.lines().filter(|l| l.contains("\"kind\":\"mesh.faults\"")).collect();
     assert!(faults.len() >= 2 && faults[0].contains("\"block_all\":true"), "{audit}");
-    assert!(audit.lines().any(|l| l.contains("\"kind\":\"api.refused\"") && l.contains("/v1/mesh/faults")), "{audit}");
+    assert!(audit.lines().any(refused), "{audit}");
 
     // A content key going viral on two nodes becomes a cache hint on every node.
     let burst: String = (0..50).map(|_| "photo.view:10|c|#content:album-42,class:media\n").collect();
