@@ -43,8 +43,6 @@ pub const PRIOR_SPREAD: f64 = 0.15;
 pub const PROFILE_CLIP: f64 = 1.5;
 /// Standard normal quantiles of [`LEVELS`], for the prior.
 const PRIOR_Z: [f64; 5] = [0.0, 0.8416, 1.2816, 1.6449, 2.3263];
-/// Leads (buckets) whose errors [`Forecaster::fit`] minimizes: the engine's range.
-const FIT_LEADS: [usize; 4] = [1, 6, 12, 24];
 /// Half-life, in buckets, of the mean load that scales the offset (a day of 5-minute buckets).
 const MEAN_HALF_LIFE: f64 = 288.0;
 /// Step of the online quantile estimates, as a fraction of the error's mean magnitude.
@@ -65,10 +63,12 @@ const FEATURES: usize = LAG_TAPS.len() + 3;
 const CORRECTION_HALF_LIFE: f64 = 4032.0;
 /// Observations a lead's regression needs before it replaces the smoothed deviation.
 const CORRECTION_MIN_WEIGHT: f64 = 288.0;
+/// A lead's coefficients are solved again after this many of its observations (hourly).
+const CORRECTION_SOLVE_EVERY: u32 = 12;
 /// Ridge on each input, relative to its own sum of squares.
 const CORRECTION_RIDGE: f64 = 1e-3;
 /// The pooled daily shape is brought up to date with the profile once per this many ms.
-const POOL_REFRESH_MS: i64 = 2 * 3600 * 1000;
+const POOL_REFRESH_MS: i64 = 6 * 3600 * 1000;
 /// Version byte of [`Forecaster::to_bytes`] (version 1 is a bare [`WeeklyProfile`]).
 pub const FORECASTER_FORMAT_VERSION: u8 = 2;
 
@@ -255,6 +255,9 @@ struct Correction {
     xty: Vec<[f64; FEATURES]>,
     /// Per lead: decayed number of observations.
     weight: Vec<f64>,
+    /// Observations since the coefficients were last solved (all leads alike).
+    #[serde(skip)]
+    unsolved: u32,
     /// Per lead: the solved coefficients (recomputed, not stored).
     #[serde(skip)]
     coef: Vec<Option<[f64; FEATURES]>>,
@@ -269,6 +272,7 @@ impl Correction {
             xtx: vec![0.0; TRIANGLE * DIRECT_LEADS],
             xty: vec![[0.0; FEATURES]; DIRECT_LEADS],
             weight: vec![0.0; DIRECT_LEADS],
+            unsolved: 0,
             coef: vec![None; DIRECT_LEADS],
             origins: vec![None; DIRECT_LEADS],
         }
@@ -322,10 +326,21 @@ impl Correction {
                     xty[i] = xty[i] * keep + o.features[i] * v;
                 }
                 *w = *w * keep + 1.0;
-                let coef = self.solve(h - 1);
-                if let Some(c) = self.coef.get_mut(h - 1) {
-                    *c = coef;
+            }
+            self.unsolved += 1;
+            // Solving every lead costs a few µs: hourly is often enough for a regression that
+            // forgets over weeks, but a lead that has none yet gets one as soon as it can.
+            let due = self.unsolved >= CORRECTION_SOLVE_EVERY;
+            for k in 0..DIRECT_LEADS {
+                if due || self.coef.get(k).is_some_and(Option::is_none) {
+                    let coef = self.solve(k);
+                    if let Some(c) = self.coef.get_mut(k) {
+                        *c = coef;
+                    }
                 }
+            }
+            if due {
+                self.unsolved = 0;
             }
         }
         if let Some(slot) = usize::try_from(occurrence.rem_euclid(ring)).ok().and_then(|i| self.origins.get_mut(i)) {
@@ -685,7 +700,7 @@ impl Forecaster {
             f.pending = empty_rings();
             let mut errors: Vec<Vec<f64>> = vec![Vec::new(); ANCHORS.len()];
             for r in &records {
-                f.advance(r, Some(&mut errors));
+                f.advance(r, Some(&mut errors), true);
             }
             for (q, mut e) in f.quantiles.iter_mut().zip(errors) {
                 if e.len() < 20 {
@@ -760,7 +775,8 @@ impl Forecaster {
             ahead[k] = self.profile.slot_of(target).and_then(|(s, _)| self.expected(s, target));
         }
         let record = Record { occurrence: cur.occurrence, x: cur.mean, expected: cur.expected, ahead };
-        self.advance(&record, None);
+        let replaying = records.is_some();
+        self.advance(&record, None, !replaying);
         if let Some(records) = records {
             records.push(record);
         }
@@ -768,14 +784,16 @@ impl Forecaster {
 
     /// Steps the level and the correction with a completed bucket, scores the forecasts made
     /// for it (into `errors` too, per anchor, when given), and remembers new ones.
-    fn advance(&mut self, r: &Record, mut errors: Option<&mut Vec<Vec<f64>>>) {
+    fn advance(&mut self, r: &Record, mut errors: Option<&mut Vec<Vec<f64>>>, correct: bool) {
         let pooling = self.params.pooling;
         let expected = r.expected.map(|e| e.blend(pooling));
         self.level = self.level.step(&self.params, r.occurrence, r.x, expected);
         let c = self.level.offset(&self.params);
         let origin =
             Origin { occurrence: r.occurrence, features: self.level.features(), level: self.level.level(), offset: c };
-        self.correction.advance(r.occurrence, r.x, expected, origin);
+        if correct {
+            self.correction.advance(r.occurrence, r.x, expected, origin);
+        }
         for (k, &a) in ANCHORS.iter().enumerate() {
             let target = r.occurrence + i64::from(a);
             let forecast = r.ahead[k].map(|e| self.predict(&self.level, f64::from(a), e.blend(pooling)));
@@ -983,12 +1001,13 @@ fn in_sample_error(records: &[Record], params: &SmoothingParams, anchors: &[usiz
 }
 
 /// The parameters with the least in-sample error, in two small grids: first the level's
-/// half-life, the pooling and the offset on long leads (6 to 48 hours, where the deviation has
-/// faded), then the deviation's persistence, smoothing and trend on every lead. `None` when
-/// the records score no forecast (less than a week of history).
+/// half-life, the pooling and the offset on long leads (6 to 48 hours, where short-term
+/// deviations have faded), then the smoothed deviation's persistence, smoothing and trend on
+/// leads up to 2 hours (the correction's inputs; it learns its own coefficients after). `None`
+/// when the records score no forecast (less than a week of history).
 fn best_params(records: &[Record]) -> Option<SmoothingParams> {
     let long: Vec<usize> = (0..ANCHORS.len()).filter(|&k| ANCHORS[k] >= 72).collect();
-    let all: Vec<usize> = (0..ANCHORS.len()).filter(|&k| ANCHORS[k] <= 24).collect();
+    let short: Vec<usize> = (0..ANCHORS.len()).filter(|&k| ANCHORS[k] <= 24 && ANCHORS[k] != 3).collect();
     let pick = |candidates: &mut dyn Iterator<Item = SmoothingParams>, anchors: &[usize]| {
         candidates
             .filter_map(|p| in_sample_error(records, &p, anchors).map(|e| (e, p)))
@@ -1007,18 +1026,18 @@ fn best_params(records: &[Record]) -> Option<SmoothingParams> {
         })
     });
     let base = pick(&mut first, &long)?;
-    let mut second = [0.9, 0.97, 0.99, 0.997, 1.0].into_iter().flat_map(|persistence| {
-        [1.0, 0.5, 0.2].into_iter().flat_map(move |deviation_smoothing| {
-            [(0.0, 0.5), (0.1, 0.8), (0.3, 0.9), (1.0, 0.5), (1.0, 0.7), (1.0, 0.85), (0.6, 0.7), (0.6, 0.85)]
-                .into_iter()
-                .map(move |(trend_smoothing, trend_damping)| SmoothingParams {
+    let mut second = [0.97, 0.99, 0.997, 1.0].into_iter().flat_map(|persistence| {
+        [1.0, 0.5].into_iter().flat_map(move |deviation_smoothing| {
+            [(0.0, 0.5), (0.3, 0.9), (1.0, 0.7), (1.0, 0.85), (0.6, 0.85)].into_iter().map(
+                move |(trend_smoothing, trend_damping)| SmoothingParams {
                     persistence,
                     deviation_smoothing,
                     trend_smoothing,
                     trend_damping,
                     ..base
-                })
+                },
+            )
         })
     });
-    pick(&mut second, &all)
+    pick(&mut second, &short)
 }
