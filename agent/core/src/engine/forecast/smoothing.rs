@@ -95,14 +95,14 @@ pub struct SmoothingParams {
 
 impl Default for SmoothingParams {
     /// What the engine runs with until a fit: a 12-hour level, a deviation that halves in
-    /// about 6 hours, a short damped trend.
+    /// about 6 hours, no trend (a step in the load is not a slope to extrapolate).
     fn default() -> Self {
         SmoothingParams {
             level_half_life: 144.0,
             pooling: 0.0,
             deviation_smoothing: 1.0,
             persistence: 0.99,
-            trend_smoothing: 0.3,
+            trend_smoothing: 0.0,
             trend_damping: 0.9,
             offset_fraction: 0.05,
         }
@@ -447,6 +447,8 @@ struct Current {
     occurrence: i64,
     mean: f64,
     count: u32,
+    /// The latest sample: what forecasts take as the bucket's value while it is incomplete.
+    latest: f64,
     /// The profile's expectation from past weeks (de-seasonalized).
     expected: Option<Expected>,
 }
@@ -622,7 +624,7 @@ impl Forecaster {
             profile,
             params: SmoothingParams::default(),
             level: Level::default(),
-            current: Current { occurrence: i64::MIN, mean: 0.0, count: 0, expected: None },
+            current: Current { occurrence: i64::MIN, mean: 0.0, count: 0, latest: 0.0, expected: None },
             quantiles: [Quantiles::prior(); ANCHORS.len()],
             pending: empty_rings(),
             correction: Correction::new(),
@@ -742,12 +744,13 @@ impl Forecaster {
         if self.current.count > 0 && locus.occurrence == self.current.occurrence {
             self.current.count = self.current.count.saturating_add(1);
             self.current.mean += (x - self.current.mean) / f64::from(self.current.count);
+            self.current.latest = x;
         } else if self.current.count == 0 || locus.occurrence > self.current.occurrence {
             if self.current.count > 0 {
                 self.complete(records);
             }
             let expected = self.expected(locus.slot, locus.occurrence);
-            self.current = Current { occurrence: locus.occurrence, mean: x, count: 1, expected };
+            self.current = Current { occurrence: locus.occurrence, mean: x, count: 1, latest: x, expected };
         }
         // Late samples (an earlier bucket) still reach the profile, which decides on its own.
         let clip = self.level.completed.then(|| {
@@ -828,13 +831,14 @@ impl Forecaster {
         }
     }
 
-    /// The level state with the bucket being accumulated counted as if complete.
+    /// The level state with the bucket being accumulated counted as if complete, at its latest
+    /// sample (the load now, not the bucket's mean so far: after a fall the forecast falls too).
     fn snapshot(&self) -> Level {
         if self.current.count == 0 {
             return self.level;
         }
         let expected = self.current.expected.map(|e| e.blend(self.params.pooling));
-        self.level.step(&self.params, self.current.occurrence, self.current.mean, expected)
+        self.level.step(&self.params, self.current.occurrence, self.current.latest, expected)
     }
 
     /// Point forecast and relative-error quantiles of one instant from a snapshot.
@@ -958,6 +962,7 @@ impl Forecaster {
             || !l.deviation.is_finite()
             || !l.trend.is_finite()
             || !sane(stored.current.mean)
+            || !sane(stored.current.latest)
             || !stored.current.expected.is_none_or(|e| e.weekly.is_finite() && e.pooled.is_finite())
         {
             return Err(ForecastError::Corrupt("a level estimate is negative or not finite"));
