@@ -831,14 +831,23 @@ impl Forecaster {
         }
     }
 
-    /// The level state with the bucket being accumulated counted as if complete, at its latest
-    /// sample (the load now, not the bucket's mean so far: after a fall the forecast falls too).
+    /// The level state with the bucket being accumulated counted as if complete: at its mean so
+    /// far or at its latest sample, whichever deviates less upward. The mean is what the
+    /// profile's estimate of the bucket compares with (the latest sample of a bucket that ramps
+    /// up would overstate the deviation); the latest sample is the load now (after a fall within
+    /// the bucket, the forecast falls at once).
     fn snapshot(&self) -> Level {
         if self.current.count == 0 {
             return self.level;
         }
         let expected = self.current.expected.map(|e| e.blend(self.params.pooling));
-        self.level.step(&self.params, self.current.occurrence, self.current.latest, expected)
+        let (occurrence, cur) = (self.current.occurrence, &self.current);
+        let by_mean = self.level.step(&self.params, occurrence, cur.mean, expected);
+        if cur.latest >= cur.mean {
+            return by_mean;
+        }
+        let by_latest = self.level.step(&self.params, occurrence, cur.latest, expected);
+        if by_latest.deviation < by_mean.deviation { by_latest } else { by_mean }
     }
 
     /// Point forecast and relative-error quantiles of one instant from a snapshot.
@@ -1045,4 +1054,221 @@ fn best_params(records: &[Record]) -> Option<SmoothingParams> {
         })
     });
     pick(&mut second, &short)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::DEFAULT_BUCKET;
+    use super::*;
+
+    const MIN_MS: i64 = 60_000;
+    const DAY_MS: i64 = 86_400_000;
+    /// 2025-06-02T00:00:00Z, a Monday.
+    const START: i64 = 1_748_822_400_000;
+
+    struct XorShift(u64);
+    impl XorShift {
+        /// Roughly standard normal (sum of 12 uniforms).
+        fn normal(&mut self) -> f64 {
+            (0..12)
+                .map(|_| {
+                    self.0 ^= self.0 << 13;
+                    self.0 ^= self.0 >> 7;
+                    self.0 ^= self.0 << 17;
+                    (self.0 >> 11) as f64 / (1u64 << 53) as f64
+                })
+                .sum::<f64>()
+                - 6.0
+        }
+    }
+
+    /// A daily shape peaking at 20:00, 100 .. 300 rps.
+    fn shape(t: i64) -> f64 {
+        let day = (t.rem_euclid(DAY_MS)) as f64 / DAY_MS as f64;
+        200.0 - 100.0 * (2.0 * std::f64::consts::PI * (day - 1.0 / 3.0)).cos()
+    }
+
+    /// `minutes` one-minute samples from `from`: the shape × a slow level × (1 + AR(1) noise of
+    /// standard deviation `noise`).
+    fn trace(from: i64, minutes: i64, noise: f64, seed: u64) -> Vec<(i64, f64)> {
+        let mut rng = XorShift(seed);
+        let mut ar = 0.0;
+        (0..minutes)
+            .map(|k| {
+                let t = from + k * MIN_MS;
+                ar = 0.95 * ar + (1.0 - 0.95_f64 * 0.95).sqrt() * noise * rng.normal();
+                (t, shape(t) * (1.0 + ar))
+            })
+            .collect()
+    }
+
+    fn feed(f: &mut Forecaster, samples: &[(i64, f64)]) {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        for &(t, load) in samples {
+            f.observe(t, &utc, load, &none);
+        }
+    }
+
+    #[test]
+    fn a_viral_hour_moves_the_same_hour_next_week_by_under_a_tenth_of_its_excess() {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        let history = trace(START, 14 * 1440, 0.03, 7);
+        let mut plain = Forecaster::new(WeeklyProfile::new(DEFAULT_BUCKET).unwrap());
+        feed(&mut plain, &history);
+        let mut viral = plain.clone();
+        // Day 15, 12:00-13:00: ten times the usual load (10 Hz for that hour, as the engine
+        // feeds it), then the usual again for a week.
+        let spike_at = START + 14 * DAY_MS + 12 * 60 * MIN_MS;
+        let day = trace(START + 14 * DAY_MS, 7 * 1440, 0.03, 8);
+        let mut excess = 0.0_f64;
+        for &(t, load) in &day {
+            plain.observe(t, &utc, load, &none);
+            if (spike_at..spike_at + 60 * MIN_MS).contains(&t) {
+                for tenth in 0..600 {
+                    let t = t + tenth * 100;
+                    viral.observe(t, &utc, 10.0 * shape(t), &none);
+                    excess = excess.max(9.0 * shape(t));
+                }
+            } else {
+                viral.observe(t, &utc, load, &none);
+            }
+        }
+        // A week later, half an hour before the same hour: what each expects for it.
+        let next = spike_at + 7 * DAY_MS;
+        let (mut worst_point, mut worst_upper) = (0.0_f64, 0.0_f64);
+        for k in 0..12 {
+            let t = next + k * 5 * MIN_MS;
+            let point = |f: &Forecaster| f.forecast_at(t, &utc, &none).unwrap();
+            let upper = |f: &Forecaster| f.quantile_at(t, 0.9, &utc, &none).unwrap();
+            worst_point = worst_point.max(point(&viral) - point(&plain));
+            worst_upper = worst_upper.max(upper(&viral) - upper(&plain));
+        }
+        println!("excess {excess:.0} rps; a week later: point +{worst_point:.1}, p90 +{worst_upper:.1}");
+        assert!(worst_point < 0.1 * excess, "point moved {worst_point:.1} of an excess of {excess:.0}");
+        assert!(worst_upper < 0.1 * excess, "p90 moved {worst_upper:.1} of an excess of {excess:.0}");
+        // Without the clip the same hour would have carried about a third of it.
+        assert!(viral.profile().observed_buckets() == plain.profile().observed_buckets());
+    }
+
+    #[test]
+    fn the_level_follows_a_day_that_runs_above_past_weeks() {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        let mut f = Forecaster::new(WeeklyProfile::new(DEFAULT_BUCKET).unwrap());
+        feed(&mut f, &trace(START, 14 * 1440, 0.0, 1));
+        // Day 15 runs 20% above: by its evening the forecast for the next hours follows.
+        let today: Vec<(i64, f64)> =
+            trace(START + 14 * DAY_MS, 18 * 60, 0.0, 1).into_iter().map(|(t, v)| (t, 1.2 * v)).collect();
+        feed(&mut f, &today);
+        let t = START + 14 * DAY_MS + 18 * 60 * MIN_MS + 30 * MIN_MS;
+        let ratio = f.forecast_at(t, &utc, &none).unwrap() / shape(t);
+        assert!((1.15..1.25).contains(&ratio), "forecast/past weeks {ratio:.3}");
+        // The bare weekly profile still says 1.0.
+        let profile = f.profile().forecast_at(t, &utc, &none).unwrap() / shape(t);
+        assert!((0.97..1.03).contains(&profile), "{profile:.3}");
+    }
+
+    #[test]
+    fn a_restart_resumes_the_level_without_relearning() {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        let mut f = Forecaster::new(WeeklyProfile::new(DEFAULT_BUCKET).unwrap());
+        feed(&mut f, &trace(START, 14 * 1440, 0.02, 3));
+        let today: Vec<(i64, f64)> =
+            trace(START + 14 * DAY_MS, 10 * 60, 0.02, 4).into_iter().map(|(t, v)| (t, 0.7 * v)).collect();
+        feed(&mut f, &today);
+        // Ten hours at 70% against a 12-hour half-life: the level has moved most of the way.
+        assert!((0.8..0.95).contains(&f.level()), "{}", f.level());
+        let bytes = f.to_bytes().unwrap();
+        assert_eq!(bytes[0], FORECASTER_FORMAT_VERSION);
+        let back = Forecaster::from_bytes(&bytes).unwrap();
+        assert_eq!(back.level(), f.level());
+        assert_eq!(back.params(), f.params());
+        let t = START + 14 * DAY_MS + 10 * 60 * MIN_MS + 20 * MIN_MS;
+        // The same forecasts, up to what is rebuilt rather than stored: the pooled daily shape
+        // (refreshed a few buckets at a time while running, all at once on loading) and the
+        // correction's coefficients (solved hourly while running, on loading from its sums).
+        let fresh = Forecaster::from_bytes(&f.profile().to_bytes().unwrap()).unwrap();
+        for k in [0, 6, 24, 288] {
+            let at = t + k * 5 * MIN_MS;
+            let close = |a: Option<f64>, b: Option<f64>| (a.unwrap() / b.unwrap() - 1.0).abs() < 0.01;
+            assert!(close(back.forecast_at(at, &utc, &none), f.forecast_at(at, &utc, &none)), "lead {k}");
+            assert!(close(back.quantile_at(at, 0.9, &utc, &none), f.quantile_at(at, 0.9, &utc, &none)), "lead {k}");
+            // Relearning from the profile alone would forecast ~15% higher.
+            let relearnt = fresh.forecast_at(at, &utc, &none).unwrap() / f.forecast_at(at, &utc, &none).unwrap();
+            assert!(relearnt > 1.05, "lead {k}: {relearnt:.3}");
+        }
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        // A bare weekly profile (format 1, before the level existed) loads with a fresh level.
+        assert_eq!(fresh.level(), 1.0);
+        // Corrupt encodings are errors, never panics.
+        for len in [1, 2, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Forecaster::from_bytes(&bytes[..len]).is_err(), "len {len}");
+        }
+        let mut wrong = bytes.clone();
+        wrong[0] = 9;
+        assert!(matches!(Forecaster::from_bytes(&wrong), Err(ForecastError::UnsupportedVersion { .. })));
+        assert_eq!(Forecaster::from_bytes(&[]), Err(ForecastError::Empty));
+    }
+
+    /// One-sided coverage of the p90 bound and the mean p90 margin (relative to the point) 30
+    /// minutes ahead over a week after a 14-day fit.
+    fn coverage(noise: f64, seed: u64) -> (f64, f64) {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        let five: Vec<(i64, f64)> =
+            trace(START, 21 * 1440, noise, seed).into_iter().step_by(5).collect();
+        let (history, test) = five.split_at(14 * 288);
+        let mut f = Forecaster::fit(history, DEFAULT_BUCKET, &utc, &none).unwrap();
+        let (mut covered, mut n, mut margin) = (0, 0, 0.0);
+        for (i, &(t, load)) in test.iter().enumerate() {
+            if let Some(&(target, actual)) = test.get(i + 6) {
+                let point = f.forecast_at(target, &utc, &none).unwrap();
+                let upper = f.quantile_at(target, 0.9, &utc, &none).unwrap();
+                covered += usize::from(actual <= upper);
+                margin += upper / point - 1.0;
+                n += 1;
+            }
+            f.observe(t, &utc, load, &none);
+        }
+        (covered as f64 / n as f64, margin / n as f64)
+    }
+
+    #[test]
+    fn p90_bounds_cover_about_90_percent_and_pad_a_noisy_pool_more() {
+        let (quiet, quiet_margin) = coverage(0.02, 11);
+        let (noisy, noisy_margin) = coverage(0.15, 12);
+        println!("p90 coverage 30 min ahead: quiet {quiet:.3} (margin {quiet_margin:.3}), noisy {noisy:.3} (margin {noisy_margin:.3})");
+        assert!((0.85..=0.95).contains(&quiet), "{quiet}");
+        assert!((0.85..=0.95).contains(&noisy), "{noisy}");
+        assert!(quiet_margin < 0.05, "a quiet pool is padded {quiet_margin:.3}");
+        assert!(noisy_margin > 3.0 * quiet_margin, "{noisy_margin:.3} vs {quiet_margin:.3}");
+    }
+
+    #[test]
+    fn the_fit_picks_parameters_and_starts_the_intervals_from_its_errors() {
+        let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+        let five: Vec<(i64, f64)> = trace(START, 14 * 1440, 0.05, 5).into_iter().step_by(5).collect();
+        let f = Forecaster::fit(&five, DEFAULT_BUCKET, &utc, &none).unwrap();
+        assert_ne!(f.quantiles, [Quantiles::prior(); ANCHORS.len()]);
+        assert!(f.params().is_valid());
+        // Less than a week: nothing to score, the defaults stay.
+        let short = Forecaster::fit(&five[..1000], DEFAULT_BUCKET, &utc, &none).unwrap();
+        assert_eq!(short.params(), SmoothingParams::default());
+        assert_eq!(short.quantiles, [Quantiles::prior(); ANCHORS.len()]);
+        assert!(matches!(
+            Forecaster::fit(&five, Duration::from_secs(7 * 60), &utc, &none),
+            Err(ForecastError::InvalidBucket(_))
+        ));
+    }
+
+    #[test]
+    fn quantiles_interpolate_monotonically() {
+        let q = Quantiles { q: [0.0, 0.1, 0.2, 0.15, 0.5], scale: 0.1 };
+        assert_eq!(q.at(0.5), 0.0);
+        assert!((q.at(0.85) - 0.15).abs() < 1e-12);
+        // A crossing estimate (p95 below p90) reads as p90's.
+        assert_eq!(q.at(0.95), 0.2);
+        assert_eq!(q.at(0.99), 0.5);
+        assert_eq!(q.at(1.5), 0.5);
+        assert_eq!(q.at(0.1), 0.0);
+    }
 }
