@@ -226,9 +226,18 @@ impl Level {
     /// The forecast (de-seasonalized) `h ≥ 0` buckets after the last completed one, for a bucket
     /// the profile expects `s` for.
     fn predict(&self, params: &SmoothingParams, h: f64, s: f64) -> f64 {
+        self.apply(params, s, self.smoothed_deviation(params, h))
+    }
+
+    /// The smoothed deviation (and trend) `h` buckets ahead.
+    fn smoothed_deviation(&self, params: &SmoothingParams, h: f64) -> f64 {
+        self.deviation * params.persistence.powf(h) + self.trend * params.damped_sum(h)
+    }
+
+    /// `(L·s + c)·(1 + deviation) - c`, never below 0.
+    fn apply(&self, params: &SmoothingParams, s: f64, deviation: f64) -> f64 {
         let c = self.offset(params);
-        let deviation = self.deviation * params.persistence.powf(h) + self.trend * params.damped_sum(h);
-        ((self.level() * s + c) * (1.0 + deviation.max(-1.0)) - c).max(0.0)
+        ((self.level() * s + c) * (1.0 + deviation.clamp(-1.0, 100.0)) - c).max(0.0)
     }
 }
 
@@ -822,13 +831,16 @@ impl Forecaster {
     /// bucket the profile expects `s` for: the correction's where it has learned that lead,
     /// else the smoothed deviation's.
     fn predict(&self, level: &Level, h: f64, s: f64) -> f64 {
-        match self.correction.deviation(&level.features(), h) {
-            Some(deviation) => {
-                let c = level.offset(&self.params);
-                ((level.level() * s + c) * (1.0 + deviation.clamp(-1.0, 100.0)) - c).max(0.0)
-            }
-            None => level.predict(&self.params, h, s),
-        }
+        self.predict_capped(level, h, s, true)
+    }
+
+    /// [`Forecaster::predict`], the short-term deviation counted only downward unless `upward`.
+    fn predict_capped(&self, level: &Level, h: f64, s: f64, upward: bool) -> f64 {
+        let deviation = self
+            .correction
+            .deviation(&level.features(), h)
+            .unwrap_or_else(|| level.smoothed_deviation(&self.params, h));
+        level.apply(&self.params, s, if upward { deviation } else { deviation.min(0.0) })
     }
 
     /// The level state with the bucket being accumulated counted as if complete: at its mean so
@@ -857,12 +869,13 @@ impl Forecaster {
         wall_ms: i64,
         tz: &TimeZone,
         seasons: &SeasonalMultipliers,
+        upward: bool,
     ) -> Option<(f64, f64, f64)> {
         let locus: Locus = self.profile.locate(wall_ms, tz, seasons)?;
         let s = self.expected(locus.slot, locus.occurrence)?.blend(self.params.pooling);
         // i64 → f64: leads are far below 2^53.
         let h = if snap.completed { (locus.occurrence - snap.last).max(0) as f64 } else { 0.0 };
-        let point = self.predict(snap, h, s);
+        let point = self.predict_capped(snap, h, s, upward);
         Some((point * locus.factor, h, snap.offset(&self.params) * locus.factor))
     }
 
@@ -870,13 +883,13 @@ impl Forecaster {
     /// and trend (faded with the lead) × the seasonal factor. `None` where the profile has no
     /// estimate.
     pub fn forecast_at(&self, wall_ms: i64, tz: &TimeZone, seasons: &SeasonalMultipliers) -> Option<f64> {
-        self.forecast_with(&self.snapshot(), wall_ms, tz, seasons).map(|f| f.0)
+        self.forecast_with(&self.snapshot(), wall_ms, tz, seasons, true).map(|f| f.0)
     }
 
     /// The `p` quantile (e.g. 0.9; clamped to 0.5 ..= 0.99) of the load at Unix-ms `wall_ms`,
     /// from the forecaster's recent errors at that lead. `None` where the profile has no estimate.
     pub fn quantile_at(&self, wall_ms: i64, p: f64, tz: &TimeZone, seasons: &SeasonalMultipliers) -> Option<f64> {
-        let (point, h, c) = self.forecast_with(&self.snapshot(), wall_ms, tz, seasons)?;
+        let (point, h, c) = self.forecast_with(&self.snapshot(), wall_ms, tz, seasons, true)?;
         Some(self.upper(point, h, c, p))
     }
 
@@ -901,7 +914,14 @@ impl Forecaster {
     }
 
     /// The highest point and `p`-quantile forecasts over `[wall_ms, wall_ms + horizon]`
-    /// (horizon clamped to [`MAX_HORIZON`]). `None` when the profile knows none of its buckets.
+    /// (horizon clamped to [`MAX_HORIZON`]), for pre-scaling. `None` when the profile knows none
+    /// of its buckets.
+    ///
+    /// The level counts both ways, the short-term deviation only downward: a load running below
+    /// its profile lowers what is bought ahead, one running above is the reactive path's to
+    /// follow. A relative deviation measured at the edge of a step (the load ramping a minute
+    /// before or after the profile's bucket says) would otherwise multiply the coming peak.
+    /// [`Forecaster::forecast_at`] and [`Forecaster::quantile_at`] count it both ways.
     pub fn peak_over(
         &self,
         wall_ms: i64,
@@ -918,7 +938,7 @@ impl Forecaster {
         (0..steps)
             .map(|k| wall_ms.saturating_add(k * step_ms))
             .chain(std::iter::once(end))
-            .filter_map(|t| self.forecast_with(&snap, t, tz, seasons))
+            .filter_map(|t| self.forecast_with(&snap, t, tz, seasons, false))
             .map(|(point, h, c)| PeakForecast { point, upper: self.upper(point, h, c, p) })
             .reduce(|a, b| PeakForecast { point: a.point.max(b.point), upper: a.upper.max(b.upper) })
     }
@@ -1214,8 +1234,7 @@ mod tests {
     /// minutes ahead over a week after a 14-day fit.
     fn coverage(noise: f64, seed: u64) -> (f64, f64) {
         let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
-        let five: Vec<(i64, f64)> =
-            trace(START, 21 * 1440, noise, seed).into_iter().step_by(5).collect();
+        let five: Vec<(i64, f64)> = trace(START, 21 * 1440, noise, seed).into_iter().step_by(5).collect();
         let (history, test) = five.split_at(14 * 288);
         let mut f = Forecaster::fit(history, DEFAULT_BUCKET, &utc, &none).unwrap();
         let (mut covered, mut n, mut margin) = (0, 0, 0.0);
@@ -1236,7 +1255,9 @@ mod tests {
     fn p90_bounds_cover_about_90_percent_and_pad_a_noisy_pool_more() {
         let (quiet, quiet_margin) = coverage(0.02, 11);
         let (noisy, noisy_margin) = coverage(0.15, 12);
-        println!("p90 coverage 30 min ahead: quiet {quiet:.3} (margin {quiet_margin:.3}), noisy {noisy:.3} (margin {noisy_margin:.3})");
+        println!(
+            "p90 coverage 30 min ahead: quiet {quiet:.3} (margin {quiet_margin:.3}), noisy {noisy:.3} (margin {noisy_margin:.3})"
+        );
         assert!((0.85..=0.95).contains(&quiet), "{quiet}");
         assert!((0.85..=0.95).contains(&noisy), "{noisy}");
         assert!(quiet_margin < 0.05, "a quiet pool is padded {quiet_margin:.3}");
