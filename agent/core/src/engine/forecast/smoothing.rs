@@ -236,8 +236,13 @@ impl Level {
 
     /// `(L·s + c)·(1 + deviation) - c`, never below 0.
     fn apply(&self, params: &SmoothingParams, s: f64, deviation: f64) -> f64 {
+        self.apply_at(params, s, deviation, self.level())
+    }
+
+    /// [`Level::apply`] with the level `level`.
+    fn apply_at(&self, params: &SmoothingParams, s: f64, deviation: f64, level: f64) -> f64 {
         let c = self.offset(params);
-        ((self.level() * s + c) * (1.0 + deviation.clamp(-1.0, 100.0)) - c).max(0.0)
+        ((level * s + c) * (1.0 + deviation.clamp(-1.0, 100.0)) - c).max(0.0)
     }
 }
 
@@ -834,13 +839,18 @@ impl Forecaster {
         self.predict_capped(level, h, s, true)
     }
 
-    /// [`Forecaster::predict`], the short-term deviation counted only downward unless `upward`.
+    /// [`Forecaster::predict`], the level and the short-term deviation counted only downward
+    /// unless `upward`.
     fn predict_capped(&self, level: &Level, h: f64, s: f64, upward: bool) -> f64 {
         let deviation = self
             .correction
             .deviation(&level.features(), h)
             .unwrap_or_else(|| level.smoothed_deviation(&self.params, h));
-        level.apply(&self.params, s, if upward { deviation } else { deviation.min(0.0) })
+        if upward {
+            level.apply(&self.params, s, deviation)
+        } else {
+            level.apply_at(&self.params, s, deviation.min(0.0), level.level().min(1.0))
+        }
     }
 
     /// The level state with the bucket being accumulated counted as if complete: at its mean so
@@ -917,11 +927,12 @@ impl Forecaster {
     /// (horizon clamped to [`MAX_HORIZON`]), for pre-scaling. `None` when the profile knows none
     /// of its buckets.
     ///
-    /// The level counts both ways, the short-term deviation only downward: a load running below
-    /// its profile lowers what is bought ahead, one running above is the reactive path's to
-    /// follow. A relative deviation measured at the edge of a step (the load ramping a minute
-    /// before or after the profile's bucket says) would otherwise multiply the coming peak.
-    /// [`Forecaster::forecast_at`] and [`Forecaster::quantile_at`] count it both ways.
+    /// The level and the short-term deviation count only downward: a load running below its
+    /// profile lowers what is bought ahead, one running above is the reactive path's to follow
+    /// (as it follows it now, rather than buying half an hour ahead of a growth the profile has
+    /// not seen; and a relative deviation measured at the edge of a step, the load ramping a
+    /// minute before the profile's bucket says, would multiply the coming peak).
+    /// [`Forecaster::forecast_at`] and [`Forecaster::quantile_at`] count both ways.
     pub fn peak_over(
         &self,
         wall_ms: i64,
