@@ -182,8 +182,8 @@ pub fn score(protocol: &Protocol, series: &Series) -> (BTreeMap<String, Score>, 
         for j in 0..protocol.sub_count {
             let at = o + j * protocol.sub_every;
             if j > 0 {
-                for i in at - protocol.sub_every..at {
-                    f.observe(wall(i), &tz, y[i], &none);
+                for (i, &v) in y.iter().enumerate().take(at).skip(at - protocol.sub_every) {
+                    f.observe(wall(i), &tz, v, &none);
                 }
             }
             let steps = if j == 0 { protocol.test } else { longest };

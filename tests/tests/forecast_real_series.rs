@@ -9,8 +9,11 @@
 use std::collections::BTreeMap;
 use wedsync_tests::real_series::{self, Protocol, Score, Series};
 
+/// Each series with the forecaster's figures on it.
+type Results = Vec<(Series, BTreeMap<String, Score>)>;
+
 /// The script's output and the forecaster's figures on every series; `None` when skipped.
-fn scored() -> Option<(Protocol, Vec<(Series, BTreeMap<String, Score>)>)> {
+fn scored() -> Option<(Protocol, Results)> {
     let (dir, made) = match std::env::var_os("WEDSYNC_REAL_SERIES") {
         Some(dir) => (std::path::PathBuf::from(dir), false),
         None => {

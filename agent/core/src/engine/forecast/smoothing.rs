@@ -311,6 +311,7 @@ impl Correction {
 
     /// Learns from the completed bucket `occurrence` (mean `x`, expected `s`) as the target of
     /// the origins before it, then remembers it as an origin.
+    #[allow(clippy::needless_range_loop, reason = "a fixed-size triangle walked by row and column")]
     fn advance(&mut self, occurrence: i64, x: f64, s: Option<f64>, origin: Origin) {
         let keep = 0.5_f64.powf(1.0 / CORRECTION_HALF_LIFE);
         let ring = DIRECT_LEADS as i64;
@@ -364,6 +365,7 @@ impl Correction {
 
     /// Solves lead index `k`'s ridge-damped normal equations; `None` if too few observations
     /// or singular.
+    #[allow(clippy::needless_range_loop, reason = "fixed-size Gaussian elimination reads best by index")]
     fn solve(&self, k: usize) -> Option<[f64; FEATURES]> {
         if *self.weight.get(k)? < CORRECTION_MIN_WEIGHT {
             return None;
@@ -998,11 +1000,13 @@ impl Forecaster {
         }
         let l = &stored.level;
         let sane = |v: f64| v.is_finite() && v >= 0.0;
-        if !(sane(l.load_sum) && sane(l.expected_sum) && sane(l.mean))
-            || !l.deviation.is_finite()
-            || !l.trend.is_finite()
-            || !sane(stored.current.mean)
-            || !sane(stored.current.latest)
+        if !(sane(l.load_sum)
+            && sane(l.expected_sum)
+            && sane(l.mean)
+            && l.deviation.is_finite()
+            && l.trend.is_finite()
+            && sane(stored.current.mean)
+            && sane(stored.current.latest))
             || !stored.current.expected.is_none_or(|e| e.weekly.is_finite() && e.pooled.is_finite())
         {
             return Err(ForecastError::Corrupt("a level estimate is negative or not finite"));
