@@ -23,6 +23,9 @@ Series (origin and licence of the data in the closing note of README's "Forecast
 
 Half-hourly series are converted to 5 minutes by linear interpolation between half-hour values.
 
+Holt-Winters' p90 bound comes from statsmodels' own simulation of the fitted model (bootstrapped
+residuals, 500 paths) at each origin, so its coverage at 30 min and 2 h counts the origins only.
+
 Protocol (the same in Rust): a 28-day training window before each of 10 origins spread evenly
 over the series; MASE against weekly seasonal-naive with in-sample scaling (mean absolute error
 of the value a week earlier over the training window); MAPE over non-zero actuals; coverage of

@@ -21,8 +21,9 @@
 //! zone are always passed in. Persisting it is the daemon's job; [`WeeklyProfile::to_bytes`] and
 //! [`WeeklyProfile::from_bytes`] give a versioned postcard encoding for that.
 //!
-//! Pre-scaling combines the forecast with the reactive target through [`prescale_load`], which
-//! never goes below the reactive load: a forecast alone never scales in.
+//! The engine forecasts with a [`Forecaster`]: the profile × the pool's current level, a
+//! short-term correction and the quantiles of its own errors (see its module, `smoothing`).
+//! Pre-scaling never goes below the reactive load: a forecast alone never scales in.
 
 use jiff::Timestamp as WallTime;
 use jiff::civil::{DateTime, Weekday};
@@ -35,8 +36,8 @@ pub use jiff::tz::TimeZone;
 
 mod smoothing;
 pub use smoothing::{
-    ANCHORS, DEFAULT_QUANTILE, FORECASTER_FORMAT_VERSION, Forecaster, LEVELS, PRIOR_SPREAD, PROFILE_CLIP, PeakForecast,
-    SmoothingParams,
+    ANCHORS, DEFAULT_QUANTILE, DIRECT_LEADS, FORECASTER_FORMAT_VERSION, Forecaster, LEVELS, PRIOR_SPREAD, PROFILE_CLIP,
+    PeakForecast, SmoothingParams,
 };
 
 /// Default bucket width of a [`WeeklyProfile`].

@@ -6,14 +6,20 @@
 //!
 //! * **level** `L`: the load over what the profile expected, as the ratio of two exponentially
 //!   decayed sums (`Σ load / Σ expected`, half-life [`SmoothingParams::level_half_life`]): a
-//!   slow correction of the whole week's scale;
-//! * **deviation** `d`: how far the last bucket was from `L × profile`, relative to it, which
-//!   fades with the lead as `persistence^h`, plus a damped **trend** of that deviation.
+//!   slow correction of the whole week's scale. What the profile expects may blend in the
+//!   pooled daily shape ([`SmoothingParams::pooling`]: every day's same time of day, scaled by
+//!   the day), far less noisy where the days share a shape;
+//! * **deviation** `d`: how far the last buckets were from `L × profile`, relative to it,
+//!   smoothed, with a damped trend, fading with the lead as `persistence^h`;
+//! * **correction**: for each lead up to [`DIRECT_LEADS`] (3 hours), an online least-squares
+//!   regression (forgetting over two weeks, ridge-damped) of the relative deviation that lead
+//!   later on the last raw deviations, `d` and its trend. Where it has learned a lead it gives
+//!   the deviation at that lead; beyond 3 hours its last lead's fades.
 //!
-//! A forecast `h` buckets ahead is `(L·s + c)·(1 + persistence^h·d + trend·Σφ^i) - c`, with `s`
-//! the profile's estimate of the target bucket from past weeks and `c` a small offset (a
-//! fraction of the mean load) that keeps relative deviations finite where the load is near 0.
-//! The seasonal multipliers stay outside: everything here is de-seasonalized.
+//! A forecast `h` buckets ahead is `(L·s + c)·(1 + deviation(h)) - c`, with `s` the profile's
+//! estimate of the target bucket from past weeks and `c` a small offset (a fraction of the mean
+//! load) that keeps relative deviations finite where the load is near 0. The seasonal
+//! multipliers stay outside: everything here is de-seasonalized.
 //!
 //! **Intervals.** For a set of leads (5 minutes to 48 hours) the forecaster remembers its point
 //! forecasts and, when the bucket they were for completes, updates online quantile estimates of
