@@ -1017,8 +1017,10 @@ impl Forecaster {
         {
             return Err(ForecastError::Corrupt("a level estimate is negative or not finite"));
         }
-        if !stored.quantiles.iter().all(|q| q.q.iter().all(|v| v.is_finite()) && sane(q.scale)) {
-            return Err(ForecastError::Corrupt("an interval estimate is not finite"));
+        // A relative error quantile beyond ±100 (a forecast off by a factor of 100) is corrupt.
+        let bounded = |v: f64| v.is_finite() && v.abs() <= 100.0;
+        if !stored.quantiles.iter().all(|q| q.q.iter().all(|v| bounded(*v)) && bounded(q.scale) && q.scale >= 0.0) {
+            return Err(ForecastError::Corrupt("an interval estimate is out of range"));
         }
         Ok(Forecaster {
             profile,
@@ -1300,6 +1302,40 @@ mod tests {
             Forecaster::fit(&five, Duration::from_secs(7 * 60), &utc, &none),
             Err(ForecastError::InvalidBucket(_))
         ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        #[test]
+        fn from_bytes_never_panics_and_what_decodes_forecasts_finitely(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                1..6,
+            ),
+        ) {
+            let (utc, none) = (TimeZone::UTC, SeasonalMultipliers::none());
+            let mut versioned = bytes;
+            versioned.insert(0, FORECASTER_FORMAT_VERSION);
+            let _ = Forecaster::from_bytes(&versioned);
+            // A valid encoding, corrupted in a few places.
+            let mut f = Forecaster::new(WeeklyProfile::new(Duration::from_secs(3600)).unwrap());
+            feed(&mut f, &trace(START, 3 * 1440, 0.05, 9));
+            let mut valid = f.to_bytes().unwrap();
+            for (at, byte) in flips {
+                let i = at.index(valid.len());
+                valid[i] = byte;
+            }
+            if let Ok(f) = Forecaster::from_bytes(&valid) {
+                let t = START + 3 * DAY_MS;
+                if let Some(peak) = f.peak_over(t, Duration::from_secs(1800), 0.9, &utc, &none) {
+                    proptest::prop_assert!(peak.point.is_finite() && peak.point >= 0.0, "{peak:?}");
+                    proptest::prop_assert!(peak.upper.is_finite() && peak.upper >= 0.0, "{peak:?}");
+                }
+                proptest::prop_assert!(f.to_bytes().is_ok());
+            }
+        }
     }
 
     #[test]
