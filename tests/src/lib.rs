@@ -258,3 +258,5 @@ pub fn sample_value(exposition: &str, prefix: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+pub mod real_series;

@@ -341,7 +341,7 @@ impl Collector for EngineCollector {
         gauge(
             &mut encoder,
             "wedsync_pool_forecast_peak_rps",
-            "Forecast peak demand over the forecast horizon, from the learned weekly profile",
+            "Forecast peak demand over the forecast horizon, from the learned weekly profile and current level",
             names.iter().zip(&view.forecasts).filter_map(|(name, f)| f.map(|f| ([("pool", *name)], f))),
         )?;
         gauge(

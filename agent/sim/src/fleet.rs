@@ -15,7 +15,7 @@ use crate::scenario::{Event, Scenario, ScenarioError};
 use std::time::Duration;
 use wedsync_core::baseline::{Hpa, HpaSettings};
 use wedsync_core::engine::decision::{Decision, Reason};
-use wedsync_core::engine::forecast::{self, SeasonalMultipliers, WeeklyProfile};
+use wedsync_core::engine::forecast::{self, Forecaster, SeasonalMultipliers};
 use wedsync_core::engine::policy::{NoPolicy, RoundPolicy};
 use wedsync_core::engine::pool::{PoolSpec, UnitCost};
 use wedsync_core::engine::{Demand, Engine, EngineSettings};
@@ -568,8 +568,9 @@ pub fn pool_spec(scenario: &Scenario, r: usize) -> PoolSpec {
     }
 }
 
-/// Teaches `engine`'s weekly profile the node's share of region `r`'s load over the history
-/// (one sample per profile bucket), as weeks of running would have.
+/// Teaches `engine`'s forecaster the node's share of region `r`'s load over the history (one
+/// sample per profile bucket), as weeks of running would have: the weekly profile, the level,
+/// the short-term correction and the error quantiles.
 #[allow(clippy::too_many_arguments)]
 fn teach(
     engine: &mut Engine,
@@ -590,7 +591,7 @@ fn teach(
         .collect();
     let Ok(zone) = forecast::time_zone(tz) else { return };
     // Learned as the engine learns: divided by the seasonal factor it will multiply back.
-    let fitted = WeeklyProfile::fit(&samples, forecast::DEFAULT_BUCKET, &zone, seasons);
+    let fitted = Forecaster::fit(&samples, forecast::DEFAULT_BUCKET, &zone, seasons);
     if let Ok(bytes) = fitted.and_then(|p| p.to_bytes()) {
         // The bytes were just made by the same code: importing cannot fail but for a bug.
         let _ = engine.import_profile(0, &bytes);

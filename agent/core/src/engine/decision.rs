@@ -73,13 +73,14 @@ pub enum Reason {
         /// What the pool's serving capacity serves (requests/s).
         servable: f64,
     },
-    /// Pre-scaled for the forecast peak (learned weekly profile × seasons) over the horizon.
+    /// Pre-scaled for the forecast peak (learned weekly profile × current level × seasons) over
+    /// the horizon.
     Predictive {
         /// Forecast peak demand (requests/s).
         forecast_peak: f64,
         /// How far ahead it looked, seconds (provisioning delay + horizon).
         horizon_seconds: u64,
-        /// Units it asked for (with headroom).
+        /// Units it asked for (the forecast's uplift taken at the forecast quantile).
         units: u32,
     },
     /// A failed region's load was added: this pool's region was chosen to take it over.

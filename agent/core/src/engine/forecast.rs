@@ -21,8 +21,9 @@
 //! zone are always passed in. Persisting it is the daemon's job; [`WeeklyProfile::to_bytes`] and
 //! [`WeeklyProfile::from_bytes`] give a versioned postcard encoding for that.
 //!
-//! Pre-scaling combines the forecast with the reactive target through [`prescale_load`], which
-//! never goes below the reactive load: a forecast alone never scales in.
+//! The engine forecasts with a [`Forecaster`]: the profile × the pool's current level, a
+//! short-term correction and the quantiles of its own errors (see its module, `smoothing`).
+//! Pre-scaling never goes below the reactive load: a forecast alone never scales in.
 
 use jiff::Timestamp as WallTime;
 use jiff::civil::{DateTime, Weekday};
@@ -32,6 +33,12 @@ use std::time::Duration;
 
 /// A time zone from the bundled IANA database; see [`time_zone`].
 pub use jiff::tz::TimeZone;
+
+mod smoothing;
+pub use smoothing::{
+    ANCHORS, DEFAULT_QUANTILE, DIRECT_LEADS, FORECASTER_FORMAT_VERSION, Forecaster, LEVELS, PRIOR_SPREAD, PROFILE_CLIP,
+    PeakForecast, SmoothingParams,
+};
 
 /// Default bucket width of a [`WeeklyProfile`].
 pub const DEFAULT_BUCKET: Duration = Duration::from_secs(5 * 60);
@@ -350,8 +357,23 @@ impl WeeklyProfile {
         if !x.is_finite() {
             return;
         }
+        self.learn(&locus, x, None);
+    }
+
+    /// Learns the de-seasonalized observation `x` into the bucket of `locus`. With
+    /// `clip = (scale, factor, slack)`, an observation of a bucket that has learned past weeks
+    /// counts as no more than `expected × scale × factor + slack` and no less than
+    /// `expected × scale / factor - slack`, where `expected` is the bucket's long-term estimate.
+    fn learn(&mut self, locus: &Locus, x: f64, clip: Option<(f64, f64, f64)>) {
         let (half_life, per_week) = (self.half_life_weeks, self.occurrences_per_week());
         let Some(b) = self.buckets.get_mut(locus.slot) else { return };
+        let x = match clip {
+            Some((scale, factor, slack)) if b.weight > 0.0 && factor >= 1.0 && slack >= 0.0 => {
+                let expected = b.level * scale;
+                x.min(expected * factor + slack).max(expected / factor - slack).max(0.0)
+            }
+            _ => x,
+        };
         if b.pending_count > 0 {
             if locus.occurrence == b.pending_occurrence {
                 b.pending_count = b.pending_count.saturating_add(1);
@@ -395,6 +417,25 @@ impl WeeklyProfile {
             b.folded(self.half_life_weeks, self.occurrences_per_week())
         };
         (weight > 0.0).then_some(level * locus.factor)
+    }
+
+    /// The de-seasonalized estimate of the bucket at `slot` with its pending occurrence folded
+    /// in; `None` if never observed.
+    fn estimate(&self, slot: usize) -> Option<f64> {
+        let b = self.buckets.get(slot).filter(|b| b.is_observed())?;
+        Some(b.folded(self.half_life_weeks, self.occurrences_per_week()).0)
+    }
+
+    /// The de-seasonalized estimate of the bucket at `slot` for its occurrence `occurrence`
+    /// from past occurrences only (as [`WeeklyProfile::expected_before`]); `None` if unlearned.
+    fn plain_before(&self, slot: usize, occurrence: i64) -> Option<f64> {
+        let b = self.buckets.get(slot)?;
+        let (level, weight) = if b.pending_count > 0 && b.pending_occurrence >= occurrence {
+            (b.level, b.weight)
+        } else {
+            b.folded(self.half_life_weeks, self.occurrences_per_week())
+        };
+        (weight > 0.0).then_some(level)
     }
 
     /// The highest expected load over `[wall_ms, wall_ms + horizon]` (horizon clamped to

@@ -43,7 +43,7 @@ use crate::TrafficClass;
 use crate::time::{Timestamp, duration_nanos};
 use decision::{Admission, Decision, PurchaseMix, Reason};
 use detector::{DetectorTuning, Spike, SpikeDetector};
-use forecast::{ForecastError, SeasonalMultipliers, WeeklyProfile};
+use forecast::{ForecastError, Forecaster, SeasonalMultipliers, WeeklyProfile};
 use jiff::tz::TimeZone;
 use policy::{NoPolicy, PolicyAction, PolicyRound, PolicyVerdict, PoolProposal, RoundPolicy, VetoKind};
 use pool::{PoolSpec, Wedding};
@@ -89,8 +89,11 @@ pub struct EngineSettings {
     /// How far ahead the forecast looks (beyond each pool's provisioning delay) to pre-scale.
     #[serde(with = "humantime_serde")]
     pub forecast_horizon: Duration,
-    /// Extra capacity on top of the forecast peak, as a fraction.
-    pub forecast_headroom: f64,
+    /// Upper quantile of the forecast that pre-scaling provisions for (0.5 ..= 0.99; default
+    /// 0.9): the forecast's uplift over the load now is taken at this quantile of the
+    /// forecaster's own recent errors, so a predictable pool is padded little and a noisy one
+    /// more.
+    pub forecast_quantile: f64,
     /// Demand that jumps past this many times the larger of the pool's recent demand and what
     /// it serves now, within one round, is capped there and flagged ([`Engine::handle_demand`]):
     /// a few forged datagrams must not drive a pool to its max. 0: no cap.
@@ -126,7 +129,7 @@ impl Default for EngineSettings {
             reserved_baseline_fraction: 0.3,
             spot_max_fraction: 0.7,
             forecast_horizon: Duration::from_secs(30 * 60),
-            forecast_headroom: 0.2,
+            forecast_quantile: forecast::DEFAULT_QUANTILE,
             // A real 100x viral step passes in two rounds (0.2 s); one forged burst does not.
             max_demand_jump: 10.0,
             seasons: SeasonalMultipliers::default(),
@@ -225,11 +228,6 @@ const CLIMB_NOW_SAMPLES: usize = 3;
 /// goes on: once no round has projected one for this long, the climb has stopped, and what was
 /// asked for it, serving or still on its way, may come down to what the load measured needs.
 const CLIMB_STOPPED_AFTER: Duration = Duration::from_secs(10);
-/// Half-life of the forecast's bias: how the load compares with what the weekly profile
-/// expected for the same moment.
-const FORECAST_BIAS_HALF_LIFE: Duration = Duration::from_secs(30 * 60);
-/// A forecast is scaled down by its bias to no less than this fraction of itself.
-const FORECAST_BIAS_FLOOR: f64 = 0.5;
 /// How long the fast load estimate stays in force after a spike.
 const SPIKE_HOLD: Duration = Duration::from_secs(60);
 /// Half-life of the slow load EWMA.
@@ -283,12 +281,9 @@ struct PoolRuntime {
     decided: bool,
     /// The pool's local time zone (seasons and the weekly profile are in local time).
     tz: TimeZone,
-    /// Learned weekly demand profile (5-minute buckets always make one; `None` only if not).
-    profile: Option<WeeklyProfile>,
-    /// The load over what the profile expected for the same moment (a slow average), and when
-    /// it last moved: a profile that over-forecasts (a season's uplift that comes more slowly
-    /// than its multiplier says) pre-scales that much less.
-    forecast_bias: Option<(f64, Timestamp)>,
+    /// Learned weekly demand profile with the current level and the forecast's error
+    /// quantiles (5-minute buckets always make one; `None` only if not).
+    forecaster: Option<Forecaster>,
     /// Load taken over from a failed region, while the fleet keeps confirming it.
     failover: Option<FailoverLoad>,
     /// The pool's own load estimate in the last round that had one (a failover's excluded).
@@ -419,8 +414,7 @@ impl Engine {
                     protected: false,
                     decided: false,
                     tz: forecast::time_zone(&spec.time_zone).unwrap_or(TimeZone::UTC),
-                    profile: WeeklyProfile::new(PROFILE_BUCKET).ok(),
-                    forecast_bias: None,
+                    forecaster: WeeklyProfile::new(PROFILE_BUCKET).ok().map(Forecaster::new),
                     failover: None,
                     own_load: 0.0,
                     failover_began: None,
@@ -715,24 +709,28 @@ impl Engine {
             .collect()
     }
 
-    /// The learned weekly profile of a pool, encoded for storage.
+    /// The learned forecaster of a pool (weekly profile, level, error quantiles), encoded for
+    /// storage.
     pub fn export_profile(&self, pool: PoolIndex) -> Option<Result<Vec<u8>, ForecastError>> {
-        self.pools.get(pool).and_then(|p| p.profile.as_ref()).map(WeeklyProfile::to_bytes)
+        self.pools.get(pool).and_then(|p| p.forecaster.as_ref()).map(Forecaster::to_bytes)
     }
 
-    /// Restores a pool's weekly profile from storage (what [`Engine::export_profile`] gave).
+    /// Restores a pool's forecaster from storage (what [`Engine::export_profile`] gave, or a
+    /// bare weekly profile stored by an older version: its level then starts afresh).
     pub fn import_profile(&mut self, pool: PoolIndex, bytes: &[u8]) -> Result<(), ForecastError> {
-        let profile = WeeklyProfile::from_bytes(bytes)?;
+        let forecaster = Forecaster::from_bytes(bytes)?;
         if let Some(p) = self.pools.get_mut(pool) {
-            p.profile = Some(profile);
+            p.forecaster = Some(forecaster);
         }
         Ok(())
     }
 
-    /// The forecast peak demand of a pool over `horizon` from `wall_ms`, if the profile knows it.
+    /// The forecast peak demand (point forecast) of a pool over `horizon` from `wall_ms`, if the
+    /// profile knows it.
     pub fn forecast_peak(&self, pool: PoolIndex, wall_ms: i64, horizon: Duration) -> Option<f64> {
         let p = self.pools.get(pool)?;
-        p.profile.as_ref()?.peak_over(wall_ms, horizon, &p.tz, &self.settings.seasons)
+        let f = p.forecaster.as_ref()?;
+        f.peak_over(wall_ms, horizon, self.settings.forecast_quantile, &p.tz, &self.settings.seasons).map(|f| f.point)
     }
 
     /// Phase one of a round for one pool: everything up to the proposal (freshness, load,
@@ -817,28 +815,10 @@ impl Engine {
                     }
                 }
                 None => {
-                    // How the load compares with what the profile expected now, before it
-                    // learns now.
-                    if let Some(expected) = p
-                        .profile
-                        .as_ref()
-                        .and_then(|f| f.expected_before(wall_ms, &p.tz, &s.seasons))
-                        .filter(|expected| *expected > 0.0 && load.is_finite())
-                    {
-                        let ratio = (load / expected).clamp(0.0, 4.0);
-                        p.forecast_bias = Some(match p.forecast_bias {
-                            None => (ratio, now),
-                            Some((bias, at)) => {
-                                let elapsed = now.saturating_since(at).as_secs_f64();
-                                let weight = 1.0 - 0.5f64.powf(elapsed / FORECAST_BIAS_HALF_LIFE.as_secs_f64());
-                                (bias + weight * (ratio - bias), now)
-                            }
-                        });
-                    }
-                    // The profile learns this region's own load; a failover's is borrowed. A lossy
-                    // round teaches it (and the forecast's bias) nothing.
-                    if let Some(profile) = p.profile.as_mut() {
-                        profile.observe(wall_ms, &p.tz, load, &s.seasons);
+                    // The forecaster learns this region's own load; a failover's is borrowed. A
+                    // lossy round teaches it nothing.
+                    if let Some(forecaster) = p.forecaster.as_mut() {
+                        forecaster.observe(wall_ms, &p.tz, load, &s.seasons);
                     }
                     load
                 }
@@ -1306,14 +1286,17 @@ fn plan_target(
         let bucket_ms = i64::try_from(PROFILE_BUCKET.as_millis()).unwrap_or(i64::MAX);
         let ahead = wall_ms - wall_ms.rem_euclid(bucket_ms) + bucket_ms;
         let remaining = horizon.saturating_sub(Duration::from_millis(u64::try_from(ahead - wall_ms).unwrap_or(0)));
-        // A profile that has lately expected more than came is believed that much less (never
-        // more: a forecast that falls short is the reactive path's to catch).
-        let bias = p.forecast_bias.map_or(1.0, |(bias, _)| bias.clamp(FORECAST_BIAS_FLOOR, 1.0));
-        let forecast = p.profile.as_ref().and_then(|f| f.peak_over(ahead, remaining, &p.tz, &s.seasons));
-        if let Some(peak) = forecast.map(|peak| peak * bias) {
-            // Headroom for the forecast's error on what it adds over the load now: a flat load
-            // runs at the target utilization, not below it.
-            let wanted = peak + s.forecast_headroom * (peak - load).max(0.0);
+        // The forecast follows the current level (a day that runs below or above past weeks
+        // forecasts that much less or more) and carries its own error quantiles.
+        let quantile = if s.forecast_quantile.is_finite() { s.forecast_quantile } else { forecast::DEFAULT_QUANTILE };
+        let forecast = p.forecaster.as_ref().and_then(|f| f.peak_over(ahead, remaining, quantile, &p.tz, &s.seasons));
+        if let Some(forecast::PeakForecast { point: peak, upper }) = forecast {
+            // The forecast's uplift over the load now is taken at the upper quantile: its error
+            // margin (relative, from the forecaster's recent errors at that lead) applies to
+            // what the forecast adds, so a flat load runs at the target utilization, a quiet,
+            // predictable pool is padded little and a noisy one more.
+            let margin = if peak > 0.0 { ((upper - peak) / peak).max(0.0) } else { 0.0 };
+            let wanted = peak + margin * (peak - load).max(0.0);
             let units = units_for(wanted, per_unit);
             let units = units.min(from.max(1).saturating_mul(s.max_scale_up_factor.max(1)));
             if units > to {

@@ -618,8 +618,8 @@ fn the_forecast_pre_scales_ahead_of_a_known_peak() {
     let pre: Vec<_> =
         decisions.iter().filter(|d| d.reasons.iter().any(|r| matches!(r, Reason::Predictive { .. }))).collect();
     assert!(!pre.is_empty(), "no predictive decision: {decisions:?}");
-    // The headroom covers the forecast's uplift over today's 700 rps: (7000 + 0.2 × 6300) / 70
-    // = 118 units, though today's load needs 10 (reached in ≤ 10x steps).
+    // The p90 margin covers the forecast's uplift over today's 700 rps; before the forecaster
+    // has scored itself it is the prior's 19%: (7000 + 0.19 × 6300) / 70 = 118 units, though today's load needs 10 (reached in ≤ 10x steps).
     assert_eq!(pre.last().unwrap().to, 118, "{pre:?}");
     assert_eq!(engine.status()[0].target, 118);
     assert!(engine.forecast_peak(0, at, Duration::from_secs(1800)).unwrap() >= 7000.0 - 1e-6);
@@ -639,8 +639,8 @@ fn a_forecast_that_has_expected_more_than_came_pre_scales_less() {
         engine.handle_timeout(now, start + (r * ROUND_MS) as i64);
         while engine.poll_decision().is_some() {}
     }
-    // 20 minutes before noon, pre-scaled for 60% of the forecast peak, with the headroom on its
-    // uplift: (4200 + 0.2 × 3600) / 70 = 71 units (the full forecast would be 118).
+    // 20 minutes before noon, pre-scaled for 60% of the forecast peak (the level), with the p90
+    // margin on its uplift: (4200 + 0.19 × 3600) / 70 = 70 units (the full forecast would be 118).
     let target = engine.status()[0].target;
     assert!((68..=74).contains(&target), "{target}");
 }
@@ -922,7 +922,7 @@ fn a_wedding_spanning_all_of_time_is_refused_not_wrapped() {
 #[test]
 fn a_flat_forecast_runs_at_the_target_utilization() {
     // A week of flat 1,400 rps: the forecast says 1,400 again. 20 units serve it at 70%; the
-    // headroom is for an uplift, and there is none (before: 24 units, at 58%).
+    // quantile's margin is for an uplift, and there is none (before: 24 units, at 58%).
     let at = 1_781_091_600_000i64;
     let profile = daily_noon_profile(1400.0, 1400.0, at);
     let mut engine = predictive_engine(&profile);

@@ -40,8 +40,8 @@ pub struct EngineSection {
     pub spot_max_fraction: f64,
     /// How far ahead (beyond a pool's provisioning delay) the forecast pre-scales.
     pub forecast_horizon: String,
-    /// Extra capacity on top of the forecast peak, as a fraction.
-    pub forecast_headroom: f64,
+    /// Upper quantile of the forecast that pre-scaling provisions for (0.5 ..= 0.99).
+    pub forecast_quantile: f64,
     /// Demand jumping past this many times the pool's recent demand (or what it serves now)
     /// within one round is capped there and flagged; 0 turns the cap off.
     pub max_demand_jump: f64,
@@ -68,7 +68,7 @@ impl Default for EngineSection {
             reserved_baseline_fraction: e.reserved_baseline_fraction,
             spot_max_fraction: e.spot_max_fraction,
             forecast_horizon: secs(e.forecast_horizon),
-            forecast_headroom: e.forecast_headroom,
+            forecast_quantile: e.forecast_quantile,
             max_demand_jump: e.max_demand_jump,
             seasons: e.seasons,
         }
@@ -165,7 +165,7 @@ impl EngineSection {
                 Duration::ZERO,
                 Duration::from_secs(7 * 86_400),
             ),
-            forecast_headroom: fraction(c, "engine.forecast_headroom", e.forecast_headroom, 0.0, 10.0),
+            forecast_quantile: fraction(c, "engine.forecast_quantile", e.forecast_quantile, 0.5, 0.99),
             max_demand_jump: if e.max_demand_jump == 0.0 {
                 0.0
             } else {
