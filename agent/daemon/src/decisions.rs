@@ -358,6 +358,12 @@ impl Collector for EngineCollector {
         )?;
         gauge(
             &mut encoder,
+            "wedsync_pool_max_serves_rps",
+            "Requests/s the pool's max serves (max units x capacity per unit): what a forecast must stay under",
+            per_pool(&|p| f64::from(p.spec.max) * p.spec.capacity_per_unit),
+        )?;
+        gauge(
+            &mut encoder,
             "wedsync_pool_admission_ratio",
             "Fraction of each class's demand admitted",
             pools.iter().zip(&names).flat_map(|(p, name)| {

@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Alert rules.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Manage the fleet certificate authority that signs every node's mesh certificate.
     Ca {
         #[command(subcommand)]
@@ -188,6 +193,17 @@ enum CertCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Print the built-in alert rules as Prometheus alerting rules over the agent's own metrics
+    /// (for teams that alert from Prometheus), with the configured `for` durations and rules.
+    Rules {
+        /// Config file, layered as `run --config` would.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain of an audit log and its rotated files, and its signed checkpoints;
     /// says where it breaks.
@@ -261,6 +277,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             audit::verify(&audit::VerifyArgs { file, config, public_key, max_unsigned, checkpoint })?
         }
         Command::Audit { command: AuditCommand::Keygen { out } } => audit::keygen(&out)?,
+        Command::Alerts { command: AlertsCommand::Rules { config } } => wedsync_agent::alerts::print_rules(config)?,
         Command::Ca { command: CaCommand::Init { dir } } => pki::ca_init(&dir)?,
         Command::Cert { command: CertCommand::Issue { node, region, ca_dir, out } } => {
             pki::cert_issue(&node, &region, &ca_dir, out.as_deref())?

@@ -65,3 +65,23 @@ fn run_refuses_an_invalid_config_before_binding_anything() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("statsd.listen: \"nowhere\" is not a socket address"), "{err}");
 }
+
+#[test]
+fn alerts_rules_are_prometheus_rules_promtool_accepts() {
+    let config = temp_file(
+        "alerts.toml",
+        "[alerts.rules.shedding]\nfor = \"45s\"\n[alerts.rules.stale_metrics]\nenabled = false\n",
+    );
+    let out = agent().args(["alerts", "rules", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rules = String::from_utf8(out.stdout).unwrap();
+    assert!(rules.contains("alert: PoolShedding") && rules.contains("for: 45s"), "{rules}");
+    assert!(!rules.contains("PoolStaleMetrics"), "a rule turned off is left out: {rules}");
+    assert!(rules.contains("alert: PoolCapacityForecast") && rules.contains("alert: ActuatorFailing"), "{rules}");
+    // Prometheus' own checker (Debian's `prometheus` package; .ci/run installs it).
+    let file = temp_file("rules.yml", &rules);
+    let check =
+        Command::new("promtool").args(["check", "rules"]).arg(&file).output().expect("promtool (Debian's prometheus)");
+    let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success() && said.contains("SUCCESS: 3 rules found"), "{said}");
+}
