@@ -1,6 +1,8 @@
 //! End to end with a real Alertmanager (Debian's `prometheus-alertmanager`): a wedding-day
-//! shedding incident in the release-built agent reaches Alertmanager's webhook receiver (this
-//! test) as a `page` naming the wedding, and its resolve follows when the demand falls back.
+//! shedding incident in the real agent reaches Alertmanager's tier-1 webhook receiver (this
+//! test) as a `page` naming the wedding; unacknowledged, tier 2 gets it after the wedding-day
+//! delay; acknowledged through the API, it goes no further; its resolve follows when the demand
+//! falls back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,6 +27,9 @@ fn receiver() -> (u16, Received) {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0usize;
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -36,8 +41,9 @@ fn receiver() -> (u16, Received) {
             }
             let mut body = vec![0u8; length];
             if reader.read_exact(&mut body).is_ok()
-                && let Ok(json) = serde_json::from_slice(&body)
+                && let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body)
             {
+                json["_path"] = serde_json::Value::String(path);
                 keep.lock().unwrap().push(json);
             }
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -66,8 +72,11 @@ fn start_alertmanager(hook_port: u16) -> (Alertmanager, u16) {
     std::fs::write(
         &config,
         format!(
-            "route:\n  receiver: test\n  group_by: ['alertname', 'pool', 'class']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: test\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/hook\n        send_resolved: true\n"
+            "route:\n  receiver: tier1\n  group_by: ['alertname', 'pool', 'class', 'escalation_tier']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             \x20 routes:\n    - matchers: ['escalation_tier=\"2\"']\n      receiver: tier2\n    - matchers: ['escalation_tier=\"3\"']\n      receiver: tier3\n\
+             receivers:\n  - name: tier1\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/tier1\n        send_resolved: true\n\
+             \x20 - name: tier2\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/tier2\n        send_resolved: true\n\
+             \x20 - name: tier3\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/tier3\n        send_resolved: true\n"
         ),
     )
     .unwrap();
@@ -101,6 +110,9 @@ alertmanager = ["http://127.0.0.1:{am_port}"]
 resend_interval = "1s"
 [alerts.rules.shedding]
 for = "1s"
+[alerts.escalation]
+tiers = 3
+wedding_delay = "2s"
 
 [[pools]]
 name = "checkout"
@@ -163,13 +175,30 @@ fn a_wedding_day_shedding_incident_pages_through_alertmanager_and_resolves() {
 
     // 1,000 media requests/s on a pool whose max serves 200: media is shed.
     let onset = Instant::now();
-    let (firing, took) = std::thread::scope(|s| {
-        s.spawn(|| demand(agent.statsd, 1000, onset + Duration::from_secs(6)));
+    let (firing, took, escalated, acked) = std::thread::scope(|s| {
+        s.spawn(|| demand(agent.statsd, 1000, onset + Duration::from_secs(14)));
         let firing = wait_for(&got, Duration::from_secs(15), "the firing page", |n| {
-            n["status"] == "firing" && n["alerts"][0]["labels"]["alertname"] == "PoolShedding"
+            n["_path"] == "/tier1" && n["status"] == "firing" && n["alerts"][0]["labels"]["alertname"] == "PoolShedding"
         });
-        (firing, onset.elapsed())
+        let took = onset.elapsed();
+        // Nobody acknowledges: tier 2 gets it after the wedding-day delay (2 s here, 30 s by default).
+        let tier2 =
+            wait_for(&got, Duration::from_secs(10), "tier 2", |n| n["_path"] == "/tier2" && n["status"] == "firing");
+        let escalated = onset.elapsed() - took;
+        assert_eq!(tier2["alerts"][0]["labels"]["escalation_tier"], "2", "{tier2}");
+        // Acknowledged (by the token's holder): no tier 3.
+        let view = agent.get_json("/v1/alerts");
+        let fingerprint = view["firing"][0]["fingerprint"].as_str().unwrap().to_owned();
+        let (status, body) = agent.call("POST", &format!("/v1/alerts/{fingerprint}/ack"), Some(TOKEN), None);
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = agent.call("POST", &format!("/v1/alerts/{fingerprint}/ack"), None, None);
+        assert_eq!(status, 401, "an ack needs a token");
+        std::thread::sleep(Duration::from_secs(5));
+        (firing, took, escalated, body)
     });
+    assert!(acked.contains("\"acknowledged\""), "{acked}");
+    assert!(!got.lock().unwrap().iter().any(|n| n["_path"] == "/tier3"), "acknowledged alerts escalate no further");
+    eprintln!("page -> tier 2 unacknowledged: {escalated:?} (wedding_delay 2 s)");
     let alert = &firing["alerts"][0];
     assert_eq!(alert["labels"]["severity"], "page", "a wedding is active: one level up: {alert}");
     assert_eq!(alert["labels"]["weddings"], "w-ana-ben", "{alert}");
@@ -201,11 +230,15 @@ fn a_wedding_day_shedding_incident_pages_through_alertmanager_and_resolves() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let audit = loop {
         let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
-        let both = audit.contains("\"kind\":\"alert.fired\"") && audit.contains("\"kind\":\"alert.resolved\"");
+        let both = ["alert.fired", "alert.escalated", "alert.acknowledged", "alert.resolved"]
+            .iter()
+            .all(|kind| audit.contains(&format!("\"kind\":\"{kind}\"")));
         if both || Instant::now() > deadline {
             break audit;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(audit.contains("\"kind\":\"alert.fired\"") && audit.contains("\"kind\":\"alert.resolved\""), "{audit}");
+    for kind in ["alert.fired", "alert.escalated", "alert.acknowledged", "alert.resolved"] {
+        assert!(audit.contains(&format!("\"kind\":\"{kind}\"")), "{kind} not audited: {audit}");
+    }
 }

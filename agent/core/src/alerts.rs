@@ -81,6 +81,33 @@ pub struct AlertSettings {
     pub plugin_unhealthy: RuleSettings,
     /// Resolved alerts kept for [`Alerting::resolved`].
     pub keep_resolved: usize,
+    /// Escalation of firing alerts nobody acknowledged.
+    pub escalation: EscalationSettings,
+}
+
+/// Escalation: a firing alert starts at tier 1; not acknowledged, it reaches the next tier after
+/// a delay (the wedding-day delay while a wedding is active in its region), up to `tiers`.
+/// Alertmanager routes each tier (label `escalation_tier`) to its receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EscalationSettings {
+    /// Tiers in all (1: no escalation).
+    pub tiers: u32,
+    /// Delay to the next tier.
+    #[serde(with = "humantime_serde")]
+    pub delay: std::time::Duration,
+    /// Delay to the next tier for an alert raised while a wedding is active.
+    #[serde(with = "humantime_serde")]
+    pub wedding_delay: std::time::Duration,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        EscalationSettings {
+            tiers: 3,
+            delay: std::time::Duration::from_secs(300),
+            wedding_delay: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for AlertSettings {
@@ -92,6 +119,7 @@ impl Default for AlertSettings {
             actuator_failing: RuleSettings::on(0),
             plugin_unhealthy: RuleSettings::on(0),
             keep_resolved: 100,
+            escalation: EscalationSettings::default(),
         }
     }
 }
@@ -171,6 +199,10 @@ pub struct Alert {
     pub ends_at_ms: Option<i64>,
     /// Its severity.
     pub severity: Severity,
+    /// The escalation tier it reached (0 until it fires).
+    pub escalation_tier: u32,
+    /// Who acknowledged it, and when (Unix ms): escalation stops.
+    pub acknowledged: Option<(String, i64)>,
 }
 
 /// What changed this round, for delivery and the audit trail.
@@ -180,6 +212,10 @@ pub enum AlertEvent {
     Fired(Alert),
     /// A firing alert's condition cleared.
     Resolved(Alert),
+    /// A firing alert nobody acknowledged reached its next tier.
+    Escalated(Alert),
+    /// Someone acknowledged a firing alert.
+    Acknowledged(Alert),
 }
 
 /// What a condition is about, for its texts (made only when they are needed).
@@ -270,6 +306,8 @@ struct Tracked {
     alert: Alert,
     pending_since: Timestamp,
     annotated_at: Timestamp,
+    /// When it reached its tier.
+    tier_since: Timestamp,
 }
 
 /// The alerts' state machine.
@@ -345,9 +383,12 @@ impl Alerting {
                             starts_at_ms: None,
                             ends_at_ms: None,
                             severity,
+                            escalation_tier: 0,
+                            acknowledged: None,
                         },
                         pending_since: facts.now,
                         annotated_at: facts.now,
+                        tier_since: facts.now,
                     })
                 }
             };
@@ -360,7 +401,21 @@ impl Alerting {
             if fires {
                 tracked.alert.state = AlertState::Firing;
                 tracked.alert.starts_at_ms = Some(facts.wall_ms);
+                tracked.alert.escalation_tier = 1;
+                tracked.tier_since = facts.now;
                 self.events.push_back(AlertEvent::Fired(tracked.alert.clone()));
+            } else if tracked.alert.state == AlertState::Firing
+                && tracked.alert.acknowledged.is_none()
+                && tracked.alert.escalation_tier < self.settings.escalation.tiers
+            {
+                let escalation = &self.settings.escalation;
+                let wedding = tracked.alert.labels.get("wedding_active").is_some_and(|w| w == "true");
+                let delay = if wedding { escalation.wedding_delay } else { escalation.delay };
+                if facts.now.saturating_since(tracked.tier_since) >= delay {
+                    tracked.alert.escalation_tier += 1;
+                    tracked.tier_since = facts.now;
+                    self.events.push_back(AlertEvent::Escalated(tracked.alert.clone()));
+                }
             }
         }
         if self.active.len() > seen.len() || self.active.keys().any(|k| !seen.contains(k)) {
@@ -381,7 +436,21 @@ impl Alerting {
         self.seen = seen;
     }
 
-    /// The next fire or resolve, if any.
+    /// Acknowledges the firing alert `fingerprint` (hex) for `by`: it escalates no further.
+    /// `None` if no such alert fires; an alert acknowledged already keeps its first ack.
+    pub fn acknowledge(&mut self, fingerprint: &str, by: &str, wall_ms: i64) -> Option<Alert> {
+        let tracked = self.active.values_mut().find(|t| t.alert.fingerprint == fingerprint)?;
+        if tracked.alert.state != AlertState::Firing {
+            return None;
+        }
+        if tracked.alert.acknowledged.is_none() {
+            tracked.alert.acknowledged = Some((by.to_owned(), wall_ms));
+            self.events.push_back(AlertEvent::Acknowledged(tracked.alert.clone()));
+        }
+        Some(tracked.alert.clone())
+    }
+
+    /// The next fire, resolve, escalation or acknowledgement, if any.
     pub fn poll_event(&mut self) -> Option<AlertEvent> {
         self.events.pop_front()
     }

@@ -186,12 +186,30 @@ impl AlertLoop {
         self.alerting.evaluate(&facts);
         drop(facts);
         drop(snapshot);
+        let changed = self.drain_events(wall_ms);
+        self.publish(changed);
+    }
+
+    /// Acknowledges a firing alert for `by` (from `POST /v1/alerts/{fingerprint}/ack`): it
+    /// escalates no further. `None`: no such alert fires.
+    pub fn acknowledge(&mut self, fingerprint: &str, by: &str) -> Option<Alert> {
+        let wall_ms = crate::clock::wall_ms();
+        let acked = self.alerting.acknowledge(fingerprint, by, wall_ms)?;
+        let changed = self.drain_events(wall_ms);
+        self.publish(changed);
+        Some(acked)
+    }
+
+    /// Logs, counts and audits each event; returns whether there was any.
+    fn drain_events(&mut self, wall_ms: i64) -> bool {
         let mut changed = false;
         while let Some(event) = self.alerting.poll_event() {
             changed = true;
             let (kind, alert) = match &event {
                 AlertEvent::Fired(alert) => ("fired", alert),
                 AlertEvent::Resolved(alert) => ("resolved", alert),
+                AlertEvent::Escalated(alert) => ("escalated", alert),
+                AlertEvent::Acknowledged(alert) => ("acknowledged", alert),
             };
             let name = alert.labels.get("alertname").cloned().unwrap_or_default();
             self.counters
@@ -199,14 +217,27 @@ impl AlertLoop {
                 .get_or_create(&vec![("event".to_owned(), kind.to_owned()), ("alertname".to_owned(), name.clone())])
                 .inc();
             let summary = alert.annotations.get("summary").map_or("", String::as_str);
+            let (fingerprint, tier) = (&alert.fingerprint, alert.escalation_tier);
             match kind {
                 "fired" => {
-                    tracing::warn!(alertname = %name, fingerprint = %alert.fingerprint, severity = alert.severity.as_str(), labels = ?alert.labels, "alert firing: {summary}")
+                    tracing::warn!(alertname = %name, %fingerprint, severity = alert.severity.as_str(), labels = ?alert.labels, "alert firing: {summary}")
                 }
-                _ => tracing::info!(alertname = %name, fingerprint = %alert.fingerprint, "alert resolved: {summary}"),
+                "escalated" => {
+                    tracing::warn!(alertname = %name, %fingerprint, tier, "alert not acknowledged: escalated to tier {tier}: {summary}")
+                }
+                "acknowledged" => {
+                    let by = alert.acknowledged.as_ref().map_or("", |(by, _)| by.as_str());
+                    tracing::info!(alertname = %name, %fingerprint, by, tier, "alert acknowledged: {summary}")
+                }
+                _ => tracing::info!(alertname = %name, %fingerprint, "alert resolved: {summary}"),
             }
             if let Some(audit) = &self.audit {
-                let audit_kind = if kind == "fired" { "alert.fired" } else { "alert.resolved" };
+                let audit_kind = match kind {
+                    "fired" => "alert.fired",
+                    "escalated" => "alert.escalated",
+                    "acknowledged" => "alert.acknowledged",
+                    _ => "alert.resolved",
+                };
                 // An alert is news, not an operation to refuse: a refusal is counted and logged
                 // by the handle.
                 let _ = audit.record(wall_ms, audit_kind, serde_json::to_value(alert).unwrap_or_default());
@@ -219,8 +250,12 @@ impl AlertLoop {
                 state.resolved.push(alert.clone());
             }
         }
-        // The view (and what delivery sends) is made on a change, else once a second: the
-        // annotations' figures move, the state does not.
+        changed
+    }
+
+    /// Publishes the view (and what delivery sends) on a change, else once a second: the
+    /// annotations' figures move, the state does not.
+    fn publish(&mut self, changed: bool) {
         if !changed && self.published_at.is_some_and(|at| at.elapsed() < PUBLISH_PERIOD) {
             return;
         }
@@ -305,9 +340,11 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// One alert as Alertmanager's v2 API takes it.
-fn postable(alert: &Alert, firing_until_ms: i64) -> serde_json::Value {
+fn postable(alert: &Alert, tier: u32, firing_until_ms: i64) -> serde_json::Value {
+    let mut labels = alert.labels.clone();
+    labels.insert("escalation_tier".into(), tier.to_string());
     serde_json::json!({
-        "labels": alert.labels,
+        "labels": labels,
         "annotations": alert.annotations,
         "startsAt": rfc3339(alert.starts_at_ms.unwrap_or(alert.active_at_ms)),
         "endsAt": rfc3339(alert.ends_at_ms.unwrap_or(firing_until_ms)),
@@ -343,7 +380,13 @@ fn deliver(shared: &DeliveryShared, endpoints: &[String], resend: Duration, coun
             (state.firing.clone(), state.resolved.clone(), state.stopping)
         };
         let until = crate::clock::wall_ms().saturating_add(i64::try_from(resend.as_millis() * 4).unwrap_or(i64::MAX));
-        let body: Vec<serde_json::Value> = firing.iter().chain(resolved.iter()).map(|a| postable(a, until)).collect();
+        // One entry per tier an alert reached (label `escalation_tier`), so Alertmanager routes
+        // each tier to its receivers; a resolve ends every tier.
+        let body: Vec<serde_json::Value> = firing
+            .iter()
+            .chain(resolved.iter())
+            .flat_map(|a| (1..=a.escalation_tier.max(1)).map(move |tier| postable(a, tier, until)))
+            .collect();
         let mut all_ok = true;
         if !body.is_empty() {
             let json = serde_json::Value::Array(body).to_string();

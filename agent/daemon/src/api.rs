@@ -161,6 +161,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/plugins/reload", axum::routing::post(reload_plugins))
         .route("/v1/mesh/faults", axum::routing::post(mesh_faults))
         .route("/v1/alerts", get(alerts))
+        .route("/v1/alerts/{fingerprint}/ack", axum::routing::post(ack_alert))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), read_guard))
@@ -356,6 +357,39 @@ async fn audit_failure(state: &AgentState, kind: &'static str, payload: serde_js
 async fn alerts(State(state): State<Arc<AgentState>>) -> Response {
     let view = state.alerts.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Json(view).into_response()
+}
+
+/// `POST /v1/alerts/{fingerprint}/ack` (scope `alerts`): the firing alert escalates no further;
+/// acknowledged for the token's holder. 404 when no such alert fires.
+async fn ack_alert(
+    State(state): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    Path(fingerprint): Path<String>,
+) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers, Scope::Alerts, "POST /v1/alerts/{fingerprint}/ack") {
+        return denied;
+    }
+    let by = token_holder(&state, &headers).unwrap_or_else(|| "api".to_owned());
+    let asked = state
+        .engine
+        .ask(|reply| EngineCommand::AckAlert { fingerprint: fingerprint.clone(), by, reply }, ENGINE_PATIENCE)
+        .await;
+    match asked {
+        Ok(Some(alert)) => Json(json!({ "alert": alert })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no firing alert with fingerprint {fingerprint:?}")),
+        Err(e) => engine_unavailable(&e, "nothing was acknowledged"),
+    }
+}
+
+/// The name of the token a call carries, when it is one of the configured ones.
+fn token_holder(state: &AgentState, headers: &HeaderMap) -> Option<String> {
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
+    let matched = state.settings.api_tokens.iter().fold(None, |found, t| {
+        let same = constant_time_eq(given.as_bytes(), t.token.as_bytes());
+        if same && found.is_none() { Some(t) } else { found }
+    });
+    matched.map(|t| t.name.clone())
 }
 
 async fn upsert_wedding(

@@ -528,6 +528,10 @@ impl Loop {
                     engine.handle_pool_state(at, index, units);
                 }
             }
+            EngineCommand::AckAlert { fingerprint, by, reply } => {
+                let acked = self.driver.alerts.as_mut().and_then(|a| a.acknowledge(&fingerprint, &by));
+                let _ = reply.send(acked);
+            }
             EngineCommand::Failover { at, shares } => {
                 for share in shares {
                     if let Some(index) = engine.pool_index(&share.pool) {

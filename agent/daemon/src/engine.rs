@@ -53,6 +53,16 @@ pub enum EngineCommand {
         /// When it was observed (the agent's clock).
         at: Timestamp,
     },
+    /// Acknowledges a firing alert (the alerts live on the decision thread): it escalates no
+    /// further. The answer is the alert, or `None` when none with that fingerprint fires.
+    AckAlert {
+        /// The alert's fingerprint (hex).
+        fingerprint: String,
+        /// Who acknowledged it (the token's holder).
+        by: String,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Option<wedsync_core::alerts::Alert>>,
+    },
     /// This node's shares of failed regions' load, as its mesh computed them at `at`.
     Failover {
         /// When the mesh computed them (the agent's clock).
@@ -68,6 +78,7 @@ impl EngineCommand {
         match self {
             EngineCommand::UpsertWedding { .. } => "upsert_wedding",
             EngineCommand::RemoveWedding { .. } => "remove_wedding",
+            EngineCommand::AckAlert { .. } => "ack_alert",
             EngineCommand::Failover { .. } => "failover",
             EngineCommand::PoolSize { .. } => "pool_size",
         }

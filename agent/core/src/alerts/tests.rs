@@ -144,7 +144,7 @@ fn capacity_forecast_fires_ahead_with_its_lead_time_and_actuator_and_plugin_rule
                 }
                 a.labels["alertname"].clone()
             }
-            AlertEvent::Resolved(a) => panic!("{a:?}"),
+            other => panic!("{other:?}"),
         })
         .collect();
     let mut names = names;
@@ -160,4 +160,47 @@ fn fingerprints_are_stable_and_distinct() {
     assert_ne!(fingerprint(a), fingerprint(b));
     // Where a value ends matters: ("ab", "c") is not ("a", "bc").
     assert_ne!(fingerprint([("k", "ab"), ("l", "c")]), fingerprint([("k", "a"), ("l", "bc")]));
+}
+
+#[test]
+fn an_unacknowledged_wedding_day_alert_escalates_every_30_s_until_acknowledged() {
+    let mut alerting = Alerting::new(AlertSettings::default());
+    let shedding = status(false, 0.5);
+    alerting.evaluate(&facts(0, vec![pool(&shedding)], &["w-1"]));
+    alerting.evaluate(&facts(10, vec![pool(&shedding)], &["w-1"]));
+    let Some(AlertEvent::Fired(fired)) = alerting.poll_event() else { panic!("fires") };
+    assert_eq!(fired.escalation_tier, 1);
+    for s in 11..40 {
+        alerting.evaluate(&facts(s, vec![pool(&shedding)], &["w-1"]));
+        assert_eq!(alerting.poll_event(), None, "second {s}: not yet 30 s");
+    }
+    alerting.evaluate(&facts(40, vec![pool(&shedding)], &["w-1"]));
+    let Some(AlertEvent::Escalated(tier2)) = alerting.poll_event() else { panic!("tier 2 after 30 s") };
+    assert_eq!(tier2.escalation_tier, 2);
+    let acked = alerting.acknowledge(&fired.fingerprint, "oncall-ana", 1).unwrap();
+    assert_eq!(acked.acknowledged, Some(("oncall-ana".to_owned(), 1)));
+    assert!(matches!(alerting.poll_event(), Some(AlertEvent::Acknowledged(_))));
+    for s in 41..200 {
+        alerting.evaluate(&facts(s, vec![pool(&shedding)], &["w-1"]));
+        assert_eq!(alerting.poll_event(), None, "acknowledged: no tier 3");
+    }
+    assert!(alerting.acknowledge("0000000000000000", "x", 2).is_none());
+}
+
+#[test]
+fn an_alert_without_a_wedding_escalates_after_the_plain_delay_up_to_the_last_tier() {
+    let mut alerting = Alerting::new(AlertSettings::default());
+    let shedding = status(false, 0.5);
+    alerting.evaluate(&facts(0, vec![pool(&shedding)], &[]));
+    let mut tiers = Vec::new();
+    for s in 10..=1000 {
+        alerting.evaluate(&facts(s, vec![pool(&shedding)], &[]));
+        while let Some(event) = alerting.poll_event() {
+            match event {
+                AlertEvent::Fired(a) | AlertEvent::Escalated(a) => tiers.push((s, a.escalation_tier)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(tiers, [(10, 1), (310, 2), (610, 3)], "every 300 s, three tiers in all");
 }

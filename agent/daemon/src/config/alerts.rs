@@ -22,6 +22,26 @@ pub struct AlertsSection {
     /// Per rule (`shedding`, `stale_metrics`, `capacity_forecast`, `actuator_failing`,
     /// `plugin_unhealthy`): `enabled` and `for`.
     pub rules: BTreeMap<String, RuleSection>,
+    /// Escalation of firing alerts nobody acknowledged.
+    pub escalation: EscalationSection,
+}
+
+/// `[alerts.escalation]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationSection {
+    /// Tiers in all (1: none); each is sent to Alertmanager with `escalation_tier = "N"`.
+    pub tiers: u32,
+    /// Delay to the next tier.
+    pub delay: String,
+    /// Delay to the next tier while a wedding is active in the alert's region.
+    pub wedding_delay: String,
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        EscalationSection { tiers: 3, delay: "5m".into(), wedding_delay: "30s".into() }
+    }
 }
 
 /// `[alerts.rules.NAME]`.
@@ -37,7 +57,13 @@ pub struct RuleSection {
 
 impl Default for AlertsSection {
     fn default() -> Self {
-        AlertsSection { enabled: true, alertmanager: Vec::new(), resend_interval: "30s".into(), rules: BTreeMap::new() }
+        AlertsSection {
+            enabled: true,
+            alertmanager: Vec::new(),
+            resend_interval: "30s".into(),
+            rules: BTreeMap::new(),
+            escalation: EscalationSection::default(),
+        }
     }
 }
 
@@ -88,6 +114,17 @@ impl AlertsSection {
                 c.fail("alerts.alertmanager", format!("{url:?} is not an http(s) URL"));
             }
         }
+        let e = &self.escalation;
+        rules.escalation.tiers =
+            u32::try_from(c.range("alerts.escalation.tiers", u64::from(e.tiers), 1, 10)).unwrap_or(1);
+        rules.escalation.delay =
+            c.duration("alerts.escalation.delay", &e.delay, Duration::from_secs(1), Duration::from_secs(86_400));
+        rules.escalation.wedding_delay = c.duration(
+            "alerts.escalation.wedding_delay",
+            &e.wedding_delay,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        );
         let resend_interval = c.duration(
             "alerts.resend_interval",
             &self.resend_interval,
