@@ -93,6 +93,8 @@ fn forecaster_beats_holt_winters_at_the_engines_horizons_on_real_series() {
 /// Issue 23's goals in full: better than Holt-Winters additive on MASE at every horizon on every
 /// series, by at least 20% at 30 minutes. Not met yet (the 30-minute margin is 5-8%, and at 48 h
 /// elecdemand loses): run with `--ignored` to see where it stands.
+// Ignored because it fails until issue 23 is done; `.ci/run` still runs it in a step of its own
+// and prints where the goals stand, without failing the run on it.
 #[test]
 #[ignore = "issue 23's full goals are not met yet: see the test's doc"]
 fn forecaster_meets_issue_23s_goals_on_real_series() {

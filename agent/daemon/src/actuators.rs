@@ -234,14 +234,7 @@ impl Actuators {
                     (Method::Exec { command, observe, timeout, env }, retries, backoff)
                 }
                 ActuatorSpec::Webhook { url, secret, timeout, retries, backoff } => {
-                    let agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(timeout))
-                        .max_redirects(0)
-                        .user_agent(USER_AGENT)
-                        .build()
-                        .new_agent();
-                    (Method::Webhook { agent, url, secret }, retries, backoff)
+                    (Method::Webhook { agent: http_agent(timeout), url, secret }, retries, backoff)
                 }
             };
             if map.contains_key(&pool) {
@@ -688,6 +681,18 @@ impl Worker {
             };
         }
     }
+}
+
+/// The agent's HTTP client for what it sends out (webhooks, audit checkpoints, alerts): each
+/// request cut off after `timeout`, no redirects followed, any status returned to the caller.
+pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .user_agent(USER_AGENT)
+        .build()
+        .new_agent()
 }
 
 /// POSTs `body` (JSON) signed as the webhook actuators sign theirs (`X-Wedsync-Timestamp`,

@@ -353,13 +353,7 @@ fn postable(alert: &Alert, tier: u32, firing_until_ms: i64) -> serde_json::Value
 }
 
 fn deliver(shared: &DeliveryShared, endpoints: &[String], resend: Duration, counters: &AlertCounters) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(POST_TIMEOUT))
-        .max_redirects(0)
-        .user_agent(concat!("wedsync-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
+    let agent = crate::actuators::http_agent(POST_TIMEOUT);
     let mut logs = crate::logging::RateLimiter::new(1);
     let mut next_send = Instant::now();
     let mut retry = Duration::from_secs(1);

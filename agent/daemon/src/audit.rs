@@ -542,13 +542,7 @@ const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
 const SHIP_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 fn ship_loop(slot: &ShipSlot, url: &str, secret: &str, node: &str, counters: &AuditCounters) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(SHIP_TIMEOUT))
-        .max_redirects(0)
-        .user_agent(concat!("wedsync-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
+    let agent = crate::actuators::http_agent(SHIP_TIMEOUT);
     let mut backoff = Duration::from_secs(1);
     let mut logs = crate::logging::RateLimiter::new(1);
     loop {
